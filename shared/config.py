@@ -1,0 +1,69 @@
+"""The YAML configuration file: forms, scoring rules, routing rules, reps, SLA policies, calendars.
+
+Each service validates the sections it owns against its own JSON Schema; an invalid file stops
+start-up with one message naming the bad key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+DEFAULT_CONFIG = "default_config.yaml"
+
+
+class ConfigError(SystemExit):
+    """The configuration file is missing, unreadable or invalid; the message names the key."""
+
+
+def default_config_text() -> str:
+    """The packaged default configuration, as YAML text."""
+    return resources.files("shared").joinpath(DEFAULT_CONFIG).read_text(encoding="utf-8")
+
+
+def load_config(path: Path | str | None = None) -> dict[str, Any]:
+    """Read the YAML config (the packaged default when ``path`` is None)."""
+    where = str(path) if path else f"(packaged) {DEFAULT_CONFIG}"
+    try:
+        text = Path(path).read_text(encoding="utf-8") if path else default_config_text()
+    except OSError as exc:
+        raise ConfigError(f"config {where}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {where}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {where}: the top level must be a mapping")
+    return data
+
+
+def key_path(parts: Any) -> str:
+    """Render a JSON-Schema error path as ``scoring.fit[2].points``."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def validate_section(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
+    """Validate ``config`` against a JSON Schema; raise :class:`ConfigError` naming the key."""
+    validator = Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
+    if errors:
+        err: ValidationError = errors[0]
+        raise ConfigError(f"invalid config at {key_path(err.absolute_path)}: {err.message}")
+
+
+def load_schema(package: str, name: str = "config_schema.json") -> dict[str, Any]:
+    """Load a JSON Schema shipped inside a package."""
+    import json
+
+    return json.loads(resources.files(package).joinpath(name).read_text(encoding="utf-8"))

@@ -1,0 +1,142 @@
+"""A service's running parts and their lifecycle: engine, producer, outbox relay and workers.
+
+Start-up never blocks on the broker: the producer and consumers connect in the background and
+retry, so an HTTP API (capture in particular) answers while Kafka is away. ``stop`` drains:
+each worker finishes and commits what it holds before the producer and engine close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.bus import ensure_topics, make_producer
+from shared.outbox import OutboxRelay
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    """A background loop with a graceful stop."""
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Runtime:
+    """Everything one Leadflow process runs besides its HTTP routes."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        engine: AsyncEngine,
+        *,
+        producer_factory: Callable[[Settings], AIOKafkaProducer] = make_producer,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.engine = engine
+        self.producer = producer_factory(settings)
+        self._producer_factory = producer_factory
+        self.relay = OutboxRelay(
+            engine, self.producer, name, poll_seconds=settings.leadflow_outbox_poll_seconds
+        )
+        self.workers: list[Worker] = [self.relay]
+        self.kafka_ready = asyncio.Event()
+        self.state: dict[str, Any] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def add_worker(self, worker: Worker) -> None:
+        """Register a loop to run once Kafka is reachable (before :meth:`start`)."""
+        self.workers.append(worker)
+
+    async def start(self) -> None:
+        """Begin connecting to Kafka and running workers in the background."""
+        self._tasks.append(asyncio.create_task(self._boot(), name=f"{self.name}-boot"))
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until the producer is up and every consumer has joined its group."""
+        await asyncio.wait_for(self.kafka_ready.wait(), timeout)
+        joined = [w for w in self.workers if hasattr(w, "joined")]
+        await asyncio.wait_for(asyncio.gather(*(w.joined.wait() for w in joined)), timeout)  # type: ignore[attr-defined]
+
+    async def _boot(self) -> None:
+        delay = 0.2
+        while not self._stopping:
+            try:
+                await self.producer.start()
+                await ensure_topics(self.settings)
+                break
+            except Exception as exc:
+                log.warning("%s: Kafka not reachable yet (%s); retrying", self.name, exc)
+                try:
+                    await self.producer.stop()
+                except Exception:
+                    pass
+                self.producer = self._producer_factory(self.settings)
+                self.relay.producer = self.producer
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if self._stopping:
+            return
+        self.kafka_ready.set()
+        for worker in self.workers:
+            self._tasks.append(asyncio.create_task(self._supervise(worker)))
+
+    async def _supervise(self, worker: Worker) -> None:
+        delay = 0.5
+        while not self._stopping:
+            try:
+                await worker.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: worker %s crashed; restarting", self.name, type(worker).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Drain workers (each commits what it holds), then close Kafka and the database."""
+        self._stopping = True
+        for worker in reversed(self.workers):
+            await worker.stop()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            await self.producer.stop()
+        except Exception:
+            log.debug("producer stop failed", exc_info=True)
+        await self.engine.dispose()
+
+    async def check_database(self) -> bool:
+        """Whether the database answers."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    async def check_broker(self) -> bool:
+        """Whether the broker answers a metadata request."""
+        if not self.kafka_ready.is_set():
+            return False
+        try:
+            await asyncio.wait_for(self.producer.client.fetch_all_metadata(), 3.0)
+            return True
+        except Exception:
+            return False

@@ -1,0 +1,92 @@
+"""Helpers for tests: waiting for conditions, reading a topic back, building test settings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared.events import CloudEvent, from_kafka
+from shared.settings import Settings
+
+T = TypeVar("T")
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T]], *, timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Call ``probe`` until it returns something truthy; return it, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s: {what or probe} (last: {last!r})")
+
+
+def make_settings(bootstrap: str, database_url: str, **overrides: Any) -> Settings:
+    """Dev-mode settings on a fresh topic prefix, with fast group timeouts for the test broker."""
+    values: dict[str, Any] = dict(
+        leadflow_dev=True,
+        kafka_bootstrap_servers=bootstrap,
+        database_url=database_url,
+        leadflow_topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
+        kafka_session_timeout_ms=1000,
+        kafka_heartbeat_interval_ms=100,
+        kafka_rebalance_timeout_ms=1000,
+        leadflow_outbox_poll_seconds=0.2,
+        leadflow_api_token="test-token",
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def read_topic(bootstrap: str, topic: str, *, timeout: float = 2.0) -> list[CloudEvent]:
+    """Every event on ``topic`` right now, read from the beginning without a consumer group."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh topic metadata
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[CloudEvent] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            positions = [await consumer.position(tp) for tp in tps]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                break
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                out.extend(from_kafka(r.key, r.value, r.headers) for r in records)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def wait_for_events(
+    bootstrap: str,
+    topic: str,
+    predicate: Callable[[list[CloudEvent]], bool],
+    *,
+    timeout: float = 30.0,
+) -> list[CloudEvent]:
+    """Read ``topic`` until ``predicate(events)`` holds; return the events."""
+
+    async def probe() -> list[CloudEvent] | None:
+        events = await read_topic(bootstrap, topic)
+        return events if predicate(events) else None
+
+    return await wait_for(probe, timeout=timeout, interval=0.2, what=f"events on {topic}")
