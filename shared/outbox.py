@@ -112,7 +112,9 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until stopped; broker errors back off and retry, nothing is dropped."""
         backoff = 0.1
-        while not self._stopping:
+        while True:
+            # A stop request still gets this one last drain.
+            stopping = self._stopping
             try:
                 while await self.relay_once():
                     pass
@@ -122,10 +124,14 @@ class OutboxRelay:
                 raise
             except Exception as exc:  # broker or database down: keep rows, retry
                 self.healthy = False
+                if stopping:
+                    break
                 log.warning("outbox relay %s: %s; retrying in %.1fs", self.source, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            if stopping:
+                break
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
             except TimeoutError:
@@ -133,7 +139,7 @@ class OutboxRelay:
             self._wake.clear()
 
     async def stop(self) -> None:
-        """Finish the current batch and stop."""
+        """Drain what is pending (one last pass), then stop; unsent rows wait for the next start."""
         self._stopping = True
         self._wake.set()
 

@@ -54,6 +54,7 @@ class Runtime:
         self.kafka_ready = asyncio.Event()
         self.state: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._worker_tasks: dict[int, asyncio.Task[None]] = {}
         self._stopping = False
 
     def add_worker(self, worker: Worker) -> None:
@@ -91,7 +92,9 @@ class Runtime:
             return
         self.kafka_ready.set()
         for worker in self.workers:
-            self._tasks.append(asyncio.create_task(self._supervise(worker)))
+            task = asyncio.create_task(self._supervise(worker))
+            self._worker_tasks[id(worker)] = task
+            self._tasks.append(task)
 
     async def _supervise(self, worker: Worker) -> None:
         delay = 0.5
@@ -109,18 +112,28 @@ class Runtime:
     async def stop(self, timeout: float = 15.0) -> None:
         """Drain workers (each commits what it holds), then close Kafka and the database."""
         self._stopping = True
-        for worker in reversed(self.workers):
+        # Consumers and timers first, so what their last batch wrote is still relayed.
+        others = [w for w in self.workers if w is not self.relay]
+        for worker in others:
             await worker.stop()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._wait([self._worker_tasks.get(id(w)) for w in others], timeout)
+        await self.relay.stop()
+        await self._wait(self._tasks, timeout)
         try:
             await self.producer.stop()
         except Exception:
             log.debug("producer stop failed", exc_info=True)
         await self.engine.dispose()
+
+    @staticmethod
+    async def _wait(tasks: list[asyncio.Task[None] | None], timeout: float) -> None:
+        live = [t for t in tasks if t is not None]
+        if not live:
+            return
+        _, pending = await asyncio.wait(live, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def check_database(self) -> bool:
         """Whether the database answers."""

@@ -1,0 +1,37 @@
+# Leadflow. Needs only Python 3.11+; everything else is installed into .venv on first use.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint bench migrate clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install Leadflow with its dev tools
+
+run: install ## everything on this machine: bundled broker, SQLite, the three services
+	$(BIN)/leadflow dev
+
+test: install ## the whole suite (real broker, real PostgreSQL and SQLite)
+	$(BIN)/python -m pytest
+
+lint: install ## ruff, mypy, import-linter
+	$(BIN)/ruff check shared services tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: install ## throughput benchmarks, printed as ratios against a baseline run alongside
+	$(BIN)/python -m bench.run
+
+migrate: install
+	$(BIN)/leadflow migrate
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

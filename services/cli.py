@@ -1,0 +1,191 @@
+"""The ``leadflow`` command: run one service, everything at once (dev), or migrate.
+
+This is the only module that knows all three services; each is imported lazily by name, so the
+services themselves stay independent of one another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(help="Leadflow: lead capture, scoring and routing.", no_args_is_help=True)
+
+SERVICES = ("capture", "scoring", "routing")
+
+
+def _serve(name: str) -> None:
+    import uvicorn
+
+    from shared.logs import configure_logging
+    from shared.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.leadflow_log_level)
+    main: Any = importlib.import_module(f"services.{name}.main")
+    port = getattr(settings, f"leadflow_{name}_port")
+    application = main.build_app(settings)
+    config = uvicorn.Config(
+        application,
+        host=settings.leadflow_host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )
+    uvicorn.Server(config).run()
+
+
+@app.command()
+def capture() -> None:
+    """Run the capture service (forms, downloads, webinars, tracking, ad platforms)."""
+    _serve("capture")
+
+
+@app.command()
+def scoring() -> None:
+    """Run the scoring service (lead state, score, temperature, stage)."""
+    _serve("scoring")
+
+
+@app.command()
+def routing() -> None:
+    """Run the routing service (assignment, SLA clocks, escalation)."""
+    _serve("routing")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply every database migration (shared, capture, scoring, routing)."""
+    from shared.db import create_engine
+    from shared.migrate import migrate as run_migrations
+    from shared.settings import get_settings
+
+    async def _go() -> None:
+        engine = create_engine(get_settings().db_url)
+        try:
+            await run_migrations(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(_go())
+    typer.echo("database migrated")
+
+
+@app.command()
+def rescore() -> None:
+    """Recompute every lead's score with the current config, in batches, while consuming."""
+    module: Any = importlib.import_module("services.scoring.rescore")
+    from shared.settings import get_settings
+
+    count = asyncio.run(module.rescore_all(get_settings()))
+    typer.echo(f"rescored {count} leads")
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+@app.command()
+def dev(
+    broker_port: int = typer.Option(0, help="Port of the bundled broker (0: 9092 if free, else any)."),
+) -> None:
+    """Run everything on this machine: bundled broker, SQLite, migrations, the three services."""
+    from shared.broker import BundledBroker, free_port
+    from shared.settings import load_settings
+
+    env = dict(os.environ)
+    env.setdefault("LEADFLOW_DEV", "1")
+    settings = load_settings(leadflow_dev=True)
+    var = Path(settings.leadflow_var_dir)
+    var.mkdir(parents=True, exist_ok=True)
+    broker: BundledBroker | None = None
+    if not settings.kafka_bootstrap_servers:
+        port = broker_port or (9092 if _port_free(9092) else free_port())
+        broker = BundledBroker(port=port, log_path=var / "broker.log").start()
+        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+        # The local broker has no replicas to wait for: short group timeouts start consumers fast.
+        env.setdefault("KAFKA_SESSION_TIMEOUT_MS", "3000")
+        env.setdefault("KAFKA_HEARTBEAT_INTERVAL_MS", "300")
+        env.setdefault("KAFKA_REBALANCE_TIMEOUT_MS", "3000")
+        typer.echo(f"broker    bundled Tansu on {broker.bootstrap} (memory only)")
+    env.setdefault("DATABASE_URL", settings.db_url)
+    typer.echo(f"database  {env['DATABASE_URL']}")
+    subprocess.run([sys.executable, "-m", "services.cli", "migrate"], env=env, check=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in SERVICES:
+            procs.append(subprocess.Popen([sys.executable, "-m", "services.cli", name], env=env))
+        for name, proc in zip(SERVICES, procs, strict=True):
+            port = getattr(settings, f"leadflow_{name}_port")
+            _wait_http(f"http://{settings.leadflow_host}:{port}/healthz", proc)
+        typer.echo("")
+        for name in SERVICES:
+            port = getattr(settings, f"leadflow_{name}_port")
+            typer.echo(f"{name:<9} http://{settings.leadflow_host}:{port}   (docs: /docs)")
+        typer.echo("\nLeadflow is running. Ctrl-C stops everything.")
+        _wait_for_signal(procs)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if broker:
+            broker.stop()
+        typer.echo("stopped")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _wait_for_signal(procs: list[subprocess.Popen[bytes]]) -> None:
+    stop = {"now": False}
+
+    def _handler(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    while not stop["now"]:
+        for proc in procs:
+            if proc.poll() is not None:
+                typer.echo(f"a service exited with {proc.returncode}; stopping", err=True)
+                return
+        time.sleep(0.3)
+
+
+if __name__ == "__main__":
+    app()

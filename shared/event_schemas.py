@@ -1,0 +1,184 @@
+"""JSON Schemas of every event type's data, and validation against them.
+
+The schemas are written out as ``shared/schemas/<type>.json`` (``python -m shared.event_schemas``)
+so that consumers in other languages can use them; a test keeps the files equal to this module.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from shared.events import (
+    INTERACTION_TYPES,
+    LEAD_TYPES,
+    ROUTING_TYPES,
+    SALES_TYPES,
+    CloudEvent,
+    RoutingType,
+)
+
+_STR = {"type": ["string", "null"]}
+_TIME = {"type": "string", "format": "date-time"}
+_OBJ = {"type": ["object", "null"]}
+
+CONTACT = {
+    "type": "object",
+    "properties": {
+        "email": _STR, "phone": _STR, "first_name": _STR, "last_name": _STR, "company": _STR,
+        "job_title": _STR, "industry": _STR, "company_size": {"type": ["integer", "null"]},
+        "company_size_raw": _STR, "country": _STR,
+    },
+}
+
+INTERACTION = {
+    "type": "object",
+    "required": ["lead_key", "occurred_at", "channel"],
+    "properties": {
+        "lead_key": {"type": "string", "minLength": 1},
+        "occurred_at": _TIME,
+        "channel": {"enum": ["form", "download", "webinar", "ad", "tracking"]},
+        "form_id": _STR,
+        "intent": {"enum": [None, "newsletter", "contact", "demo_request", "quote", "trial", "generic"]},
+        "contact": {"anyOf": [CONTACT, {"type": "null"}]},
+        "anonymous_id": _STR,
+        "user_id": _STR,
+        "attribution": _OBJ,
+        "consent": _OBJ,
+        "custom": _OBJ,
+        "asset": _OBJ,
+        "webinar": _OBJ,
+        "ad": _OBJ,
+        "track": _OBJ,
+    },
+}
+
+OWNER = {
+    "type": "object",
+    "required": ["id", "name", "email", "team"],
+    "properties": {"id": {"type": "string"}, "name": _STR, "email": _STR, "team": _STR},
+}
+
+LEAD = {
+    "type": "object",
+    "required": ["id", "status", "stage", "temperature", "score", "created_at"],
+    "properties": {
+        "id": {"type": "string"},
+        "key": _STR,
+        "email": _STR,
+        "emails": {"type": "array", "items": {"type": "string"}},
+        "status": {"enum": ["lead", "prospect", "client", "disqualified"]},
+        "stage": {"enum": ["IQL", "MQL", "SQL"]},
+        "temperature": {"enum": ["cold", "warm", "hot"]},
+        "score": {
+            "type": "object",
+            "required": ["total", "fit", "engagement", "reasons"],
+            "properties": {
+                "total": {"type": "number"}, "fit": {"type": "number"},
+                "engagement": {"type": "number"},
+                "reasons": {"type": "array", "items": {
+                    "type": "object", "required": ["rule", "points"],
+                    "properties": {"rule": {"type": "string"}, "points": {"type": "number"}},
+                }},
+            },
+        },
+        "owner": {"anyOf": [OWNER, {"type": "null"}]},
+        "created_at": _TIME,
+    },
+}
+
+LEAD_EVENT = {
+    "type": "object",
+    "required": ["lead"],
+    "properties": {"lead": LEAD, "cause": _OBJ, "change": _OBJ},
+}
+
+SLA = {
+    "type": "object",
+    "required": ["policy", "due_at"],
+    "properties": {"policy": {"type": "string"}, "due_at": _TIME, "warn_at": {"type": ["string", "null"]}},
+}
+
+ASSIGNED = {
+    "type": "object",
+    "required": ["assignment_id", "lead_id", "owner", "lead", "sla", "assigned_at", "reason"],
+    "properties": {
+        "assignment_id": {"type": "string"},
+        "lead_id": {"type": "string"},
+        "owner": OWNER,
+        "lead": {
+            "type": "object",
+            "required": ["email", "first_name", "last_name", "company", "job_title",
+                         "temperature", "stage", "score"],
+        },
+        "sla": SLA,
+        "assigned_at": _TIME,
+        "reason": {"type": "string"},
+    },
+}
+
+ROUTING_EVENT = {
+    "type": "object",
+    "required": ["lead_id"],
+    "properties": {"lead_id": {"type": "string"}, "assignment_id": _STR},
+}
+
+SALES_EVENT = {
+    "type": "object",
+    "anyOf": [{"required": ["lead_id"]}, {"required": ["email"]}],
+    "properties": {"lead_id": _STR, "email": _STR, "assignment_id": _STR, "rep_id": _STR,
+                   "occurred_at": {"type": ["string", "null"]}, "note": _STR},
+}
+
+
+def build_schemas() -> dict[str, dict[str, Any]]:
+    """Every event type's data schema, by CloudEvents type."""
+    out: dict[str, dict[str, Any]] = {}
+    for types, schema in (
+        (INTERACTION_TYPES, INTERACTION),
+        (LEAD_TYPES, LEAD_EVENT),
+        (ROUTING_TYPES - {RoutingType.ASSIGNED, RoutingType.REASSIGNED}, ROUTING_EVENT),
+        ({RoutingType.ASSIGNED, RoutingType.REASSIGNED}, ASSIGNED),
+        (SALES_TYPES, SALES_EVENT),
+    ):
+        for t in sorted(types):
+            out[t] = {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "$id": f"https://leadflow.dev/schemas/{t}.json",
+                "title": f"data of {t}",
+                **schema,
+            }
+    return out
+
+
+@lru_cache(maxsize=None)
+def _validator(ce_type: str) -> Draft202012Validator | None:
+    path = resources.files("shared").joinpath("schemas", f"{ce_type}.json")
+    if not path.is_file():
+        return None
+    return Draft202012Validator(json.loads(path.read_text(encoding="utf-8")))
+
+
+def schema_errors(event: CloudEvent) -> list[str]:
+    """Messages for every way ``event.data`` breaks its type's schema (empty when valid)."""
+    validator = _validator(event.type)
+    if validator is None:
+        return [f"no schema for type {event.type}"]
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(data)'}: {e.message}"
+            for e in validator.iter_errors(dict(event.data))]
+
+
+def write_schemas(folder: Path) -> None:
+    """Write one JSON file per event type into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, schema in build_schemas().items():
+        (folder / f"{t}.json").write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    write_schemas(Path(__file__).parent / "schemas")
