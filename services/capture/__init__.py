@@ -1,0 +1,1 @@
+"""Capture: turns form fills, downloads, webinars, tracking calls and ad leads into CloudEvents."""

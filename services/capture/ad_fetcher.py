@@ -1,0 +1,250 @@
+"""The worker that fetches ad-lead details (Meta Graph API, LinkedIn Lead Sync) durably.
+
+Webhooks only store the platform's lead id in ``capture_ad_fetches``. This worker claims due
+rows, fetches the details with retries and exponential backoff, and on success spools the
+``ad_lead_received`` event (id derived from platform and lead id) in the same transaction that
+marks the row done. After ``max_attempts`` failures the row is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from services.capture import repository
+from services.capture.config import AdFetchPolicy
+from services.capture.context import SOURCE_URI
+from services.capture.domain.ads import (
+    InvalidPayload,
+    ad_interaction,
+    id_str,
+    linkedin_fields,
+    loads_exact,
+    meta_fields,
+)
+from shared.events import CloudEvent, InteractionType, derived_event_id, rfc3339, utcnow
+from shared.outbox import enqueue
+from shared.runtime import Runtime
+from shared.settings import Settings
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+META_FIELDS = "field_data,created_time,ad_id,form_id,campaign_id,platform,is_organic"
+_LI_FORM = re.compile(r"urn:li:leadGenForm:([^,)]+)")
+
+
+class FetchFailed(Exception):
+    """A platform API call failed; it is retried later."""
+
+
+def ad_event_id(platform: str, lead_id: str) -> str:
+    """The deterministic event id of an ad lead: redeliveries and refetches give the same id."""
+    return derived_event_id("capture", f"ad:{platform}", lead_id)
+
+
+def _platform_time(value: Any) -> str:
+    if isinstance(value, str):
+        for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"):
+            try:
+                return rfc3339(datetime.strptime(value.replace("Z", "+0000"), fmt))
+            except ValueError:
+                continue
+    return rfc3339(utcnow())
+
+
+class AdFetcher:
+    """Fetches pending ad leads until stopped (one of the runtime's workers)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: Settings,
+        policy: AdFetchPolicy,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.policy = policy
+        self.transport = transport
+        self.topics = Topics(settings.leadflow_topic_prefix)
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Look for due fetches now (a webhook just stored one)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Finish the fetch in hand and stop."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Fetch due leads; sleep until the next one is due or a webhook wakes us."""
+        async with httpx.AsyncClient(transport=self.transport, timeout=10.0) as client:
+            while not self._stopping:
+                try:
+                    worked = await self.fetch_due(client)
+                    pause = 0.0 if worked else await self._until_next_due()
+                except Exception as exc:  # database away: try again shortly
+                    log.warning("ad fetcher: %s", exc)
+                    pause = 2.0
+                if pause > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=pause)
+                self._wake.clear()
+
+    async def _until_next_due(self) -> float:
+        async with self.runtime.engine.connect() as conn:
+            due = await repository.next_fetch_due(conn)
+        if due is None:
+            return 30.0
+        return min(30.0, max(0.05, (due - utcnow()).total_seconds()))
+
+    async def fetch_due(self, client: httpx.AsyncClient) -> int:
+        """Attempt every due fetch once; return how many were attempted."""
+        async with self.runtime.engine.begin() as conn:
+            rows = await repository.claim_due_fetches(conn, 20, timedelta(seconds=60))
+        for row in rows:
+            if self._stopping:
+                break
+            await self._attempt(client, row)
+        return len(rows)
+
+    async def _attempt(self, client: httpx.AsyncClient, row: Any) -> None:
+        try:
+            event = await self._fetch_event(client, row.platform, row.lead_id, row.notification)
+        except Exception as exc:  # any failure, even an odd answer shape, costs one attempt
+            await self._failed(row, f"{type(exc).__name__}: {exc}")
+            return
+        async with self.runtime.engine.begin() as conn:
+            await enqueue(conn, repository.SOURCE, self.topics.interactions, [event])
+            await repository.finish_fetch(conn, row.id, event.id)
+        self.runtime.relay.wake()
+
+    async def _failed(self, row: Any, error: str) -> None:
+        attempts = row.attempts + 1
+        p = self.policy
+        retry_at = None
+        if attempts < p.max_attempts:
+            delay = min(p.max_retry_seconds, p.first_retry_seconds * 2 ** (attempts - 1))
+            retry_at = utcnow() + timedelta(seconds=delay)
+        log.warning(
+            "ad fetch %s %s failed (attempt %d): %s", row.platform, row.lead_id, attempts, error
+        )
+        async with self.runtime.engine.begin() as conn:
+            await repository.fail_fetch(conn, row.id, attempts, error, retry_at)
+            if retry_at is None:
+                dead = CloudEvent(
+                    type="io.leadflow.deadletter",
+                    source=SOURCE_URI,
+                    id=derived_event_id("capture", "ad-deadletter", row.platform, row.lead_id),
+                    data={
+                        "platform": row.platform,
+                        "lead_id": row.lead_id,
+                        "attempts": attempts,
+                        "error": error,
+                        "notification": row.notification,
+                    },
+                    key=f"{row.platform}:{row.lead_id}",
+                    extensions={
+                        "deadletterreason": error[:500],
+                        "deadletterconsumer": "capture-ad-fetcher",
+                    },
+                )
+                await enqueue(conn, repository.SOURCE, self.topics.deadletter, [dead])
+        if retry_at is None:
+            self.runtime.relay.wake()
+
+    async def _get(self, client: httpx.AsyncClient, url: str, **kwargs: Any) -> Any:
+        resp = await client.get(url, **kwargs)
+        if resp.status_code != 200:
+            raise FetchFailed(f"GET {url.split('?')[0]} answered {resp.status_code}")
+        return loads_exact(resp.content)
+
+    async def _fetch_event(
+        self, client: httpx.AsyncClient, platform: str, lead_id: str, notification: dict[str, Any]
+    ) -> CloudEvent:
+        if platform == "meta":
+            lead = await self._get(
+                client,
+                f"{self.settings.meta_graph_url.rstrip('/')}/{lead_id}",
+                params={
+                    "fields": META_FIELDS,
+                    "access_token": self.settings.meta_access_token or "",
+                },
+            )
+            if not isinstance(lead, dict):
+                raise InvalidPayload("the Graph API answer is not an object")
+            ad = {
+                "form_id": id_str(lead.get("form_id")) or notification.get("form_id"),
+                "campaign_id": id_str(lead.get("campaign_id")),
+                "ad_id": id_str(lead.get("ad_id")) or notification.get("ad_id"),
+                "adgroup_id": notification.get("adgroup_id"),
+                "page_id": notification.get("page_id"),
+                "is_organic": bool(lead.get("is_organic", False)),
+                "is_test": False,
+            }
+            interaction = ad_interaction(
+                "meta", lead_id, meta_fields(lead), ad, _platform_time(lead.get("created_time"))
+            )
+        elif platform == "linkedin":
+            interaction = await self._linkedin(client, lead_id, notification)
+        else:
+            raise FetchFailed(f"no fetcher for platform {platform}")
+        return CloudEvent(
+            type=InteractionType.AD_LEAD_RECEIVED,
+            source=SOURCE_URI,
+            data=interaction.data,
+            id=ad_event_id(platform, lead_id),
+            key=interaction.lead_key,
+        )
+
+    async def _linkedin(
+        self, client: httpx.AsyncClient, lead_id: str, notification: dict[str, Any]
+    ) -> Any:
+        base = self.settings.linkedin_api_url.rstrip("/")
+        headers = {
+            "Authorization": f"Bearer {self.settings.linkedin_access_token or ''}",
+            "X-Restli-Protocol-Version": "2.0.0",
+            "LinkedIn-Version": "202405",
+        }
+        response = await self._get(
+            client, f"{base}/rest/leadFormResponses/{lead_id}", headers=headers
+        )
+        if not isinstance(response, dict):
+            raise InvalidPayload("the Lead Sync answer is not an object")
+        form_urn = str(
+            notification.get("leadGenForm")
+            or response.get("leadGenForm")
+            or response.get("versionedLeadGenFormUrn")
+            or ""
+        )
+        match = _LI_FORM.search(form_urn)
+        form: Any = {}
+        if match:
+            form = await self._get(
+                client, f"{base}/rest/leadForms/{match.group(1)}", headers=headers
+            )
+        creative = (notification.get("associatedEntity") or {}).get("sponsoredCreative")
+        ad = {
+            "form_id": match.group(1) if match else None,
+            "campaign_id": None,
+            "ad_id": str(creative).rsplit(":", 1)[-1] if creative else None,
+            "is_test": bool(response.get("testLead", False)),
+            "lead_type": notification.get("leadType"),
+        }
+        return ad_interaction(
+            "linkedin",
+            lead_id,
+            linkedin_fields(response, form if isinstance(form, dict) else {}),
+            ad,
+            notification.get("occurred_at") or _platform_time(None),
+        )

@@ -1,0 +1,192 @@
+"""The Segment-compatible tracking API: /v1/track, /v1/identify, /v1/page, /v1/batch."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from services.capture.context import SOURCE_URI, CaptureContext, ContextDep
+from services.capture.domain.interaction import InvalidSubmission
+from services.capture.domain.tracking import TrackedCall, parse_call
+from services.capture.http_input import cors_headers, media_type, parse_json_object, read_body
+from services.capture.intake import Submission
+from shared.events import CloudEvent, derived_event_id, new_event_id, parse_time, rfc3339, utcnow
+from shared.problems import Problem
+
+router = APIRouter(tags=["tracking"])
+
+EVENT_LIMIT = 32 * 1024
+BATCH_LIMIT = 500 * 1024
+BATCH_EVENTS = 2_500
+_SEGMENT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "additionalProperties": True,
+                    "properties": {
+                        "userId": {"type": "string"},
+                        "anonymousId": {"type": "string"},
+                        "event": {"type": "string"},
+                        "name": {"type": "string"},
+                        "traits": {"type": "object"},
+                        "properties": {"type": "object"},
+                        "context": {"type": "object"},
+                        "messageId": {"type": "string"},
+                        "timestamp": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _write_key(request: Request, body: dict[str, Any]) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() == "basic" and encoded:
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[0]
+    # analytics.js beacons cannot set headers; Segment accepts the key in the body then.
+    key = body.get("writeKey")
+    return key if isinstance(key, str) else None
+
+
+def _authenticate(ctx: CaptureContext, request: Request, body: dict[str, Any]) -> None:
+    key = _write_key(request, body)
+    if not key:
+        raise Problem(
+            401,
+            "HTTP Basic auth with the write key as username is required",
+            headers={"WWW-Authenticate": 'Basic realm="leadflow"'},
+        )
+    matches = [hmac.compare_digest(key.encode(), k.encode()) for k in ctx.settings.write_keys]
+    if not any(matches):
+        raise Problem(
+            401,
+            "the write key is not valid",
+            headers={"WWW-Authenticate": 'Basic realm="leadflow"'},
+        )
+
+
+async def _read(ctx: CaptureContext, request: Request, limit: int) -> dict[str, Any]:
+    ctx.limiter.check(request)
+    if media_type(request) not in ("application/json", "text/plain", ""):
+        raise Problem(415, "the tracking API takes JSON")
+    body = parse_json_object(await read_body(request, limit))
+    _authenticate(ctx, request, body)
+    return body
+
+
+def _event(call: TrackedCall, now_iso: str) -> Submission:
+    key = call.message_id
+    event = CloudEvent(
+        type=call.event_type,
+        source=SOURCE_URI,
+        data=call.interaction.data,
+        id=derived_event_id("capture", "segment", key) if key else new_event_id(),
+        time=parse_time(now_iso),
+        key=call.interaction.lead_key,
+    )
+    return Submission(event, "segment" if key else None)
+
+
+async def _accept(ctx: CaptureContext, request: Request, calls: list[TrackedCall]) -> Response:
+    now_iso = rfc3339(utcnow())
+    await ctx.intake.accept([_event(c, now_iso) for c in calls])
+    return JSONResponse({"success": True}, headers=cors_headers(request.headers.get("origin")))
+
+
+async def _single(ctx: CaptureContext, request: Request, call_type: str) -> Response:
+    body = await _read(ctx, request, EVENT_LIMIT)
+    try:
+        call = parse_call(body, call_type, rfc3339(utcnow()))
+    except InvalidSubmission as exc:
+        raise Problem(422, "the call is invalid", errors=exc.errors) from None
+    return await _accept(ctx, request, [call])
+
+
+@router.options("/v1/{call}", include_in_schema=False)
+async def tracking_preflight(call: str, request: Request) -> Response:
+    if call not in ("track", "identify", "page", "screen", "batch"):
+        raise Problem(404, "not found")
+    return Response(
+        status_code=204,
+        headers={
+            **cors_headers(request.headers.get("origin") or "*"),
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Content-Type, Authorization",
+            "Access-Control-Max-Age": "600",
+        },
+    )
+
+
+@router.post("/v1/track", openapi_extra=_SEGMENT_BODY)
+async def track(request: Request, ctx: ContextDep) -> Response:
+    """A Segment ``track`` call (``event`` required)."""
+    return await _single(ctx, request, "track")
+
+
+@router.post("/v1/page", openapi_extra=_SEGMENT_BODY)
+async def page(request: Request, ctx: ContextDep) -> Response:
+    """A Segment ``page`` call (a page view)."""
+    return await _single(ctx, request, "page")
+
+
+@router.post("/v1/screen", openapi_extra=_SEGMENT_BODY)
+async def screen(request: Request, ctx: ContextDep) -> Response:
+    """A Segment ``screen`` call (a mobile screen view, recorded like a page view)."""
+    return await _single(ctx, request, "screen")
+
+
+@router.post("/v1/identify", openapi_extra=_SEGMENT_BODY)
+async def identify(request: Request, ctx: ContextDep) -> Response:
+    """A Segment ``identify`` call; with ``traits.email`` it joins the anonymous history."""
+    return await _single(ctx, request, "identify")
+
+
+@router.post("/v1/batch")
+async def batch(request: Request, ctx: ContextDep) -> Response:
+    """Up to 2,500 calls (500 KB, 32 KB each) in one request; all or nothing."""
+    body = await _read(ctx, request, BATCH_LIMIT)
+    items = body.get("batch")
+    if not isinstance(items, list):
+        raise Problem(422, "batch must be a list", errors=[{"loc": "/body/batch", "msg": "list"}])
+    if len(items) > BATCH_EVENTS:
+        raise Problem(413, f"a batch holds at most {BATCH_EVENTS} events")
+    shared_context = body.get("context") if isinstance(body.get("context"), dict) else None
+    received = rfc3339(utcnow())
+    calls, errors = [], []
+    for i, item in enumerate(items):
+        loc = f"/body/batch/{i}"
+        if not isinstance(item, dict):
+            errors.append({"loc": loc, "msg": "must be an object"})
+            continue
+        if len(orjson.dumps(item)) > EVENT_LIMIT:
+            raise Problem(413, f"event {i} is larger than {EVENT_LIMIT} bytes")
+        if shared_context and "context" not in item:
+            item = {**item, "context": shared_context}
+        call_type = item.get("type")
+        try:
+            calls.append(
+                parse_call(item, call_type if isinstance(call_type, str) else "", received, loc)
+            )
+        except InvalidSubmission as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise Problem(
+            422, "some calls of the batch are invalid; nothing was accepted", errors=errors[:100]
+        )
+    return await _accept(ctx, request, calls)

@@ -1,0 +1,188 @@
+"""Ad-platform webhooks: Meta Lead Ads, Google Ads lead forms, LinkedIn Lead Sync.
+
+Each request is verified exactly as its platform specifies (constant-time comparisons); a
+failed check is 401/403 and nothing is stored. Meta and LinkedIn send only a lead id: it is
+stored durably and the answer is 200; the ad fetcher gets the details. Google sends the answers
+inline, so its event is made durable right away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from services.capture import repository
+from services.capture.ad_fetcher import ad_event_id
+from services.capture.context import SOURCE_URI, CaptureContext, ContextDep
+from services.capture.domain.ads import (
+    InvalidPayload,
+    ad_interaction,
+    google_fields,
+    hmac_hex,
+    id_str,
+    linkedin_signature_ok,
+    loads_exact,
+    meta_leadgen_changes,
+    meta_signature_ok,
+)
+from services.capture.domain.jsonsafe import clean
+from services.capture.http_input import read_body
+from services.capture.intake import Submission
+from shared.events import CloudEvent, InteractionType, parse_time, rfc3339, utcnow
+from shared.problems import Problem
+
+router = APIRouter(tags=["ad platforms"])
+WEBHOOK_LIMIT = 2 * 1024 * 1024
+
+
+def _configured(value: str | None, platform: str) -> str:
+    if not value:
+        raise Problem(403, f"the {platform} webhook is not configured on this server")
+    return value
+
+
+def _payload(raw: bytes) -> Any:
+    try:
+        return clean(loads_exact(raw))
+    except (InvalidPayload, ValueError) as exc:
+        raise Problem(400, str(exc)[:300]) from None
+
+
+async def _store(
+    ctx: CaptureContext, platform: str, leads: list[tuple[str, dict[str, Any]]]
+) -> int:
+    try:
+        async with ctx.intake.runtime.engine.begin() as conn:
+            new = [
+                await repository.add_ad_fetch(conn, platform, lead_id, note)
+                for lead_id, note in leads
+            ]
+    except Exception:
+        # Not stored: the platform must retry, so answer an error (both retry on non-2xx).
+        raise Problem(
+            503, "the lead could not be stored; retry later", headers={"Retry-After": "10"}
+        ) from None
+    if any(new) and ctx.fetcher is not None:
+        ctx.fetcher.wake()
+    return sum(new)
+
+
+@router.get("/v1/webhooks/meta", response_class=PlainTextResponse)
+async def meta_verify(request: Request, ctx: ContextDep) -> Response:
+    """Meta's subscription check: echo ``hub.challenge`` when ``hub.verify_token`` matches."""
+    token = _configured(ctx.settings.meta_verify_token, "Meta")
+    q = request.query_params
+    given = q.get("hub.verify_token", "")
+    if q.get("hub.mode") != "subscribe" or not hmac.compare_digest(given.encode(), token.encode()):
+        raise Problem(403, "verification failed")
+    return PlainTextResponse(q.get("hub.challenge", ""))
+
+
+@router.post("/v1/webhooks/meta")
+async def meta_notify(request: Request, ctx: ContextDep) -> Response:
+    """A Meta ``leadgen`` notification (``X-Hub-Signature-256`` over the raw body)."""
+    secret = _configured(ctx.settings.meta_app_secret, "Meta")
+    raw = await read_body(request, WEBHOOK_LIMIT)
+    signature = request.headers.get("x-hub-signature-256")
+    if not signature:
+        raise Problem(401, "X-Hub-Signature-256 is missing")
+    if not meta_signature_ok(secret, raw, signature):
+        raise Problem(403, "X-Hub-Signature-256 does not match the body")
+    try:
+        changes = meta_leadgen_changes(_payload(raw))
+    except InvalidPayload as exc:
+        raise Problem(422, str(exc)) from None
+    leads = [(str(c["leadgen_id"]), dict(c)) for c in changes]
+    new = await _store(ctx, "meta", leads)
+    return JSONResponse({"received": len(leads), "new": new})
+
+
+@router.post("/v1/webhooks/google-ads")
+async def google_notify(request: Request, ctx: ContextDep) -> Response:
+    """A Google Ads lead form webhook (``google_key`` in the body; answers inline)."""
+    expected = _configured(ctx.settings.google_ads_webhook_key, "Google Ads")
+    payload = _payload(await read_body(request, WEBHOOK_LIMIT))
+    if not isinstance(payload, dict):
+        raise Problem(422, "the body must be a JSON object")
+    key = payload.get("google_key", payload.get("Google_key"))
+    if not isinstance(key, str) or not hmac.compare_digest(key.encode(), expected.encode()):
+        raise Problem(403, "google_key does not match")
+    lead_id = id_str(payload.get("lead_id"))
+    if lead_id is None:
+        raise Problem(
+            422, "lead_id is required", errors=[{"loc": "/body/lead_id", "msg": "required"}]
+        )
+    try:
+        fields = google_fields(payload)
+    except InvalidPayload as exc:
+        raise Problem(422, str(exc)) from None
+    ad = {
+        "form_id": id_str(payload.get("form_id")),
+        "campaign_id": id_str(payload.get("campaign_id")),
+        "ad_id": id_str(payload.get("creative_id")),
+        "adgroup_id": id_str(payload.get("adgroup_id")),
+        "gcl_id": id_str(payload.get("gcl_id")),
+        "api_version": id_str(payload.get("api_version")),
+        "is_test": payload.get("is_test") is True,
+    }
+    occurred = rfc3339(utcnow())
+    if isinstance(payload.get("lead_submit_time"), str):
+        with contextlib.suppress(ValueError):  # unparseable: keep the receipt time
+            occurred = rfc3339(parse_time(payload["lead_submit_time"]))
+    interaction = ad_interaction("google", lead_id, fields, ad, occurred)
+    event = CloudEvent(
+        type=InteractionType.AD_LEAD_RECEIVED,
+        source=SOURCE_URI,
+        data=interaction.data,
+        id=ad_event_id("google", lead_id),
+        key=interaction.lead_key,
+    )
+    [accepted] = await ctx.intake.accept([Submission(event, "ad:google")])
+    return JSONResponse({"event_id": accepted.event_id, "lead_key": accepted.lead_key})
+
+
+@router.get("/v1/webhooks/linkedin")
+async def linkedin_validate(request: Request, ctx: ContextDep) -> Response:
+    """LinkedIn's validation: HMAC the ``challengeCode`` with the client secret."""
+    secret = _configured(ctx.settings.linkedin_client_secret, "LinkedIn")
+    code = request.query_params.get("challengeCode")
+    if not code:
+        raise Problem(422, "challengeCode is required")
+    return JSONResponse(
+        {"challengeCode": code, "challengeResponse": hmac_hex(secret, code.encode())}
+    )
+
+
+@router.post("/v1/webhooks/linkedin")
+async def linkedin_notify(request: Request, ctx: ContextDep) -> Response:
+    """A Lead Sync notification (``X-LI-Signature``); CREATED leads are fetched."""
+    secret = _configured(ctx.settings.linkedin_client_secret, "LinkedIn")
+    raw = await read_body(request, WEBHOOK_LIMIT)
+    if not linkedin_signature_ok(secret, raw, request.headers.get("x-li-signature")):
+        raise Problem(401, "X-LI-Signature is missing or does not match")
+    payload = _payload(raw)
+    if not isinstance(payload, dict) or not isinstance(payload.get("leadGenFormResponse"), str):
+        raise Problem(422, "leadGenFormResponse is required")
+    lead_id = payload["leadGenFormResponse"].rsplit(":", 1)[-1].strip()
+    if not lead_id or len(lead_id) > 300:
+        raise Problem(422, "leadGenFormResponse is not a lead form response URN")
+    if payload.get("leadAction") == "DELETED":
+        # An erasure request for that response: nothing is captured for it from now on.
+        await _forget(ctx, lead_id)
+        return JSONResponse({"received": 1, "deleted": True})
+    if isinstance(payload.get("occurredAt"), int):
+        payload["occurred_at"] = rfc3339(datetime.fromtimestamp(payload["occurredAt"] / 1000, UTC))
+    new = await _store(ctx, "linkedin", [(lead_id, payload)])
+    return JSONResponse({"received": 1, "new": new})
+
+
+async def _forget(ctx: CaptureContext, lead_id: str) -> None:
+    async with ctx.intake.runtime.engine.begin() as conn:
+        row = await repository.fetch_status(conn, "linkedin", lead_id)
+        if row is not None and row.status == "pending":
+            await repository.fail_fetch(conn, row.id, row.attempts, "deleted by LinkedIn", None)

@@ -1,0 +1,78 @@
+"""Capture's configuration: the ``forms`` and ``capture`` sections of the YAML file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.capture.domain.interaction import FormSettings
+from shared.config import load_schema, validate_section
+
+
+@dataclass(frozen=True, slots=True)
+class AdFetchPolicy:
+    """How the ad-lead fetcher retries a platform API."""
+
+    max_attempts: int = 8
+    first_retry_seconds: float = 2.0
+    max_retry_seconds: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureConfig:
+    """Everything capture reads from the config file, validated."""
+
+    forms: Mapping[str, FormSettings]
+    rate_per_second: float = 50.0
+    rate_burst: int = 500
+    max_body_bytes: int = 64 * 1024
+    publish_timeout_seconds: float = 2.5
+    default_region: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    ad_fetch: AdFetchPolicy = field(default_factory=AdFetchPolicy)
+
+    @property
+    def public_origins(self) -> frozenset[str]:
+        """Origins allowed on endpoints that are not tied to one form (downloads, webinars)."""
+        out = set(self.allowed_origins)
+        for form in self.forms.values():
+            out.update(form.allowed_origins)
+        return frozenset(out)
+
+
+def parse_config(config: Mapping[str, Any]) -> CaptureConfig:
+    """Validate the ``forms`` and ``capture`` sections and build a :class:`CaptureConfig`.
+
+    Raises ``shared.config.ConfigError`` naming the bad key, so start-up stops clearly.
+    """
+    owned = {k: config[k] for k in ("forms", "capture") if k in config}
+    validate_section(owned, load_schema("services.capture"))
+    section = owned.get("capture") or {}
+    default_region = section.get("default_region")
+    forms = {
+        form_id: FormSettings(
+            form_id=form_id,
+            intent=spec["intent"],
+            allowed_origins=tuple(o.rstrip("/") for o in spec.get("allowed_origins") or ()),
+            default_region=spec.get("default_region") or default_region,
+            consent_text_version=spec.get("consent_text_version"),
+        )
+        for form_id, spec in (owned.get("forms") or {}).items()
+    }
+    rate = section.get("rate_limit") or {}
+    fetch = section.get("ad_fetch") or {}
+    return CaptureConfig(
+        forms=forms,
+        rate_per_second=float(rate.get("per_second", 50)),
+        rate_burst=int(rate.get("burst", 500)),
+        max_body_bytes=int(section.get("max_body_kb", 64)) * 1024,
+        publish_timeout_seconds=float(section.get("publish_timeout_seconds", 2.5)),
+        default_region=default_region,
+        allowed_origins=tuple(o.rstrip("/") for o in section.get("allowed_origins") or ()),
+        ad_fetch=AdFetchPolicy(
+            max_attempts=int(fetch.get("max_attempts", 8)),
+            first_retry_seconds=float(fetch.get("first_retry_seconds", 2)),
+            max_retry_seconds=float(fetch.get("max_retry_seconds", 600)),
+        ),
+    )

@@ -1,0 +1,44 @@
+"""What capture's routes share: config, the intake, the rate limiter and the ad fetcher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from services.capture.config import CaptureConfig
+from services.capture.domain.interaction import FormSettings
+from services.capture.http_input import RateLimiter
+from services.capture.intake import Intake
+from shared.problems import Problem
+from shared.settings import Settings
+
+SOURCE_URI = "/leadflow/capture"
+
+
+@dataclass
+class CaptureContext:
+    """The capture service's collaborators, built once in ``main.build_app``."""
+
+    settings: Settings
+    config: CaptureConfig
+    intake: Intake
+    limiter: RateLimiter
+    fetcher: Any = None  # services.capture.ad_fetcher.AdFetcher, set when wired
+
+    def form(self, form_id: str) -> FormSettings:
+        """The configured form, or 404."""
+        form = self.config.forms.get(form_id)
+        if form is None:
+            raise Problem(404, f"there is no form {form_id[:100]!r}")
+        return form
+
+
+def get_context(request: Request) -> CaptureContext:
+    """The capture context of the app serving this request."""
+    ctx: CaptureContext = request.app.state.capture
+    return ctx
+
+
+ContextDep = Annotated[CaptureContext, Depends(get_context)]

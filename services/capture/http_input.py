@@ -1,0 +1,178 @@
+"""Reading public requests safely: size limits, content types, body parsing, rate limits, CORS."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from fastapi import Request, Response
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartParser
+
+from services.capture.domain import jsonsafe
+from services.capture.domain.ratelimit import TokenBuckets
+from shared.problems import Problem
+
+FORM_TYPES = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def media_type(request: Request) -> str:
+    """The request's media type without parameters, lower-cased."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body; anything over ``limit`` bytes is refused with 413 before it is all read."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Problem(413, f"the body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json_object(body: bytes, what: str = "body") -> dict[str, Any]:
+    """A JSON object from bytes: 400 if not JSON, 422 if not an object."""
+    try:
+        value = jsonsafe.loads(body)
+    except ValueError as exc:
+        raise Problem(400, f"the {what} is not valid JSON: {exc}"[:300]) from None
+    if not isinstance(value, dict):
+        raise Problem(
+            422,
+            f"the {what} must be a JSON object",
+            errors=[{"loc": "/body", "msg": "must be an object"}],
+        )
+    return value
+
+
+async def _one_chunk(body: bytes) -> AsyncGenerator[bytes, None]:
+    yield body
+
+
+def _collect(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    # A repeated name (a group of checkboxes) keeps all its values as a list.
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        key, value = jsonsafe.clean_str(key), jsonsafe.clean_str(value)
+        if key in out:
+            prev = out[key]
+            out[key] = [*prev, value] if isinstance(prev, list) else [prev, value]
+        else:
+            out[key] = value
+    return out
+
+
+async def parse_fields(request: Request, body: bytes) -> dict[str, Any]:
+    """Form fields from a JSON, urlencoded or multipart body (415 for anything else)."""
+    kind = media_type(request)
+    if kind == "application/json" or kind.endswith("+json"):
+        return parse_json_object(body)
+    if kind == "application/x-www-form-urlencoded":
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Problem(400, "the form body is not UTF-8") from None
+        return _collect(
+            parse_qsl(text, keep_blank_values=True, max_num_fields=1000) if text else []
+        )
+    if kind == "multipart/form-data":
+        parser = MultiPartParser(request.headers, _one_chunk(body), max_files=10, max_fields=1000)
+        try:
+            form = await parser.parse()
+        except Exception as exc:  # python-multipart raises several types for broken bodies
+            raise Problem(400, f"the multipart body cannot be parsed: {exc}"[:300]) from None
+        pairs = []
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                await value.close()  # files are not lead data; ignore them
+                continue
+            pairs.append((key, value))
+        return _collect(pairs)
+    raise Problem(
+        415, f"unsupported content type {kind or '(none)'}; use one of " + ", ".join(FORM_TYPES)
+    )
+
+
+def client_ip(request: Request) -> str:
+    """The client address (the proxy in front is expected to set the peer address)."""
+    return request.client.host if request.client else "unknown"
+
+
+class RateLimiter:
+    """Per-IP token buckets; raises 429 with ``Retry-After`` when a client exceeds its rate."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.buckets = TokenBuckets(rate, burst)
+
+    def check(self, request: Request) -> None:
+        """Take a token for this request's client or refuse it."""
+        wait = self.buckets.take(client_ip(request), time.monotonic())
+        if wait > 0:
+            raise Problem(
+                429,
+                "too many requests from this address; slow down",
+                headers={"Retry-After": TokenBuckets.retry_after(wait)},
+            )
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of an absolute http(s) URL, else None."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def check_origin(request: Request, allowed: Iterable[str]) -> str | None:
+    """The request's ``Origin`` if allowed (or absent: server posts have none); 403 otherwise."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None
+    if origin.rstrip("/").lower() in {o.lower() for o in allowed}:
+        return origin
+    raise Problem(403, f"origin {origin[:200]} is not allowed to post here")
+
+
+def cors_headers(origin: str | None) -> dict[str, str]:
+    """CORS response headers for an allowed origin."""
+    if not origin:
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+
+@contextmanager
+def cors_on_problems(origin: str | None) -> Iterator[None]:
+    """Add CORS headers to errors too, so a browser script can read why it was refused."""
+    try:
+        yield
+    except Problem as problem:
+        problem.headers.update(cors_headers(origin))
+        raise
+
+
+def preflight(request: Request, allowed: Iterable[str]) -> Response:
+    """Answer a CORS preflight: 204 with the allow headers, or 403 for other origins."""
+    origin = request.headers.get("origin")
+    if origin is None or origin.rstrip("/").lower() not in {o.lower() for o in allowed}:
+        raise Problem(403, "this origin may not post here")
+    return Response(
+        status_code=204,
+        headers={
+            **cors_headers(origin),
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Content-Type, Idempotency-Key, Authorization",
+            "Access-Control-Max-Age": "600",
+        },
+    )

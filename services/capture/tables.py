@@ -1,0 +1,51 @@
+"""Capture's own tables (created by migrations/versions/capture_0001_initial.py)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from shared.db import JSONType, UTCDateTime
+
+metadata = MetaData()
+
+#: One row per idempotent request (Idempotency-Key, Segment messageId, ad lead id): a repeat
+#: answers from here. The primary key is the derived event id, so the key's size is bounded.
+idempotency = Table(
+    "capture_idempotency",
+    metadata,
+    Column("event_id", String(200), primary_key=True),
+    Column("scope", String(300), nullable=False),
+    Column("lead_key", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+#: Ad-platform leads whose details must still be fetched (Meta Graph API, LinkedIn Lead Sync).
+ad_fetches = Table(
+    "capture_ad_fetches",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("platform", String(20), nullable=False),
+    Column("lead_id", String(300), nullable=False),
+    Column("notification", JSONType, nullable=False),
+    Column("status", String(10), nullable=False),  # pending | done | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("event_id", String(200), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("platform", "lead_id", name="uq_capture_ad_fetches_lead"),
+    Index("ix_capture_ad_fetches_due", "status", "next_attempt_at"),
+)

@@ -1,0 +1,1 @@
+"""Routing: assigns sales-qualified leads to reps and runs their response-time SLA clocks."""

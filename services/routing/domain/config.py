@@ -1,0 +1,130 @@
+"""Turn the validated ``routing:`` config mapping into a :class:`RoutingConfig`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from services.routing.domain.business_time import make_calendar
+from services.routing.domain.model import Rep, RoutingConfig, Rule, SlaPolicy, Team, Webhook
+
+_UNITS = {"business_seconds": 1, "business_minutes": 60, "business_hours": 3600}
+
+
+class RoutingConfigError(ValueError):
+    """A config value that the JSON Schema cannot check (unknown reference, bad time zone)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"invalid config at {key}: {message}")
+        self.key = key
+
+
+def policy_seconds(spec: Mapping[str, Any], hours_per_day: float) -> float:
+    """Business seconds of a policy given in seconds, minutes, hours or business days."""
+    total = sum(float(spec.get(k, 0)) * mult for k, mult in _UNITS.items())
+    total += float(spec.get("business_days", 0)) * hours_per_day * 3600
+    return total
+
+
+def parse_routing_config(section: Mapping[str, Any]) -> RoutingConfig:
+    """Build the routing config; raise :class:`RoutingConfigError` naming the bad key."""
+    calendars = {}
+    for name, spec in (section.get("calendars") or {}).items():
+        try:
+            calendars[name] = make_calendar(
+                spec["timezone"], spec["hours"], spec.get("holidays", ()), name=name
+            )
+        except ValueError as exc:
+            raise RoutingConfigError(f"routing.calendars.{name}", str(exc)) from None
+
+    def calendar(ref: Any, key: str) -> Any:
+        if isinstance(ref, str):
+            if ref not in calendars:
+                raise RoutingConfigError(key, f"unknown calendar {ref!r}")
+            return calendars[ref]
+        try:
+            return make_calendar(ref["timezone"], ref["hours"], ref.get("holidays", ()))
+        except ValueError as exc:
+            raise RoutingConfigError(key, str(exc)) from None
+
+    teams = {
+        name: Team(name, calendar(spec["calendar"], f"routing.teams.{name}.calendar"),
+                   spec.get("manager"))
+        for name, spec in (section.get("teams") or {}).items()
+    }
+    reps: dict[str, Rep] = {}
+    for i, spec in enumerate(section.get("reps") or []):
+        key = f"routing.reps[{i}]"
+        if spec["team"] not in teams:
+            raise RoutingConfigError(f"{key}.team", f"unknown team {spec['team']!r}")
+        if spec["id"] in reps:
+            raise RoutingConfigError(f"{key}.id", f"duplicate rep id {spec['id']!r}")
+        team_cal = teams[spec["team"]].calendar
+        if "hours" in spec:
+            tz = spec.get("timezone", team_cal.tz.key)
+            cal = calendar({"timezone": tz, "hours": spec["hours"],
+                            "holidays": spec.get("holidays", ())}, f"{key}.hours")
+        elif "calendar" in spec:
+            cal = calendar(spec["calendar"], f"{key}.calendar")
+        else:
+            cal = team_cal
+        cap = spec.get("capacity") or {}
+        reps[spec["id"]] = Rep(
+            id=spec["id"], name=spec["name"], email=spec["email"], team=spec["team"],
+            weight=int(spec.get("weight", 1)), calendar=cal,
+            max_open=cap.get("max_open"), max_per_day=cap.get("max_per_day"),
+        )
+    sla = section.get("sla") or {}
+    hours_per_day = float(sla.get("business_day_hours", 8))
+    policies = {
+        name: SlaPolicy(name, policy_seconds(spec, hours_per_day))
+        for name, spec in (sla.get("policies") or {}).items()
+    }
+    for name, pol in policies.items():
+        if pol.seconds <= 0:
+            raise RoutingConfigError(f"routing.sla.policies.{name}", "the target must be > 0")
+    default_policy = sla.get("default_policy", "warm")
+    if default_policy not in policies:
+        raise RoutingConfigError("routing.sla.default_policy", f"unknown policy {default_policy!r}")
+    rules = []
+    for i, spec in enumerate(section.get("rules") or []):
+        if spec["team"] not in teams:
+            raise RoutingConfigError(f"routing.rules[{i}].team", f"unknown team {spec['team']!r}")
+        pol = spec.get("sla_policy")
+        if pol is not None and pol not in policies:
+            raise RoutingConfigError(f"routing.rules[{i}].sla_policy", f"unknown policy {pol!r}")
+        rules.append(Rule(spec["name"], spec["team"], spec.get("when") or {}, pol))
+    fallback = section.get("fallback_team")
+    if fallback is not None and fallback not in teams:
+        raise RoutingConfigError("routing.fallback_team", f"unknown team {fallback!r}")
+    esc = section.get("escalation") or {}
+    webhooks = []
+    for i, spec in enumerate(section.get("webhooks") or []):
+        secret = spec.get("secret") or os.environ.get(spec.get("secret_env", ""), "")
+        if not secret:
+            raise RoutingConfigError(f"routing.webhooks[{i}]", "no secret (or secret_env unset)")
+        webhooks.append(Webhook(
+            name=spec.get("name", f"webhook-{i}"), url=spec["url"], secret=secret,
+            events=frozenset(spec.get("events") or []),
+            max_attempts=int(spec.get("max_attempts", 8)),
+            backoff_seconds=float(spec.get("backoff_seconds", 2.0)),
+        ))
+    return RoutingConfig(
+        teams=teams,
+        reps=reps,
+        rules=rules,
+        territories={k: frozenset(c.upper() for c in v)
+                     for k, v in (section.get("territories") or {}).items()},
+        segments={k: (v.get("min"), v.get("max"))
+                  for k, v in (section.get("segments") or {}).items()},
+        fallback_team=fallback,
+        policies=policies,
+        default_policy=default_policy,
+        warn_fraction=float(sla.get("warn_fraction", 0.8)),
+        escalation_ladder=list(esc.get("ladder", ["reassign", "queue"])),
+        notify_manager=bool(esc.get("notify_manager", True)),
+        escalation_queue=str(esc.get("queue", "escalations")),
+        unassigned_retry_seconds=float(section.get("unassigned_retry_seconds", 60)),
+        webhooks=webhooks,
+    )

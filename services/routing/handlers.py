@@ -1,0 +1,256 @@
+"""Use cases: event or request -> domain decision -> repository and outbox, in one transaction.
+
+``handle_batch`` is the consumer's handler for ``leadflow.leads`` and ``leadflow.sales``; the
+timer worker calls :func:`fire_timer`, the API calls :func:`first_touch` and friends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.routing import repository as repo
+from services.routing.domain.business_time import Calendar, business_seconds_between, make_calendar
+from services.routing.domain.rules import route
+from services.routing.domain.sla import deadlines
+from services.routing.messages import (
+    ESCALATED,
+    RoutingContext,
+    assigned_event,
+    clock_event,
+    emit,
+    unassigned_event,
+)
+from shared.events import CloudEvent, LeadType, RoutingType, SalesType, derived_event_id, utcnow
+
+log = logging.getLogger(__name__)
+
+UNASSIGNED_QUEUE = "unassigned"
+TOUCH_TYPES = {SalesType.CONTACTED, SalesType.MEETING_BOOKED, SalesType.OPPORTUNITY_CREATED}
+CLOSE_TYPES = {SalesType.WON, SalesType.LOST, SalesType.DISQUALIFIED}
+_ALWAYS = make_calendar("UTC", "24x7", name="always")
+
+
+class NotFound(LookupError):
+    """No such assignment or rep."""
+
+
+class Conflict(RuntimeError):
+    """The assignment is not in a state that allows this."""
+
+
+def team_calendar(ctx: RoutingContext, team: str) -> Calendar:
+    """The team's calendar (a 24x7 one if the team left the config since)."""
+    t = ctx.config.teams.get(team)
+    return t.calendar if t else _ALWAYS
+
+
+async def assign(conn: AsyncConnection, ctx: RoutingContext, lead: Mapping[str, Any],
+                 cause: Sequence[str], now: datetime, *, exclude: Sequence[str] = (),
+                 reason: str | None = None, previous: Mapping[str, Any] | None = None,
+                 level: int = 0) -> Mapping[str, Any] | None:
+    """Route ``lead`` and store the assignment with its SLA timers; None if nobody can take it."""
+    await repo.ensure_rep_states(conn, ctx.config.reps, now)
+    states = await repo.load_rep_states(conn, ctx.config, now)
+    decision = route(lead, ctx.config, states, now, exclude)
+    if decision.rep is None or decision.team is None:
+        return None
+    rep = decision.rep
+    policy = ctx.config.policies[decision.policy]
+    dl = deadlines(now, policy.seconds, ctx.config.warn_fraction, team_calendar(ctx, decision.team))
+    row: dict[str, Any] = {
+        "id": derived_event_id(*cause, "assignment"),
+        "lead_id": str(lead["id"]), "lead_key": lead.get("key"), "owner_id": rep.id,
+        "owner": {"id": rep.id, "name": rep.name, "email": rep.email, "team": rep.team},
+        "team": decision.team, "state": "open", "policy": policy.name,
+        "warn_at": dl.warn_at, "due_at": dl.due_at, "met_at": None, "breached": False,
+        "response_seconds": None, "business_seconds": None, "assigned_at": now,
+        "reason": reason or decision.reason, "lead": dict(lead), "escalation_level": level,
+        "previous_assignment_id": previous["id"] if previous else None, "updated_at": now,
+    }
+    await repo.insert_assignment(conn, row)
+    await repo.add_timers(conn, row["id"], dl.warn_at, dl.due_at)
+    await repo.save_credits(conn, decision.credits, now)
+    prev_owner = previous["owner"] if previous else None
+    await emit(conn, ctx, [assigned_event(row, *cause, previous_owner=prev_owner)], now)
+    return row
+
+
+async def on_qualified(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
+    """Assign a newly sales-qualified lead exactly once; queue it if nobody can take it."""
+    lead = ev.data.get("lead")
+    if not isinstance(lead, Mapping) or not lead.get("id"):
+        raise ValueError("lead.qualified without data.lead.id")
+    if await repo.lead_known(conn, str(lead["id"])):
+        return  # assigned (or queued) before: a repeated qualified changes nothing
+    now = utcnow()
+    if await assign(conn, ctx, lead, [ev.id], now) is None:
+        await repo.queue_lead(conn, {
+            "lead_id": str(lead["id"]), "lead_key": lead.get("key"), "lead": dict(lead),
+            "reason": "no_available_rep", "queue": UNASSIGNED_QUEUE, "escalation_level": 0,
+            "exclude": [], "attempts": 0, "created_at": now})
+        await emit(conn, ctx, [unassigned_event(lead, "no_available_rep", UNASSIGNED_QUEUE,
+                                                ev.id, at=now)], now)
+
+
+async def retry_queued(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, Any],
+                       now: datetime) -> bool:
+    """Try again to assign a queued lead; True when it got an owner."""
+    cause = [row["lead_id"], "retry", str(row["attempts"]), row["created_at"].isoformat()]
+    made = await assign(conn, ctx, row["lead"], cause, now, exclude=row["exclude"] or [],
+                        reason=None, level=row["escalation_level"])
+    if made is None:
+        await repo.count_retry(conn, row["lead_id"])
+        return False
+    await repo.take_from_queue(conn, row["lead_id"])
+    return True
+
+
+async def first_touch(conn: AsyncConnection, ctx: RoutingContext, assignment_id: str,
+                      at: datetime, *, via: str) -> Mapping[str, Any]:
+    """Stop the SLA clock at the first touch; emit ``sla_met`` if it came in time."""
+    row = await repo.get_assignment(conn, assignment_id, lock=True)
+    if row is None:
+        raise NotFound(assignment_id)
+    if row["state"] in ("reassigned", "closed"):
+        raise Conflict(f"assignment is {row['state']}")
+    if row["met_at"] is not None:
+        return row  # touched before: the first touch counts
+    at = max(at, row["assigned_at"])
+    wall = (at - row["assigned_at"]).total_seconds()
+    biz = business_seconds_between(row["assigned_at"], at, team_calendar(ctx, row["team"]))
+    now = utcnow()
+    values = {"met_at": at, "response_seconds": wall, "business_seconds": biz, "updated_at": now}
+    if await repo.transition(conn, row["id"], ["open"], {**values, "state": "met"}):
+        await repo.cancel_timers(conn, row["id"])
+        row = {**row, **values, "state": "met"}
+        await emit(conn, ctx, [clock_event(RoutingType.SLA_MET, row, at, response_seconds=wall,
+                                           business_seconds=biz, via=via)], now)
+    elif await repo.transition(conn, row["id"], ["breached"], values):
+        row = {**row, **values}  # late touch: recorded for the report, the breach stands
+    return row
+
+
+async def close(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, Any]) -> None:
+    """Close an active assignment (the lead was won, lost or disqualified)."""
+    if await repo.transition(conn, row["id"], ["open", "breached"],
+                             {"state": "closed", "updated_at": utcnow()}):
+        await repo.cancel_timers(conn, row["id"])
+
+
+async def on_sales(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
+    """A sales activity: a contact stops the clock; won/lost/disqualified closes."""
+    data = ev.data
+    row = None
+    if data.get("assignment_id"):
+        row = await repo.get_assignment(conn, str(data["assignment_id"]))
+    if row is None and data.get("lead_id"):
+        row = await repo.active_assignment(conn, str(data["lead_id"]))
+    if row is None or row["state"] in ("reassigned", "closed"):
+        return
+    at = ev.time
+    if data.get("occurred_at"):
+        from shared.events import parse_time
+        try:
+            at = parse_time(str(data["occurred_at"]))
+        except ValueError:
+            at = ev.time
+    await first_touch(conn, ctx, row["id"], at, via=ev.type)
+    if ev.type in CLOSE_TYPES:
+        fresh = await repo.get_assignment(conn, row["id"])
+        if fresh is not None:
+            await close(conn, ctx, fresh)
+
+
+async def fire_timer(conn: AsyncConnection, ctx: RoutingContext, timer: Mapping[str, Any],
+                     now: datetime) -> bool:
+    """Fire one due timer exactly once: warning, or breach plus the escalation ladder."""
+    # Lock order everywhere: assignment, then its timers (first touch does the same).
+    row = await repo.get_assignment(conn, timer["assignment_id"], lock=True)
+    if not await repo.mark_fired(conn, timer["id"], now):
+        return False  # another replica (or an earlier run) fired it
+    if row is None or row["state"] != "open":
+        return False
+    if timer["kind"] == "warn":
+        await emit(conn, ctx, [clock_event(RoutingType.SLA_WARNING, row, timer["due_at"])], now)
+        return True
+    if not await repo.transition(conn, row["id"], ["open"],
+                                 {"state": "breached", "breached": True, "updated_at": now}):
+        return False
+    await escalate(conn, ctx, {**row, "state": "breached", "breached": True}, timer["due_at"], now)
+    return True
+
+
+async def escalate(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, Any],
+                   due: datetime, now: datetime) -> None:
+    """Emit the breach, notify the manager, and take the ladder's step for this breach."""
+    level = int(row["escalation_level"])
+    ladder = ctx.config.escalation_ladder
+    step = ladder[level] if level < len(ladder) else "none"
+    team = ctx.config.teams.get(row["team"])
+    manager = dict(team.manager) if team and team.manager else None
+    events = [clock_event(RoutingType.SLA_BREACHED, row, due, escalation=step, manager=manager)]
+    if ctx.config.notify_manager and manager:
+        events.append(clock_event(ESCALATED, row, due, action="notify_manager", manager=manager))
+    await emit(conn, ctx, events, now)
+    if step == "none":
+        return
+    lead = row["lead"]
+    cause = [row["id"], "sla_breach"]
+    if step == "reassign":
+        exclude = await repo.previous_owners(conn, row["lead_id"])
+        # Release the lead first: only one active assignment per lead may exist.
+        await repo.transition(conn, row["id"], ["breached"], {"state": "reassigned",
+                                                               "updated_at": now})
+        made = await assign(conn, ctx, lead, cause, now, exclude=exclude, reason="sla_breach",
+                            previous=row, level=level + 1)
+        if made is not None:
+            return
+        await repo.transition(conn, row["id"], ["reassigned"], {"state": "breached"})
+    queue = ctx.config.escalation_queue
+    if await repo.queue_lead(conn, {
+        "lead_id": row["lead_id"], "lead_key": row["lead_key"], "lead": dict(lead),
+        "reason": "sla_breach", "queue": queue, "escalation_level": level + 1,
+        "exclude": [], "attempts": 0, "created_at": now,
+    }):
+        await emit(conn, ctx, [unassigned_event(lead, "sla_breach", queue, *cause, at=now)], now)
+
+
+async def on_lead_gone(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
+    """Erased or disqualified lead: close its clock, drop it from queues; erasure also scrubs
+    the personal data kept in assignment snapshots."""
+    lead = ev.data.get("lead")
+    lead_id = str(lead.get("id")) if isinstance(lead, Mapping) and lead.get("id") else ev.subject
+    if not lead_id:
+        return
+    if ev.type == LeadType.STATUS_CHANGED and (
+            not isinstance(lead, Mapping) or lead.get("status") != "disqualified"):
+        return
+    row = await repo.active_assignment(conn, lead_id)
+    if row is not None:
+        await close(conn, ctx, row)
+    await repo.take_from_queue(conn, lead_id)
+    if ev.type == LeadType.ERASED:
+        await repo.scrub_lead(conn, lead_id)
+
+
+async def handle_event(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
+    """Dispatch one consumed event."""
+    if ev.type == LeadType.QUALIFIED:
+        await on_qualified(conn, ctx, ev)
+    elif ev.type in (LeadType.ERASED, LeadType.STATUS_CHANGED):
+        await on_lead_gone(conn, ctx, ev)
+    elif ev.type in TOUCH_TYPES or ev.type in CLOSE_TYPES:
+        await on_sales(conn, ctx, ev)
+
+
+def batch_handler(ctx: RoutingContext) -> Any:
+    """The ConsumerRunner handler: every event of the batch in the batch's transaction."""
+    async def handle(conn: AsyncConnection, events: Sequence[CloudEvent]) -> None:
+        for ev in events:
+            await handle_event(conn, ctx, ev)
+    return handle

@@ -1,0 +1,61 @@
+"""Wiring: settings and config -> engine, runtime, consumer, timer/queue/webhook workers, app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from services.routing.api import router
+from services.routing.domain.config import RoutingConfigError, parse_routing_config
+from services.routing.handlers import batch_handler
+from services.routing.messages import RoutingContext
+from services.routing.producer import deferred_producer
+from services.routing.webhooks import WebhookWorker
+from services.routing.workers import QueueRetrier, TimerWorker, compose
+from shared.bus import ConsumerRunner
+from shared.config import ConfigError, load_config, load_schema, validate_section
+from shared.db import create_engine
+from shared.http import create_app
+from shared.runtime import Runtime
+from shared.settings import Settings
+from shared.topics import Topics
+
+SERVICE_NAME = "routing"
+
+
+def load_routing_config(config: dict[str, Any]) -> Any:
+    """Validate the ``routing:`` section (schema, then references); stop with a clear message."""
+    section = config.get("routing")
+    validate_section({"routing": section}, load_schema("services.routing"))
+    try:
+        return parse_routing_config(section or {})
+    except RoutingConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastAPI:
+    """The routing service app; its lifespan starts and drains the runtime."""
+    if config is None:
+        config = load_config(settings.leadflow_config)
+    routing_config = load_routing_config(config)
+    topics = Topics(settings.leadflow_topic_prefix)
+    engine = create_engine(settings.db_url)
+    runtime = Runtime(SERVICE_NAME, settings, engine, producer_factory=deferred_producer)
+    ctx = RoutingContext(config=routing_config, topics=topics, source=SERVICE_NAME)
+    timers = TimerWorker(engine, ctx)
+    retrier = QueueRetrier(engine, ctx, interval=routing_config.unassigned_retry_seconds)
+    webhooks = WebhookWorker(engine, ctx)
+    ctx.wakers = [runtime.relay.wake, timers.wake, retrier.wake, webhooks.wake]
+    consumer = ConsumerRunner(
+        settings=settings, engine=engine, topics=[topics.leads, topics.sales],
+        group_id="leadflow-routing", source=SERVICE_NAME, handler=batch_handler(ctx),
+        after_commit=compose(*ctx.wakers),
+    )
+    for worker in (consumer, timers, retrier, webhooks):
+        runtime.add_worker(worker)
+    runtime.state.update(routing=ctx, timers=timers, retrier=retrier, webhooks=webhooks,
+                         consumer=consumer)
+    app = create_app(runtime, "Leadflow routing", [router])
+    app.state.routing = ctx
+    return app

@@ -1,0 +1,328 @@
+"""Routing's database access: SQLAlchemy Core on an AsyncConnection (PostgreSQL and SQLite).
+
+Every function runs inside the caller's transaction. State changes that race (a timer firing
+while a rep touches the lead, two replicas firing one timer) are conditional UPDATEs whose row
+count says who won, so each transition happens exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.routing.domain.business_time import local_day_start
+from services.routing.domain.model import ACTIVE_STATES, RepState, RoutingConfig
+from services.routing.tables import assignments, deliveries, rep_states, timers, unassigned
+from shared.db import insert_for, is_sqlite
+from shared.events import parse_time, rfc3339
+
+Row = dict[str, Any]
+
+
+def _rows(result: Any) -> list[Row]:
+    return [dict(r._mapping) for r in result]
+
+
+# ---- reps -------------------------------------------------------------------------------------
+
+async def ensure_rep_states(conn: AsyncConnection, rep_ids: Iterable[str], now: datetime) -> None:
+    """Create the run-time state row of every configured rep that has none yet."""
+    rows: list[Row] = [{"rep_id": r, "paused": False, "out_of_office": [], "max_open": None,
+             "max_per_day": None, "credit": 0.0, "updated_at": now} for r in rep_ids]
+    if rows:
+        await conn.execute(insert_for(conn)(rep_states).on_conflict_do_nothing(
+            index_elements=["rep_id"]), rows)
+
+
+async def rep_state_rows(conn: AsyncConnection, rep_ids: Sequence[str] | None = None,
+                         *, lock: bool = False) -> dict[str, Row]:
+    """Raw rep state rows by id (locked FOR UPDATE on PostgreSQL when ``lock``)."""
+    q = select(rep_states).order_by(rep_states.c.rep_id)
+    if rep_ids is not None:
+        q = q.where(rep_states.c.rep_id.in_(list(rep_ids)))
+    if lock and not is_sqlite(conn):
+        q = q.with_for_update()
+    return {r["rep_id"]: r for r in _rows(await conn.execute(q))}
+
+
+def _ooo(raw: Any) -> list[tuple[datetime, datetime]]:
+    return [(parse_time(x["from"]), parse_time(x["to"])) for x in raw or []]
+
+
+async def load_rep_states(conn: AsyncConnection, config: RoutingConfig, now: datetime,
+                          *, lock: bool = True) -> dict[str, RepState]:
+    """Every configured rep's state with current load (open and assigned-today counts)."""
+    raw = await rep_state_rows(conn, list(config.reps), lock=lock)
+    active = select(assignments.c.owner_id, func.count()).where(
+        assignments.c.state.in_(ACTIVE_STATES)).group_by(assignments.c.owner_id)
+    open_counts = {k: int(v) for k, v in (await conn.execute(active)).all()}
+    # Assigned today, where "today" is each rep's local day: one grouped count per day start.
+    by_start: dict[datetime, list[str]] = {}
+    for rid, rep in config.reps.items():
+        by_start.setdefault(local_day_start(now, rep.calendar.tz), []).append(rid)
+    today: dict[str, int] = {}
+    for start, rids in by_start.items():
+        q = (select(assignments.c.owner_id, func.count())
+             .where(assignments.c.assigned_at >= start, assignments.c.owner_id.in_(rids))
+             .group_by(assignments.c.owner_id))
+        today.update({k: int(v) for k, v in (await conn.execute(q)).all()})
+    out = {}
+    for rid in config.reps:
+        row = raw.get(rid) or {}
+        out[rid] = RepState(
+            rep_id=rid,
+            paused=bool(row.get("paused", False)),
+            out_of_office=_ooo(row.get("out_of_office")),
+            max_open=row.get("max_open"),
+            max_per_day=row.get("max_per_day"),
+            credit=float(row.get("credit") or 0.0),
+            open_count=open_counts.get(rid, 0),
+            today_count=today.get(rid, 0),
+        )
+    return out
+
+
+async def save_credits(conn: AsyncConnection, credits: Mapping[str, float], now: datetime) -> None:
+    """Persist the round-robin credits after a pick."""
+    for rid, credit in credits.items():
+        await conn.execute(update(rep_states).where(rep_states.c.rep_id == rid)
+                           .values(credit=credit, updated_at=now))
+
+
+async def update_rep_state(conn: AsyncConnection, rep_id: str, values: Mapping[str, Any]) -> None:
+    """Change a rep's pause, out-of-office ranges or capacity overrides."""
+    await conn.execute(update(rep_states).where(rep_states.c.rep_id == rep_id).values(**values))
+
+
+# ---- assignments ------------------------------------------------------------------------------
+
+async def insert_assignment(conn: AsyncConnection, row: Row) -> None:
+    """Store a new assignment."""
+    await conn.execute(assignments.insert().values(**row))
+
+
+async def get_assignment(conn: AsyncConnection, assignment_id: str, *,
+                         lock: bool = False) -> Row | None:
+    """One assignment by id."""
+    q = select(assignments).where(assignments.c.id == assignment_id)
+    if lock and not is_sqlite(conn):
+        q = q.with_for_update()
+    rows = _rows(await conn.execute(q))
+    return rows[0] if rows else None
+
+
+async def active_assignment(conn: AsyncConnection, lead_id: str) -> Row | None:
+    """The lead's open or breached assignment, if any."""
+    rows = _rows(await conn.execute(select(assignments).where(
+        assignments.c.lead_id == lead_id, assignments.c.state.in_(ACTIVE_STATES))))
+    return rows[0] if rows else None
+
+
+async def lead_known(conn: AsyncConnection, lead_id: str) -> bool:
+    """Whether the lead was ever assigned or queued (a repeated qualified then does nothing)."""
+    a = await conn.execute(
+        select(assignments.c.id).where(assignments.c.lead_id == lead_id).limit(1))
+    if a.first() is not None:
+        return True
+    u = await conn.execute(select(unassigned.c.lead_id).where(unassigned.c.lead_id == lead_id))
+    return u.first() is not None
+
+
+async def scrub_lead(conn: AsyncConnection, lead_id: str) -> None:
+    """Erasure: keep only the lead id in every stored snapshot of the lead."""
+    await conn.execute(update(assignments).where(assignments.c.lead_id == lead_id).values(
+        lead={"id": lead_id}, lead_key=None))
+
+
+async def previous_owners(conn: AsyncConnection, lead_id: str) -> list[str]:
+    """Every rep the lead was assigned to so far."""
+    rows = await conn.execute(
+        select(assignments.c.owner_id).where(assignments.c.lead_id == lead_id))
+    return [r[0] for r in rows]
+
+
+async def transition(conn: AsyncConnection, assignment_id: str, from_states: Sequence[str],
+                     values: Mapping[str, Any]) -> bool:
+    """Change an assignment only if it is still in one of ``from_states``; True if it was."""
+    res = await conn.execute(update(assignments).where(
+        assignments.c.id == assignment_id, assignments.c.state.in_(list(from_states)),
+    ).values(**values))
+    return bool(res.rowcount)
+
+
+async def list_assignments(conn: AsyncConnection, *, owner: str | None, state: str | None,
+                           lead_id: str | None, limit: int,
+                           after: tuple[datetime, str] | None) -> list[Row]:
+    """Assignments, newest first, keyset-paginated on (assigned_at, id)."""
+    q = select(assignments).order_by(assignments.c.assigned_at.desc(), assignments.c.id.desc())
+    if owner:
+        q = q.where(assignments.c.owner_id == owner)
+    if state:
+        q = q.where(assignments.c.state == state)
+    if lead_id:
+        q = q.where(assignments.c.lead_id == lead_id)
+    if after:
+        at, aid = after
+        q = q.where(or_(assignments.c.assigned_at < at,
+                        and_(assignments.c.assigned_at == at, assignments.c.id < aid)))
+    return _rows(await conn.execute(q.limit(limit)))
+
+
+async def report_rows(conn: AsyncConnection, start: datetime, end: datetime) -> list[Row]:
+    """Assignments made in [start, end) for the SLA report."""
+    return _rows(await conn.execute(select(
+        assignments.c.team, assignments.c.owner_id, assignments.c.state, assignments.c.breached,
+        assignments.c.response_seconds, assignments.c.business_seconds,
+    ).where(assignments.c.assigned_at >= start, assignments.c.assigned_at < end)))
+
+
+# ---- timers -----------------------------------------------------------------------------------
+
+async def add_timers(conn: AsyncConnection, assignment_id: str, warn_at: datetime,
+                     due_at: datetime) -> None:
+    """One pending warn timer and one pending breach timer for an assignment."""
+    await conn.execute(timers.insert(), [
+        {"assignment_id": assignment_id, "kind": kind, "due_at": at, "state": "pending"}
+        for kind, at in (("warn", warn_at), ("breach", due_at))
+    ])
+
+
+async def cancel_timers(conn: AsyncConnection, assignment_id: str) -> None:
+    """Cancel an assignment's pending timers (its clock stopped)."""
+    await conn.execute(update(timers).where(
+        timers.c.assignment_id == assignment_id, timers.c.state == "pending",
+    ).values(state="cancelled"))
+
+
+async def claim_due_timers(conn: AsyncConnection, owner: str, now: datetime, limit: int,
+                           lease_seconds: float) -> list[Row]:
+    """Due timers to fire; on PostgreSQL also leased to ``owner`` so replicas share the work."""
+    q = (select(timers).where(timers.c.state == "pending", timers.c.due_at <= now)
+         .order_by(timers.c.due_at, timers.c.id).limit(limit))
+    if is_sqlite(conn):
+        return _rows(await conn.execute(q))
+    q = q.where(or_(timers.c.lease_until.is_(None), timers.c.lease_until < now))
+    rows = _rows(await conn.execute(q.with_for_update(skip_locked=True)))
+    if rows:
+        await conn.execute(update(timers).where(timers.c.id.in_([r["id"] for r in rows])).values(
+            lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds)))
+    return rows
+
+
+async def mark_fired(conn: AsyncConnection, timer_id: int, now: datetime) -> bool:
+    """Mark a timer fired if it is still pending; True only for the one caller that does."""
+    res = await conn.execute(update(timers).where(
+        timers.c.id == timer_id, timers.c.state == "pending").values(state="fired", fired_at=now))
+    return bool(res.rowcount)
+
+
+async def next_timer_due(conn: AsyncConnection, now: datetime) -> datetime | None:
+    """When a pending timer next becomes claimable (its due time, or its lease's end)."""
+    free = (await conn.execute(select(func.min(timers.c.due_at)).where(
+        timers.c.state == "pending",
+        or_(timers.c.lease_until.is_(None), timers.c.lease_until < now)))).scalar_one_or_none()
+    leased = (await conn.execute(select(func.min(timers.c.lease_until)).where(
+        timers.c.state == "pending", timers.c.lease_until >= now))).scalar_one_or_none()
+    return min((t for t in (free, leased) if t is not None), default=None)
+
+
+async def timers_of(conn: AsyncConnection, assignment_id: str) -> list[Row]:
+    """An assignment's timers (for tests and diagnostics)."""
+    return _rows(await conn.execute(select(timers).where(timers.c.assignment_id == assignment_id)))
+
+
+# ---- unassigned and queues --------------------------------------------------------------------
+
+async def queue_lead(conn: AsyncConnection, row: Row) -> bool:
+    """Put a lead in a queue (unassigned or escalation); False if it is queued already."""
+    res = await conn.execute(insert_for(conn)(unassigned).on_conflict_do_nothing(
+        index_elements=["lead_id"]).values(**row))
+    return bool(res.rowcount)
+
+
+async def queued(conn: AsyncConnection, queue: str | None = None, limit: int = 100) -> list[Row]:
+    """Queued leads, oldest first."""
+    q = select(unassigned).order_by(unassigned.c.created_at, unassigned.c.lead_id).limit(limit)
+    if queue:
+        q = q.where(unassigned.c.queue == queue)
+    return _rows(await conn.execute(q))
+
+
+async def take_from_queue(conn: AsyncConnection, lead_id: str) -> bool:
+    """Remove a lead from its queue; True if this caller removed it."""
+    res = await conn.execute(delete(unassigned).where(unassigned.c.lead_id == lead_id))
+    return bool(res.rowcount)
+
+
+async def count_retry(conn: AsyncConnection, lead_id: str) -> None:
+    """Count a failed retry of a queued lead."""
+    await conn.execute(update(unassigned).where(unassigned.c.lead_id == lead_id).values(
+        attempts=unassigned.c.attempts + 1))
+
+
+# ---- webhook deliveries -----------------------------------------------------------------------
+
+async def add_deliveries(conn: AsyncConnection, rows: Sequence[Row]) -> None:
+    """Queue webhook deliveries (a repeated event for the same webhook is ignored)."""
+    if rows:
+        await conn.execute(insert_for(conn)(deliveries).on_conflict_do_nothing(
+            index_elements=["webhook", "event_id"]), list(rows))
+
+
+async def claim_deliveries(conn: AsyncConnection, now: datetime, limit: int,
+                           lease_seconds: float) -> list[Row]:
+    """Due deliveries, pushed ``lease_seconds`` ahead so no one else sends them meanwhile."""
+    q = (select(deliveries).where(deliveries.c.state == "pending",
+                                  deliveries.c.next_attempt_at <= now)
+         .order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit))
+    if not is_sqlite(conn):
+        q = q.with_for_update(skip_locked=True)
+    rows = _rows(await conn.execute(q))
+    if rows:
+        await conn.execute(update(deliveries).where(deliveries.c.id.in_([r["id"] for r in rows]))
+                           .values(next_attempt_at=now + timedelta(seconds=lease_seconds)))
+    return rows
+
+
+async def update_delivery(conn: AsyncConnection, delivery_id: int,
+                          values: Mapping[str, Any]) -> None:
+    """Record a delivery attempt's outcome."""
+    await conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+
+
+async def next_delivery_due(conn: AsyncConnection) -> datetime | None:
+    """When the next pending delivery is due."""
+    return (await conn.execute(select(func.min(deliveries.c.next_attempt_at)).where(
+        deliveries.c.state == "pending"))).scalar_one_or_none()
+
+
+async def list_deliveries(conn: AsyncConnection, *, state: str | None, limit: int,
+                          before_id: int | None) -> list[Row]:
+    """The delivery log, newest first."""
+    q = select(deliveries).order_by(deliveries.c.id.desc()).limit(limit)
+    if state:
+        q = q.where(deliveries.c.state == state)
+    if before_id is not None:
+        q = q.where(deliveries.c.id < before_id)
+    return _rows(await conn.execute(q))
+
+
+def assignment_resource(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The public assignment resource of a row."""
+    def t(v: datetime | None) -> str | None:
+        return rfc3339(v) if v else None
+    return {
+        "id": row["id"], "lead_id": row["lead_id"], "owner": row["owner"], "team": row["team"],
+        "state": row["state"],
+        "sla": {"policy": row["policy"], "due_at": t(row["due_at"]), "warn_at": t(row["warn_at"]),
+                "met_at": t(row["met_at"]), "breached": bool(row["breached"]),
+                "response_seconds": row["response_seconds"],
+                "business_seconds": row["business_seconds"]},
+        "assigned_at": t(row["assigned_at"]), "reason": row["reason"],
+        "previous_assignment_id": row["previous_assignment_id"],
+        "escalation_level": row["escalation_level"],
+    }

@@ -1,0 +1,140 @@
+"""Durable SLA timers and the retry of unassigned leads, as Runtime workers.
+
+The timer worker sleeps until the earliest pending timer is due, or until woken (a nearer timer
+was committed), never polling faster than that. Due timers are claimed with
+``FOR UPDATE SKIP LOCKED`` and a lease on PostgreSQL, so replicas share them and a crashed
+replica's claims come back; each timer is fired in its own transaction that flips it from
+pending to fired, so it fires exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.routing import handlers
+from services.routing import repository as repo
+from services.routing.messages import RoutingContext
+from shared.events import utcnow
+
+log = logging.getLogger(__name__)
+
+TIMERS_FIRED = Counter("leadflow_routing_timers_fired_total", "SLA timers fired", ["kind"])
+
+
+class SleepyLoop:
+    """A loop body run when woken or when its next due time comes (capped at ``max_sleep``)."""
+
+    def __init__(self, max_sleep: float) -> None:
+        self.max_sleep = max_sleep
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Run the loop body now (safe to call from any coroutine of the same loop)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Finish the current pass and stop."""
+        self._stopping = True
+        self._wake.set()
+
+    async def step(self) -> datetime | None:
+        """Do due work; return when the next work is due (None: nothing known)."""
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Run until stopped; errors are logged and retried after a pause."""
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                nxt = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; retrying", type(self).__name__)
+                nxt = None
+                await asyncio.sleep(1.0)
+            delay = self.max_sleep
+            if nxt is not None:
+                delay = min(delay, max(0.0, (nxt - utcnow()).total_seconds()))
+            if delay > 0 and not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+
+class TimerWorker(SleepyLoop):
+    """Fires due SLA warning and breach timers."""
+
+    def __init__(self, engine: AsyncEngine, ctx: RoutingContext, *, batch: int = 50,
+                 lease_seconds: float = 30.0, max_sleep: float = 30.0) -> None:
+        super().__init__(max_sleep)
+        self.engine = engine
+        self.ctx = ctx
+        self.batch = batch
+        self.lease_seconds = lease_seconds
+        self.owner = f"routing-{uuid.uuid4().hex[:8]}"
+        self.fired = 0
+
+    async def step(self) -> datetime | None:
+        while True:
+            now = utcnow()
+            async with self.engine.begin() as conn:
+                due = await repo.claim_due_timers(conn, self.owner, now, self.batch,
+                                                  self.lease_seconds)
+            for timer in due:
+                async with self.engine.begin() as conn:
+                    fired = await handlers.fire_timer(conn, self.ctx, timer, utcnow())
+                if fired:
+                    self.fired += 1
+                    TIMERS_FIRED.labels(timer["kind"]).inc()
+                    self.ctx.after_commit()
+            if len(due) < self.batch:
+                break
+        async with self.engine.connect() as conn:
+            return await repo.next_timer_due(conn, utcnow())
+
+
+class QueueRetrier(SleepyLoop):
+    """Retries leads that nobody could take, when woken (capacity freed) or periodically."""
+
+    def __init__(self, engine: AsyncEngine, ctx: RoutingContext, *, interval: float) -> None:
+        super().__init__(interval)
+        self.engine = engine
+        self.ctx = ctx
+        self._last = float("-inf")
+
+    #: Wake-ups come after every commit; a pass at most this often keeps a long queue cheap.
+    min_spacing = 1.0
+
+    async def step(self) -> datetime | None:
+        since = asyncio.get_running_loop().time() - self._last
+        if since < self.min_spacing:
+            await asyncio.sleep(self.min_spacing - since)
+        self._last = asyncio.get_running_loop().time()
+        async with self.engine.connect() as conn:
+            rows = await repo.queued(conn, handlers.UNASSIGNED_QUEUE)
+        assigned = 0
+        for row in rows:
+            async with self.engine.begin() as conn:
+                if await handlers.retry_queued(conn, self.ctx, row, utcnow()):
+                    assigned += 1
+        if assigned:
+            self.ctx.after_commit()
+        return None
+
+
+def compose(*wakers: Callable[[], None]) -> Callable[[], None]:
+    """One after-commit callback calling several."""
+    def wake() -> None:
+        for w in wakers:
+            w()
+    return wake
+

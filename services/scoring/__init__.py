@@ -1,0 +1,1 @@
+"""Scoring: keeps each lead's state (score, temperature, stage, status) from interaction events."""

@@ -1,0 +1,133 @@
+"""Reports: funnel KPIs, ad spend intake (bearer), and a small HTML dashboard."""
+
+from __future__ import annotations
+
+import html
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.scoring import kpis, repository
+from shared.events import parse_time, rfc3339, utcnow
+from shared.http import BearerAuth, RuntimeDep
+from shared.problems import Problem
+
+router = APIRouter(tags=["reports"])
+GroupBy = Literal["source", "campaign", "form"]
+
+
+class AdSpend(BaseModel):
+    """Money spent on one day for a source (and campaign)."""
+
+    model_config = ConfigDict(extra="forbid")
+    day: date = Field(description="The day the money was spent (YYYY-MM-DD).")
+    source: str = Field(min_length=1, max_length=200, description="utm_source, e.g. google")
+    campaign: str = Field(default="", max_length=200, description="utm_campaign")
+    amount: float = Field(ge=0, le=1e12)
+    currency: str = Field(default="EUR", pattern="^[A-Z]{3}$")
+
+
+class AdSpendBatch(BaseModel):
+    """Several spend entries at once."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: list[AdSpend] = Field(min_length=1, max_length=5000)
+
+
+def _window(start: str | None, end: str | None) -> tuple[datetime, datetime]:
+    def parse(value: str, name: str) -> datetime:
+        try:
+            return parse_time(value if "T" in value else f"{value}T00:00:00Z")
+        except ValueError:
+            raise Problem(
+                422,
+                f"{name} is not an RFC 3339 time or a date",
+                errors=[{"loc": f"/query/{name}", "msg": "invalid time"}],
+            ) from None
+
+    to = parse(end, "to") if end else utcnow()
+    frm = parse(start, "from") if start else to - timedelta(days=30)
+    if frm >= to:
+        raise Problem(
+            422,
+            "from must be before to",
+            errors=[{"loc": "/query/from", "msg": "must be before to"}],
+        )
+    return frm, to
+
+
+@router.get("/v1/kpis")
+async def get_kpis(
+    runtime: RuntimeDep,
+    from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    to: Annotated[str | None, Query(max_length=40)] = None,
+    group_by: GroupBy = "source",
+) -> dict[str, Any]:
+    """Leads created in the window, per first-touch source, campaign or first form: how many
+    became MQL, SQL and client, the rates, and (for source/campaign) spend and cost per lead/SQL."""
+    frm, end = _window(from_, to)
+    async with runtime.engine.connect() as conn:
+        report = await kpis.funnel(conn, frm, end, group_by)
+    return {
+        "from": rfc3339(frm),
+        "to": rfc3339(end),
+        "group_by": group_by,
+        **report,
+        "next_cursor": None,
+    }
+
+
+@router.post("/v1/ad-spend", dependencies=[BearerAuth])
+async def post_ad_spend(runtime: RuntimeDep, body: AdSpendBatch | AdSpend) -> dict[str, Any]:
+    """Record spend (one entry, or ``{"items": [...]}``); the same day/source/campaign replaces."""
+    entries = body.items if isinstance(body, AdSpendBatch) else [body]
+    rows = [e.model_dump() for e in entries]
+    async with runtime.engine.begin() as conn:
+        await kpis.record_spend(conn, rows, utcnow())
+    return {"items": [{**r, "day": r["day"].isoformat()} for r in rows], "next_cursor": None}
+
+
+@router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+async def dashboard(runtime: RuntimeDep) -> HTMLResponse:
+    """A one-page overview: leads by stage and temperature, the 30-day funnel, newest SQLs."""
+    end = utcnow()
+    async with runtime.engine.connect() as conn:
+        counts = await kpis.funnel_counts(conn)
+        report = await kpis.funnel(conn, end - timedelta(days=30), end, "source")
+        sqls, _ = await repository.list_leads(conn, stage="SQL", limit=20)
+    grid = {(s, t): n for s, t, n in counts}
+    temps = ("hot", "warm", "cold")
+    stage_rows = "".join(
+        f"<tr><th>{s}</th>" + "".join(f"<td>{grid.get((s, t), 0)}</td>" for t in temps) + "</tr>"
+        for s in ("SQL", "MQL", "IQL")
+    )
+    cols = ("key", "leads", "mqls", "sqls", "clients", "sql_rate", "spend", "cost_per_sql")
+    funnel_rows = "".join(
+        "<tr>" + "".join(f"<td>{_cell(i[c])}</td>" for c in cols) + "</tr>"
+        for i in [*report["items"], report["totals"]]
+    )
+    lead_rows = "".join(
+        f"<tr><td>{_cell(x.email or x.key)}</td><td>{_cell(x.company)}</td>"
+        f"<td>{x.temperature}</td><td>{x.total}</td><td>{_cell((x.owner or {}).get('name'))}</td>"
+        f"<td>{_cell(x.status)}</td></tr>"
+        for x in sqls
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Leadflow scoring</title>
+<style>body{{font-family:sans-serif;margin:2rem}}table{{border-collapse:collapse;margin-bottom:2rem}}
+td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}}</style></head><body>
+<h1>Leadflow scoring</h1>
+<h2>Leads by stage and temperature</h2>
+<table><tr><th></th>{"".join(f"<th>{t}</th>" for t in temps)}</tr>{stage_rows}</table>
+<h2>Last 30 days by source</h2>
+<table><tr>{"".join(f"<th>{c}</th>" for c in cols)}</tr>{funnel_rows}</table>
+<h2>Newest sales-qualified leads</h2>
+<table><tr><th>lead</th><th>company</th><th>temperature</th><th>score</th><th>owner</th>
+<th>status</th></tr>{lead_rows}</table></body></html>"""
+    return HTMLResponse(page)
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else html.escape(str(value))

@@ -1,0 +1,83 @@
+"""What a person does to a lead through the API: override stage/status, erase. One unit of work."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.scoring import repository
+from services.scoring.domain import lifecycle
+from services.scoring.domain.identity import email_hash
+from services.scoring.domain.lifecycle import Change
+from services.scoring.domain.model import Lead
+from services.scoring.domain.privacy import scrub_interaction
+from services.scoring.handlers import SOURCE, lead_events
+from services.scoring.repository import LeadRepository
+from shared.events import LeadType, new_event_id
+from shared.outbox import enqueue
+from shared.topics import Topics
+
+OVERRIDE_TYPE = "io.leadflow.scoring.override"
+ERASURE_TYPE = "io.leadflow.scoring.erasure"
+
+
+async def override_lead(
+    conn: AsyncConnection,
+    topics: Topics,
+    lead_id: str,
+    *,
+    stage: str | None,
+    status: str | None,
+    reason: str | None,
+    now: datetime,
+) -> Lead | None:
+    """Set stage and/or status by hand (any direction), audited in the timeline."""
+    repo = LeadRepository(conn)
+    lead = (await repo.load([lead_id])).get(lead_id)
+    if lead is None:
+        return None
+    changes = lifecycle.override(lead, stage=stage, status=status, now=now)
+    cause = new_event_id()
+    repo.touch(lead)
+    repo.add_timeline(
+        lead.id,
+        now,
+        "override",
+        OVERRIDE_TYPE,
+        cause,
+        {
+            "stage": stage,
+            "status": status,
+            "reason": reason,
+            "by": "api",
+            "changes": [c.change for c in changes],
+        },
+    )
+    await repo.flush(now)
+    await enqueue(conn, SOURCE, topics.leads, lead_events(lead, changes, cause, OVERRIDE_TYPE, now))
+    return lead
+
+
+async def erase_lead(
+    conn: AsyncConnection, topics: Topics, lead_id: str, now: datetime
+) -> Lead | None:
+    """Remove the person's data from the lead and its stored interactions; remember the email."""
+    repo = LeadRepository(conn)
+    lead = (await repo.load([lead_id])).get(lead_id)
+    if lead is None:
+        return None
+    hashes = [email_hash(e) for e in lead.emails]
+    lifecycle.erase(lead, now)
+    await repository.erase(conn, lead.id, hashes, now, scrub_interaction)
+    cause = new_event_id()
+    repo.touch(lead)
+    repo.add_timeline(lead.id, now, "erased", ERASURE_TYPE, cause, {"by": "api"})
+    await repo.flush(now)
+    await enqueue(
+        conn,
+        SOURCE,
+        topics.leads,
+        lead_events(lead, [Change(LeadType.ERASED)], cause, ERASURE_TYPE, now),
+    )
+    return lead

@@ -1,0 +1,88 @@
+"""Normalised identifiers of a person: email, phone and anonymous id."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import phonenumbers
+
+EMAIL = "email"
+PHONE = "phone"
+ANON = "anon"
+#: A lead id that was merged into another lead keeps pointing at its survivor.
+MERGED = "merged"
+
+
+def normalise_email(value: object) -> str | None:
+    """Lower-case, trimmed email, or None if it does not look like one."""
+    if not isinstance(value, str):
+        return None
+    email = value.strip().lower()
+    if "@" not in email or email.startswith("@") or email.endswith("@") or " " in email:
+        return None
+    return email
+
+
+def normalise_phone(value: object) -> str | None:
+    """E.164 phone, or None if it cannot be parsed (numbers without a + are not guessed)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = phonenumbers.parse(value.strip(), None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def email_domain(email: str | None) -> str | None:
+    """The domain part of an email."""
+    return email.rsplit("@", 1)[1] if email and "@" in email else None
+
+
+def email_hash(email: str) -> str:
+    """The hash kept for an erased email (the email itself is forgotten)."""
+    return hashlib.sha256(email.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Identifiers:
+    """What an event tells us about who it is: each part may be missing."""
+
+    email: str | None
+    phone: str | None
+    anonymous_id: str | None
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(kind, value) pairs, in resolution priority: email, phone, anonymous id."""
+        out = []
+        if self.email:
+            out.append((EMAIL, self.email))
+        if self.phone:
+            out.append((PHONE, self.phone))
+        if self.anonymous_id:
+            out.append((ANON, self.anonymous_id))
+        return out
+
+    @property
+    def key(self) -> str | None:
+        """The lead key: normalised email, else phone, else anonymous id."""
+        return self.email or self.phone or self.anonymous_id
+
+
+def identifiers_of(data: dict[str, object], partition_key: str | None = None) -> Identifiers:
+    """Identifiers of an interaction event's data (``lead_key`` is the last resort)."""
+    contact = data.get("contact") if isinstance(data.get("contact"), dict) else {}
+    assert isinstance(contact, dict)
+    email = normalise_email(contact.get("email"))
+    phone = normalise_phone(contact.get("phone"))
+    anon = data.get("anonymous_id") or data.get("user_id")
+    anonymous_id = str(anon) if anon not in (None, "") else None
+    if not (email or phone or anonymous_id):
+        fallback = data.get("lead_key") or partition_key
+        if isinstance(fallback, str) and fallback:
+            email = normalise_email(fallback)
+            anonymous_id = None if email else fallback
+    return Identifiers(email, phone, anonymous_id)

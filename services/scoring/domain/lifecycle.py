@@ -1,0 +1,287 @@
+"""What happens to a lead: an interaction, a merge, a sales or routing event, time passing.
+
+Each function mutates the lead in memory and returns the changes to announce; the handler
+turns changes into ``leadflow.leads`` events. Stage and status only move forward here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.scoring.domain import scoring
+from services.scoring.domain.identity import Identifiers
+from services.scoring.domain.model import PROFILE_FIELDS, Hit, Lead, status_moves_forward
+from services.scoring.domain.rules import Rules
+from shared.events import LeadType, SalesType, parse_time, rfc3339
+
+#: Sales activity → the status it implies.
+SALES_STATUS = {
+    SalesType.CONTACTED: "prospect",
+    SalesType.MEETING_BOOKED: "prospect",
+    SalesType.OPPORTUNITY_CREATED: "prospect",
+    SalesType.WON: "client",
+    SalesType.LOST: "disqualified",
+    SalesType.DISQUALIFIED: "disqualified",
+}
+TEMPERATURE_RANK = {"cold": 0, "warm": 1, "hot": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A lead event to announce: its type and the ``change`` part of its data."""
+
+    type: str
+    change: dict[str, Any] | None = None
+
+
+def event_time(data: Mapping[str, Any], fallback: datetime) -> datetime:
+    """``occurred_at`` of event data, or the envelope time when absent or unreadable."""
+    raw = data.get("occurred_at")
+    if isinstance(raw, str):
+        try:
+            return parse_time(raw)
+        except ValueError:
+            pass
+    return fallback
+
+
+def new_lead(lead_id: str, ids: Identifiers, now: datetime) -> Lead:
+    """A fresh lead for identifiers never seen before."""
+    return Lead(id=lead_id, key=ids.key or lead_id, created_at=now)
+
+
+def add_identifiers(lead: Lead, ids: Identifiers) -> None:
+    """Attach identifiers to the lead; the first email and phone become the primary ones."""
+    if ids.email and ids.email not in lead.emails:
+        lead.emails.append(ids.email)
+    if ids.phone and ids.phone not in lead.phones:
+        lead.phones.append(ids.phone)
+    if ids.anonymous_id and ids.anonymous_id not in lead.anonymous_ids:
+        lead.anonymous_ids.append(ids.anonymous_id)
+    lead.email = lead.email or (lead.emails[0] if lead.emails else None)
+    lead.phone = lead.phone or (lead.phones[0] if lead.phones else None)
+    lead.key = (
+        lead.email or lead.phone or (lead.anonymous_ids[0] if lead.anonymous_ids else lead.key)
+    )
+
+
+def _company_size(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str):
+        digits = "".join(ch if ch.isdigit() else " " for ch in value).split()
+        return int(digits[0]) if digits else None
+    return None
+
+
+def update_profile(lead: Lead, data: Mapping[str, Any], at: datetime) -> None:
+    """Newer non-empty contact fields, consent and attribution replace older ones."""
+    contact = data.get("contact") if isinstance(data.get("contact"), Mapping) else {}
+    assert isinstance(contact, Mapping)
+    changed = False
+    for name in PROFILE_FIELDS:
+        value = contact.get(name)
+        if name == "company_size":
+            value = _company_size(value)
+        elif isinstance(value, str):
+            value = value.strip() or None
+        if value is not None and getattr(lead, name) != value:
+            setattr(lead, name, value)
+            changed = True
+    if changed or lead.profile_at is None:
+        lead.profile_at = at
+    consent = data.get("consent")
+    if isinstance(consent, Mapping) and consent.get("marketing") is not None:
+        lead.consent = dict(consent)
+    attribution = data.get("attribution")
+    if isinstance(attribution, Mapping) and any(
+        attribution.get(k) for k in ("utm_source", "utm_medium", "utm_campaign")
+    ):
+        touch = {
+            "source": attribution.get("utm_source"),
+            "medium": attribution.get("utm_medium"),
+            "campaign": attribution.get("utm_campaign"),
+        }
+        lead.first_touch = lead.first_touch or touch
+        lead.last_touch = touch
+
+
+def add_hits(
+    lead: Lead, event_id: str, event_type: str, data: Mapping[str, Any], at: datetime, rules: Rules
+) -> list[Hit]:
+    """Apply the engagement rules to one interaction; an (event, rule) pair counts once."""
+    added = []
+    for rule in scoring.matching_rules(event_type, data, rules):
+        if lead.has_hit(event_id, rule.id):
+            continue
+        if not rule.repeatable and any(h.rule == rule.id for h in lead.hits):
+            continue
+        hit = Hit(rule.id, rule.group, rule.points, at, event_id)
+        lead.hits.append(hit)
+        added.append(hit)
+    intent = data.get("intent")
+    if isinstance(intent, str) and intent in rules.sales_intents:
+        lead.sales_intent = True
+    return added
+
+
+def refresh(lead: Lead, rules: Rules, now: datetime, *, cause: str = "rules") -> list[Change]:
+    """Recompute score, temperature, stage and status; return what changed.
+
+    Only forward moves happen here: a stage or status set back by a person stays until the
+    lead earns a higher one again. ``lead.qualified`` is announced the first time SQL is reached.
+    """
+    before = (lead.fit, lead.engagement, lead.total)
+    card = scoring.score(lead, rules, now)
+    lead.fit, lead.engagement, lead.reasons = card.fit, card.engagement, card.reasons
+    changes: list[Change] = []
+    if (lead.fit, lead.engagement, lead.total) != before:
+        changes.append(Change(LeadType.SCORED, {"from": before[2], "to": lead.total}))
+    temp = scoring.temperature(card.engagement, lead.last_engaged_at, rules, now)
+    if temp != lead.temperature:
+        change: dict[str, Any] = {"from": lead.temperature, "to": temp}
+        if TEMPERATURE_RANK[temp] > TEMPERATURE_RANK[lead.temperature] and cause == "interaction":
+            change["reactivated"] = lead.temperature == "cold" and lead.last_activity_at is not None
+        changes.append(Change(LeadType.TEMPERATURE_CHANGED, change))
+        lead.temperature = temp
+    if card.disqualified_by and lead.disqualified_by is None:
+        lead.disqualified_by = card.disqualified_by
+        changes.extend(
+            set_status(lead, "disqualified", automatic=True, reason=card.disqualified_by)
+        )
+    if lead.status != "disqualified":
+        stage = scoring.forward_stage(
+            lead.stage, scoring.earned_stage(card, lead.sales_intent, rules)
+        )
+        if stage != lead.stage:
+            changes.append(Change(LeadType.STAGE_CHANGED, {"from": lead.stage, "to": stage}))
+            if stage == "SQL" and lead.qualified_at is None:
+                lead.qualified_at = now
+                changes.append(Change(LeadType.QUALIFIED, {"from": lead.stage, "to": stage}))
+            lead.mql_at = lead.mql_at or now
+            lead.stage = stage
+    return changes
+
+
+def apply_interaction(
+    lead: Lead,
+    event_id: str,
+    event_type: str,
+    data: Mapping[str, Any],
+    at: datetime,
+    rules: Rules,
+    now: datetime,
+) -> list[Change]:
+    """One interaction: profile, identifiers' data, engagement hits, then a refresh."""
+    update_profile(lead, data, at)
+    if lead.first_form_id is None and isinstance(data.get("form_id"), str):
+        lead.first_form_id = data["form_id"]
+    if add_hits(lead, event_id, event_type, data, at, rules):
+        lead.last_engaged_at = max(lead.last_engaged_at or at, at)
+    lead.last_activity_at = max(lead.last_activity_at or at, at)
+    return refresh(lead, rules, now, cause="interaction")
+
+
+def merge(into: Lead, other: Lead, rules: Rules, now: datetime) -> list[Change]:
+    """Join ``other`` (typically an anonymous visitor) into ``into``: identifiers, hits, touches."""
+    for email in other.emails:
+        if email not in into.emails:
+            into.emails.append(email)
+    for phone in other.phones:
+        if phone not in into.phones:
+            into.phones.append(phone)
+    for anon in other.anonymous_ids:
+        if anon not in into.anonymous_ids:
+            into.anonymous_ids.append(anon)
+    for hit in other.hits:
+        once = next((r for r in rules.engagement if r.id == hit.rule and not r.repeatable), None)
+        if into.has_hit(hit.event_id, hit.rule) or (
+            once and any(h.rule == hit.rule for h in into.hits)
+        ):
+            continue
+        into.hits.append(hit)
+    for name in PROFILE_FIELDS:
+        if getattr(into, name) is None and getattr(other, name) is not None:
+            setattr(into, name, getattr(other, name))
+    into.first_touch = _earliest_touch(into, other)
+    into.sales_intent = into.sales_intent or other.sales_intent
+    into.created_at = min(into.created_at, other.created_at)
+    for name in ("last_activity_at", "last_engaged_at"):
+        values = [v for v in (getattr(into, name), getattr(other, name)) if v]
+        setattr(into, name, max(values) if values else None)
+    changes = [Change(LeadType.MERGED, {"merged_ids": [other.id], "into": into.id})]
+    return changes + refresh(into, rules, now, cause="interaction")
+
+
+def _earliest_touch(a: Lead, b: Lead) -> dict[str, Any] | None:
+    if a.first_touch and b.first_touch:
+        return a.first_touch if a.created_at <= b.created_at else b.first_touch
+    return a.first_touch or b.first_touch
+
+
+def set_status(
+    lead: Lead, status: str, *, automatic: bool, reason: str | None = None
+) -> list[Change]:
+    """Move the status; automatic moves only go forward, a person may move it anywhere."""
+    if status == lead.status or (automatic and not status_moves_forward(lead.status, status)):
+        return []
+    change: dict[str, Any] = {"from": lead.status, "to": status}
+    if reason:
+        change["reason"] = reason
+    lead.status = status
+    return [Change(LeadType.STATUS_CHANGED, change)]
+
+
+def apply_sales(lead: Lead, event_type: str, at: datetime) -> list[Change]:
+    """A sales activity: contacted/meeting → prospect, won → client, lost → disqualified."""
+    status = SALES_STATUS.get(event_type)
+    lead.last_activity_at = max(lead.last_activity_at or at, at)
+    if status is None:
+        return []
+    return set_status(lead, status, automatic=True, reason=event_type.rsplit(".", 1)[-1])
+
+
+def apply_assignment(lead: Lead, data: Mapping[str, Any]) -> list[Change]:
+    """Routing assigned (or reassigned) the lead: remember its owner."""
+    owner = data.get("owner")
+    if not isinstance(owner, Mapping):
+        return []
+    lead.owner = {k: owner.get(k) for k in ("id", "name", "email", "team")}
+    return []
+
+
+def override(lead: Lead, *, stage: str | None, status: str | None, now: datetime) -> list[Change]:
+    """A person sets stage and/or status, in any direction."""
+    changes: list[Change] = []
+    if stage and stage != lead.stage:
+        changes.append(
+            Change(LeadType.STAGE_CHANGED, {"from": lead.stage, "to": stage, "manual": True})
+        )
+        if stage == "SQL" and lead.qualified_at is None:
+            lead.qualified_at = now
+            changes.append(Change(LeadType.QUALIFIED, {"from": lead.stage, "to": stage}))
+        lead.stage = stage
+    if status:
+        changes.extend(set_status(lead, status, automatic=False, reason="manual"))
+    return changes
+
+
+def erase(lead: Lead, now: datetime) -> None:
+    """Forget the person: identifiers and profile go, the anonymous score history stays."""
+    lead.email = lead.phone = None
+    lead.emails, lead.phones, lead.anonymous_ids = [], [], []
+    for name in PROFILE_FIELDS:
+        setattr(lead, name, None)
+    lead.consent = None
+    lead.key = lead.id
+    lead.erased_at = now
+
+
+def describe_time(value: datetime | None) -> str | None:
+    """RFC 3339 or None."""
+    return rfc3339(value) if value else None

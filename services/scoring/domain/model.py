@@ -1,0 +1,149 @@
+"""The lead: profile, identifiers, score facts (hits) and lifecycle state, as plain data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.events import parse_time, rfc3339
+
+STAGES = ("IQL", "MQL", "SQL")
+STATUSES = ("lead", "prospect", "client", "disqualified")
+TEMPERATURES = ("cold", "warm", "hot")
+#: Automatic status moves only go up this rank; client and disqualified are both final.
+STATUS_RANK = {"lead": 0, "prospect": 1, "client": 2, "disqualified": 2}
+PROFILE_FIELDS = (
+    "first_name",
+    "last_name",
+    "company",
+    "job_title",
+    "industry",
+    "company_size",
+    "country",
+)
+
+
+@dataclass(slots=True)
+class Hit:
+    """One engagement rule applied to one interaction: the fact a score is computed from."""
+
+    rule: str
+    group: str
+    points: int
+    at: datetime
+    event_id: str
+
+
+@dataclass(slots=True)
+class Lead:
+    """A person (known or anonymous) and everything scoring knows about them."""
+
+    id: str
+    key: str
+    created_at: datetime
+    email: str | None = None
+    emails: list[str] = field(default_factory=list)
+    phone: str | None = None
+    phones: list[str] = field(default_factory=list)
+    anonymous_ids: list[str] = field(default_factory=list)
+    first_name: str | None = None
+    last_name: str | None = None
+    company: str | None = None
+    job_title: str | None = None
+    industry: str | None = None
+    company_size: int | None = None
+    country: str | None = None
+    status: str = "lead"
+    stage: str = "IQL"
+    temperature: str = "cold"
+    fit: int = 0
+    engagement: int = 0
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+    hits: list[Hit] = field(default_factory=list)
+    owner: dict[str, Any] | None = None
+    consent: dict[str, Any] | None = None
+    first_touch: dict[str, Any] | None = None
+    last_touch: dict[str, Any] | None = None
+    last_activity_at: datetime | None = None
+    last_engaged_at: datetime | None = None
+    profile_at: datetime | None = None
+    sales_intent: bool = False
+    qualified_at: datetime | None = None
+    mql_at: datetime | None = None
+    first_form_id: str | None = None
+    disqualified_by: str | None = None
+    erased_at: datetime | None = None
+
+    @property
+    def total(self) -> int:
+        """Fit plus engagement."""
+        return self.fit + self.engagement
+
+    def has_hit(self, event_id: str, rule: str) -> bool:
+        """Whether this rule already counted this event (a rescore cannot count it twice)."""
+        return any(h.event_id == event_id and h.rule == rule for h in self.hits)
+
+    def to_resource(self) -> dict[str, Any]:
+        """The public lead resource (GET /v1/leads/{id} and the ``lead`` of lead events)."""
+        return {
+            "id": self.id,
+            "key": self.key,
+            "email": self.email,
+            "emails": list(self.emails),
+            "phone": self.phone,
+            **{f: getattr(self, f) for f in PROFILE_FIELDS},
+            "status": self.status,
+            "stage": self.stage,
+            "temperature": self.temperature,
+            "score": {
+                "total": self.total,
+                "fit": self.fit,
+                "engagement": self.engagement,
+                "reasons": [dict(r) for r in self.reasons],
+            },
+            "owner": dict(self.owner) if self.owner else None,
+            "consent": dict(self.consent) if self.consent else None,
+            "first_touch": dict(self.first_touch) if self.first_touch else None,
+            "last_touch": dict(self.last_touch) if self.last_touch else None,
+            "anonymous_ids": list(self.anonymous_ids),
+            "created_at": rfc3339(self.created_at),
+            "last_activity_at": _time(self.last_activity_at),
+            "qualified_at": _time(self.qualified_at),
+            "erased": self.erased_at is not None,
+        }
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-safe state for storage (times as RFC 3339 strings)."""
+        out = asdict(self)
+        for name, value in list(out.items()):
+            if isinstance(value, datetime):
+                out[name] = rfc3339(value)
+        out["hits"] = [{**asdict(h), "at": rfc3339(h.at)} for h in self.hits]
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Lead:
+        """The inverse of :meth:`to_state`."""
+        values = dict(state)
+        # every datetime field of the dataclass, so a new one cannot be forgotten here
+        for name in (n for n, f in cls.__dataclass_fields__.items() if "datetime" in str(f.type)):
+            if values.get(name):
+                values[name] = parse_time(values[name])
+        values["hits"] = [Hit(**{**h, "at": parse_time(h["at"])}) for h in values.get("hits", [])]
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _time(value: datetime | None) -> str | None:
+    return rfc3339(value) if value else None
+
+
+def stage_rank(stage: str) -> int:
+    """Position of a stage in IQL → MQL → SQL."""
+    return STAGES.index(stage)
+
+
+def status_moves_forward(current: str, new: str) -> bool:
+    """Whether an automatic move from ``current`` to ``new`` is forward."""
+    return STATUS_RANK[new] > STATUS_RANK[current]

@@ -1,0 +1,199 @@
+"""The rules engine: fit from the profile, engagement from hits (decayed, capped), and the
+temperature and stage they imply. Pure functions of (lead, rules, now)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from services.scoring.domain.identity import email_domain
+from services.scoring.domain.model import Hit, Lead, stage_rank
+from services.scoring.domain.rules import Decay, EngagementRule, Rules, path_value
+from shared.events import rfc3339
+
+_SENIORITY = (
+    (
+        "c_level",
+        re.compile(
+            r"\b(c[etofmior]o|chief|founder|co-founder|owner|(?<!vice[- ])president"
+            r"|managing director|partner)\b",
+            re.I,
+        ),
+    ),
+    ("vp", re.compile(r"\b(vp|svp|evp|vice[- ]president)\b", re.I)),
+    ("director", re.compile(r"\b(director|head of|head)\b", re.I)),
+    ("manager", re.compile(r"\b(manager|lead|supervisor)\b", re.I)),
+)
+DAY = 86_400.0
+
+
+def seniority(job_title: str | None) -> str | None:
+    """Role seniority from a job title: c_level, vp, director, manager or individual."""
+    if not job_title or not job_title.strip():
+        return None
+    for level, pattern in _SENIORITY:
+        if pattern.search(job_title):
+            return level
+    return "individual"
+
+
+def fit_fields(lead: Lead) -> dict[str, Any]:
+    """The values fit rules can test, including derived ones (seniority, email_domain)."""
+    return {
+        "email": lead.email,
+        "email_domain": email_domain(lead.email),
+        "email_domains": [email_domain(e) for e in lead.emails],
+        "phone": lead.phone,
+        "first_name": lead.first_name,
+        "last_name": lead.last_name,
+        "company": lead.company,
+        "job_title": lead.job_title,
+        "seniority": seniority(lead.job_title),
+        "industry": lead.industry,
+        "company_size": lead.company_size,
+        "country": lead.country,
+    }
+
+
+@dataclass(slots=True)
+class ScoreCard:
+    """A computed score: its parts, its reasons, and the disqualifying rule if one matched."""
+
+    fit: int
+    engagement: int
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+    disqualified_by: str | None = None
+
+    @property
+    def total(self) -> int:
+        return self.fit + self.engagement
+
+
+def compute_fit(lead: Lead, rules: Rules) -> tuple[int, list[dict[str, Any]], str | None]:
+    """Fit points, their reasons, and the first disqualifying rule that matched."""
+    values = fit_fields(lead)
+    at = rfc3339(lead.profile_at or lead.created_at)
+    points, reasons, disqualified = 0, [], None
+    for rule in rules.fit:
+        if rule.field == "email_domain":  # any of the person's emails counts
+            candidates: Iterable[Any] = values["email_domains"] or [None]
+        else:
+            candidates = [values.get(rule.field)]
+        if any(rule.condition.matches(v) for v in candidates):
+            points += rule.points
+            reasons.append({"rule": rule.id, "points": rule.points, "at": at})
+            if rule.disqualify and disqualified is None:
+                disqualified = rule.id
+    return points, reasons, disqualified
+
+
+def decayed(points: float, decay: Decay, age_seconds: float) -> float:
+    """Points after decay; negative points never decay (that would raise a score)."""
+    if points <= 0 or decay.mode == "none":
+        return float(points)
+    age_days = max(age_seconds, 0.0) / DAY
+    if decay.mode == "half_life":
+        if decay.half_life_days <= 0:
+            return float(points)
+        return points * math.pow(0.5, age_days / decay.half_life_days)
+    periods = math.floor(age_days / decay.period_days) if decay.period_days > 0 else 0
+    return max(0.0, points - decay.points_per_period * periods)
+
+
+def compute_engagement(
+    hits: Sequence[Hit], rules: Rules, now: datetime
+) -> tuple[int, list[dict[str, Any]]]:
+    """Engagement points at ``now``: decayed per group, capped per rule then per group.
+
+    Every hit is a reason with its current (decayed) points; a cap shows as one negative
+    ``<rule>:cap`` reason, so the reasons always add up to the score.
+    """
+    caps = {r.id: r.max_points for r in rules.engagement}
+    by_group: dict[str, dict[str, list[tuple[Hit, float]]]] = defaultdict(lambda: defaultdict(list))
+    for hit in sorted(hits, key=lambda h: (h.at, h.event_id)):
+        decay = rules.group(hit.group).decay
+        value = decayed(hit.points, decay, (now - hit.at).total_seconds())
+        by_group[hit.group][hit.rule].append((hit, value))
+    total = 0.0
+    reasons: list[dict[str, Any]] = []
+    now_text = rfc3339(now)
+    for group_name in sorted(by_group):
+        positive = negative = 0.0
+        for rule_id, items in sorted(by_group[group_name].items()):
+            pos = sum(v for _, v in items if v > 0)
+            negative += sum(v for _, v in items if v < 0)
+            for hit, value in items:
+                reasons.append({"rule": hit.rule, "points": round(value, 2), "at": rfc3339(hit.at)})
+            cap = caps.get(rule_id)
+            if cap is not None and pos > cap:
+                reasons.append(
+                    {"rule": f"{rule_id}:cap", "points": round(cap - pos, 2), "at": now_text}
+                )
+                pos = float(cap)
+            positive += pos
+        group_cap = rules.group(group_name).cap
+        if group_cap is not None and positive > group_cap:
+            reasons.append(
+                {
+                    "rule": f"group:{group_name}:cap",
+                    "points": round(group_cap - positive, 2),
+                    "at": now_text,
+                }
+            )
+            positive = float(group_cap)
+        total += positive + negative
+    return math.floor(total + 0.5), reasons
+
+
+def score(lead: Lead, rules: Rules, now: datetime) -> ScoreCard:
+    """The lead's full score at ``now``."""
+    fit, fit_reasons, disqualified = compute_fit(lead, rules)
+    engagement, eng_reasons = compute_engagement(lead.hits, rules, now)
+    return ScoreCard(fit, engagement, fit_reasons + eng_reasons, disqualified)
+
+
+def temperature(
+    engagement: float, last_engaged_at: datetime | None, rules: Rules, now: datetime
+) -> str:
+    """hot / warm / cold from engagement and how recently the lead engaged."""
+    if last_engaged_at is None:
+        return "cold"
+    idle_days = (now - last_engaged_at).total_seconds() / DAY
+    for band in rules.bands:
+        if engagement >= band.min_engagement and idle_days <= band.active_within_days:
+            return band.name
+    return "cold"
+
+
+def earned_stage(card: ScoreCard, sales_intent: bool, rules: Rules) -> str:
+    """The stage a score earns on its own (before the forward-only rule)."""
+    if card.disqualified_by:
+        return "IQL"
+    if sales_intent and card.fit >= rules.sales_intent_min_fit:
+        return "SQL"
+    if card.fit >= rules.sql.min_fit and card.engagement >= rules.sql.min_engagement:
+        return "SQL"
+    if card.fit >= rules.mql.min_fit and card.engagement >= rules.mql.min_engagement:
+        return "MQL"
+    return "IQL"
+
+
+def forward_stage(current: str, earned: str) -> str:
+    """Stages only move forward automatically."""
+    return earned if stage_rank(earned) > stage_rank(current) else current
+
+
+def matching_rules(event_type: str, data: Mapping[str, Any], rules: Rules) -> list[EngagementRule]:
+    """Engagement rules whose event type and every condition match this interaction."""
+    short = event_type.rsplit(".", 1)[-1]
+    return [
+        r
+        for r in rules.engagement
+        if r.event in (short, event_type, "*")
+        and all(cond.matches(path_value(data, path)) for path, cond in r.when)
+    ]

@@ -1,0 +1,224 @@
+"""Event → domain → repository and outbox, one consumer batch in one unit of work.
+
+The ConsumerRunner has already claimed the batch's event ids (the inbox) in this transaction,
+so an event redelivered after a crash is never applied twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.scoring import repository
+from services.scoring.domain import lifecycle
+from services.scoring.domain.identity import (
+    EMAIL,
+    MERGED,
+    Identifiers,
+    email_hash,
+    identifiers_of,
+    normalise_email,
+)
+from services.scoring.domain.lifecycle import Change
+from services.scoring.domain.model import Lead
+from services.scoring.domain.resolution import resolve
+from services.scoring.domain.rules import Rules
+from services.scoring.repository import LeadRepository
+from shared.events import (
+    INTERACTION_TYPES,
+    SALES_TYPES,
+    CloudEvent,
+    LeadType,
+    RoutingType,
+    derived_event_id,
+    utcnow,
+)
+from shared.outbox import enqueue
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+SOURCE = "scoring"
+CE_SOURCE = "/leadflow/scoring"
+ASSIGNMENT_TYPES = frozenset({RoutingType.ASSIGNED, RoutingType.REASSIGNED})
+
+
+def lead_events(
+    lead: Lead, changes: Sequence[Change], cause_id: str, cause_type: str, now: datetime
+) -> list[CloudEvent]:
+    """The ``leadflow.leads`` events for changes of one lead caused by one event."""
+    snapshot = lead.to_resource()
+    out = []
+    for change in changes:
+        data: dict[str, Any] = {
+            "lead": snapshot,
+            "cause": {"event_id": cause_id, "type": cause_type},
+        }
+        if change.change is not None:
+            data["change"] = change.change
+        out.append(
+            CloudEvent(
+                type=change.type,
+                source=CE_SOURCE,
+                data=data,
+                time=now,
+                subject=lead.id,
+                key=lead.key,
+                id=derived_event_id(cause_id, lead.id, change.type),
+            )
+        )
+    return out
+
+
+class ScoringHandler:
+    """Applies a batch of interaction, routing and sales events to leads."""
+
+    def __init__(
+        self, rules: Rules, topics: Topics, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.rules = rules
+        self.topics = topics
+        self.clock = clock
+
+    async def __call__(self, conn: AsyncConnection, events: Sequence[CloudEvent]) -> None:
+        """The ConsumerRunner's batch handler."""
+        now = self.clock()
+        repo = LeadRepository(conn)
+        ids_of = {
+            e.id: identifiers_of(dict(e.data), e.key) for e in events if e.type in INTERACTION_TYPES
+        }
+        erased = await repository.erased_among(
+            conn, [email_hash(i.email) for i in ids_of.values() if i.email]
+        )
+        refs = [
+            str(e.data["lead_id"])
+            for e in events
+            if e.type not in INTERACTION_TYPES and e.data.get("lead_id")
+        ]
+        sales_emails = [
+            normalise_email(e.data.get("email")) for e in events if e.type in SALES_TYPES
+        ]
+        pairs = [p for i in ids_of.values() for p in i.pairs()]
+        pairs += [(MERGED, r) for r in refs] + [(EMAIL, m) for m in sales_emails if m]
+        index = await repo.find_identities(pairs)
+        await repo.load(set(index.values()) | set(refs))
+        out: list[CloudEvent] = []
+        merges: list[tuple[str, str]] = []
+        consented: list[str] = []
+        for ev in events:
+            if ev.type in INTERACTION_TYPES:
+                ids = ids_of[ev.id]
+                if ids.email and email_hash(ids.email) in erased:
+                    if not _new_consent(ev.data):
+                        log.info("event %s: erased person without new consent; ignored", ev.id)
+                        continue
+                    erased.discard(email_hash(ids.email))
+                    consented.append(email_hash(ids.email))
+                out += self._interaction(repo, index, ev, ids, merges, now)
+            elif ev.type in ASSIGNMENT_TYPES or ev.type in SALES_TYPES:
+                lead = self._referenced(repo, index, ev)
+                if lead is None:
+                    log.info("event %s: no lead for %s; ignored", ev.id, ev.type)
+                    continue
+                at = lifecycle.event_time(ev.data, ev.time)
+                if ev.type in SALES_TYPES:
+                    changes = lifecycle.apply_sales(lead, ev.type, at)
+                else:
+                    changes = lifecycle.apply_assignment(lead, ev.data)
+                repo.touch(lead)
+                repo.add_timeline(
+                    lead.id,
+                    at,
+                    "sales" if ev.type in SALES_TYPES else "routing",
+                    ev.type,
+                    ev.id,
+                    dict(ev.data),
+                )
+                self._record(repo, lead, changes, ev, now)
+                out += lead_events(lead, changes, ev.id, ev.type, now)
+        await repository.forget_erased(conn, consented)
+        await repo.flush(now, merges=merges)
+        await enqueue(conn, SOURCE, self.topics.leads, out)
+
+    def _referenced(
+        self, repo: LeadRepository, index: dict[tuple[str, str], str], ev: CloudEvent
+    ) -> Lead | None:
+        ref = ev.data.get("lead_id")
+        if ref:
+            ref = str(ref)
+            lead = repo.loaded.get(ref) or repo.loaded.get(index.get((MERGED, ref), ""))
+            if lead is not None:
+                return lead
+        email = normalise_email(ev.data.get("email"))
+        return repo.loaded.get(index.get((EMAIL, email), "")) if email else None
+
+    def _interaction(
+        self,
+        repo: LeadRepository,
+        index: dict[tuple[str, str], str],
+        ev: CloudEvent,
+        ids: Identifiers,
+        merges: list[tuple[str, str]],
+        now: datetime,
+    ) -> list[CloudEvent]:
+        if not ids.pairs():
+            log.info("event %s has no email, phone or anonymous id; ignored", ev.id)
+            return []
+        res = resolve(ids, index, repo.loaded)
+        changes: list[Change] = []
+        if res.lead_id is None:
+            lead = lifecycle.new_lead(derived_event_id(ev.id, "lead", ids.key or ""), ids, now)
+            repo.add(lead)
+            changes.append(Change(LeadType.CREATED))
+        else:
+            lead = repo.loaded[res.lead_id]
+        for other_id in res.merge_ids:
+            other = repo.loaded[other_id]
+            changes += lifecycle.merge(lead, other, self.rules, now)
+            repo.remove(other_id)
+            merges.append((other_id, lead.id))
+            repo.add_identity(MERGED, other_id, lead.id)
+            for pair, owner in list(index.items()):
+                if owner == other_id:
+                    index[pair] = lead.id
+        for pair in ids.pairs():
+            if pair not in index and pair not in res.foreign:
+                index[pair] = lead.id
+                repo.add_identity(pair[0], pair[1], lead.id)
+        visible = Identifiers(
+            *(
+                None if (k, v) in res.foreign else v
+                for k, v in zip(
+                    ("email", "phone", "anon"),
+                    (ids.email, ids.phone, ids.anonymous_id),
+                    strict=True,
+                )
+            )
+        )
+        lifecycle.add_identifiers(lead, visible)
+        at = lifecycle.event_time(ev.data, ev.time)
+        changes += lifecycle.apply_interaction(lead, ev.id, ev.type, ev.data, at, self.rules, now)
+        repo.touch(lead)
+        repo.add_timeline(lead.id, at, "interaction", ev.type, ev.id, dict(ev.data))
+        for conflict in res.conflicts:
+            repo.add_timeline(
+                lead.id, at, "identity_conflict", "identity_conflict", ev.id, conflict
+            )
+        self._record(repo, lead, changes, ev, now)
+        return lead_events(lead, changes, ev.id, ev.type, now)
+
+    @staticmethod
+    def _record(
+        repo: LeadRepository, lead: Lead, changes: Sequence[Change], ev: CloudEvent, now: datetime
+    ) -> None:
+        for change in changes:
+            repo.add_timeline(lead.id, now, "change", change.type, ev.id, change.change or {})
+
+
+def _new_consent(data: Any) -> bool:
+    consent = data.get("consent") if hasattr(data, "get") else None
+    return isinstance(consent, dict) and consent.get("marketing") is True

@@ -1,0 +1,90 @@
+"""Wiring of the scoring service: config, runtime, consumer, sweep and HTTP app."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+
+from services.scoring.api import router
+from services.scoring.api_reports import router as reports_router
+from services.scoring.domain.rules import Rules, parse_rules
+from services.scoring.handlers import ScoringHandler
+from services.scoring.sweep import DecaySweep
+from shared.bus import ConsumerRunner, make_producer
+from shared.config import load_config, load_schema, validate_section
+from shared.db import create_engine
+from shared.http import create_app
+from shared.runtime import Runtime
+from shared.settings import Settings
+from shared.topics import Topics
+
+SERVICE_NAME = "scoring"
+GROUP_ID = "leadflow-scoring"
+
+
+class DeferredProducer:
+    """An AIOKafkaProducer made on ``start()``, inside the running event loop.
+
+    aiokafka refuses to build a producer outside a running loop, but the CLI calls
+    ``build_app`` before uvicorn starts its loop; ``Runtime`` builds its producer eagerly.
+    Every other attribute is the real producer's.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._real: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Create and start the real producer."""
+        if self._real is None:
+            self._real = make_producer(self._settings)
+        await self._real.start()
+
+    async def stop(self) -> None:
+        """Stop the real producer, if it was ever made."""
+        if self._real is not None:
+            await self._real.stop()
+
+    def __getattr__(self, name: str) -> Any:
+        real = self.__dict__.get("_real")
+        if real is None:
+            raise AttributeError(f"producer not started yet (no {name})")
+        return getattr(real, name)
+
+
+def deferred_producer(settings: Settings) -> AIOKafkaProducer:
+    """The producer factory given to :class:`Runtime`."""
+    return cast(AIOKafkaProducer, DeferredProducer(settings))
+
+
+def load_rules(config: dict[str, Any]) -> Rules:
+    """Validate the ``scoring:`` section (ConfigError naming the key) and parse it."""
+    validate_section(config, load_schema("services.scoring"))
+    return parse_rules(config.get("scoring") or {})
+
+
+def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastAPI:
+    """The scoring app; its lifespan starts and drains the runtime."""
+    if config is None:
+        config = load_config(settings.leadflow_config)
+    rules = load_rules(config)
+    topics = Topics(settings.leadflow_topic_prefix)
+    runtime = Runtime(
+        SERVICE_NAME, settings, create_engine(settings.db_url), producer_factory=deferred_producer
+    )
+    runtime.state["rules"] = rules
+    runtime.add_worker(
+        ConsumerRunner(
+            settings=settings,
+            engine=runtime.engine,
+            topics=[topics.interactions, topics.routing, topics.sales],
+            group_id=GROUP_ID,
+            handler=ScoringHandler(rules, topics),
+            source=SERVICE_NAME,
+            after_commit=runtime.relay.wake,
+        )
+    )
+    runtime.add_worker(DecaySweep(runtime.engine, rules, topics, wake=runtime.relay.wake))
+    return create_app(runtime, "Leadflow scoring", [router, reports_router])

@@ -1,0 +1,77 @@
+"""``leadflow rescore``: recompute every lead from its stored interactions with the current rules.
+
+Hits are rebuilt from scratch and keyed by (event id, rule), so replaying cannot count an
+interaction twice. The events it writes go to the outbox and are published by the running
+scoring service's relay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.scoring import repository
+from services.scoring.domain import lifecycle
+from services.scoring.domain.rules import Rules
+from services.scoring.handlers import SOURCE, lead_events
+from services.scoring.repository import LeadRepository
+from shared.config import load_config
+from shared.db import create_engine
+from shared.events import derived_event_id, rfc3339, utcnow
+from shared.outbox import enqueue
+from shared.settings import Settings
+from shared.topics import Topics
+
+RESCORE_TYPE = "io.leadflow.scoring.rescore"
+
+
+async def rescore_all(
+    settings: Settings, config: dict[str, Any] | None = None, *, page_size: int = 200
+) -> int:
+    """Rescore every lead; return how many leads changed."""
+    from services.scoring.main import load_rules
+
+    rules: Rules = load_rules(
+        config if config is not None else load_config(settings.leadflow_config)
+    )
+    topics = Topics(settings.leadflow_topic_prefix)
+    engine = create_engine(settings.db_url)
+    changed = 0
+    after = ""
+    try:
+        while True:
+            now = utcnow()
+            async with engine.begin() as conn:
+                ids = await repository.all_lead_ids(conn, after, page_size)
+                if not ids:
+                    break
+                repo = LeadRepository(conn)
+                leads = await repo.load(ids)
+                interactions = await repository.interactions_of(conn, ids)
+                events = []
+                for lead_id in ids:
+                    lead = leads.get(lead_id)
+                    if lead is None:
+                        continue
+                    changes = rescore_lead(lead, interactions[lead_id], rules, now)
+                    if changes:
+                        changed += 1
+                        cause = derived_event_id(lead.id, "rescore", rfc3339(now))
+                        events += lead_events(lead, changes, cause, RESCORE_TYPE, now)
+                    repo.touch(lead)
+                await repo.flush(now)
+                await enqueue(conn, SOURCE, topics.leads, events)
+                after = ids[-1]
+    finally:
+        await engine.dispose()
+    return changed
+
+
+def rescore_lead(lead: Any, rows: list[Any], rules: Rules, now: Any) -> list[lifecycle.Change]:
+    """Rebuild one lead's hits from its interactions and refresh its score."""
+    lead.hits = []
+    lead.sales_intent = False
+    lead.last_engaged_at = None
+    for row in rows:
+        if lifecycle.add_hits(lead, row.event_id or str(row.id), row.type, row.data, row.at, rules):
+            lead.last_engaged_at = max(lead.last_engaged_at or row.at, row.at)
+    return lifecycle.refresh(lead, rules, now, cause="rescore")

@@ -1,0 +1,262 @@
+"""Ad-platform webhooks with real payload shapes, signed with test secrets."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select
+
+from services.capture.ad_fetcher import ad_event_id
+from services.capture.tables import ad_fetches
+from shared.events import InteractionType
+from shared.topics import Topics
+from tests.capture.conftest import Running, make_config, start
+from tests.capture.standin import StandIn, running_standin
+from tests.support import read_topic, wait_for, wait_for_events
+
+META_SECRET, LI_SECRET, GOOGLE_KEY = "meta-test-secret", "li-test-secret", "xyz123"
+BIG = 9007199254740993  # 2**53 + 1: a float would turn it into ...992
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[StandIn]:
+    async with running_standin() as s:
+        yield s
+
+
+@pytest.fixture
+async def app(kafka_bootstrap: str, db_url: str, standin: StandIn) -> AsyncIterator[Running]:
+    config = make_config(
+        ad_fetch={"max_attempts": 3, "first_retry_seconds": 0.1, "max_retry_seconds": 0.5}
+    )
+    async with start(
+        kafka_bootstrap,
+        db_url,
+        config=config,
+        meta_app_secret=META_SECRET,
+        meta_verify_token="verify-me",
+        meta_access_token="meta-token",
+        meta_graph_url=f"{standin.url}/graph",
+        google_ads_webhook_key=GOOGLE_KEY,
+        linkedin_client_secret=LI_SECRET,
+        linkedin_access_token="li-token",
+        linkedin_api_url=f"{standin.url}/li",
+    ) as running:
+        yield running
+
+
+def meta_sign(raw: bytes) -> str:
+    return "sha256=" + hmac.new(META_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+
+
+def meta_body(*lead_ids: int | str) -> bytes:
+    changes = ", ".join(
+        f'{{"field": "leadgen", "value": {{"leadgen_id": {json.dumps(i)}, "page_id": 123123123, '
+        f'"form_id": {BIG}, "adgroup_id": 12312312312, "ad_id": 12312312312, '
+        f'"created_time": 1440120384}}}}'
+        for i in lead_ids
+    )
+    return (
+        f'{{"object": "page", "entry": [{{"id": 153125381133, "time": 1438292065, '
+        f'"changes": [{changes}, {{"field": "feed", "value": {{}}}}]}}]}}'
+    ).encode()
+
+
+async def test_meta_verification(app: Running) -> None:
+    ok = await app.client.get(
+        "/v1/webhooks/meta",
+        params={
+            "hub.mode": "subscribe",
+            "hub.challenge": "1158201444",
+            "hub.verify_token": "verify-me",
+        },
+    )
+    assert ok.status_code == 200 and ok.text == "1158201444"
+    bad = await app.client.get(
+        "/v1/webhooks/meta",
+        params={"hub.mode": "subscribe", "hub.challenge": "1", "hub.verify_token": "nope"},
+    )
+    assert bad.status_code == 403
+
+
+async def test_meta_leads_fetched_with_retries_and_deduped(app: Running, standin: StandIn) -> None:
+    standin.answers[f"/graph/{BIG}"] = (
+        f'{{"created_time": "2015-02-28T08:49:14+0000", "id": "{BIG}", "ad_id": {BIG}, '
+        f'"form_id": "12312312312", "field_data": ['
+        '{"name": "full_name", "values": ["Joe Example"]},'
+        '{"name": "email", "values": ["Joe@Example.com"]},'
+        '{"name": "phone_number", "values": ["+15555550100"]},'
+        '{"name": "favourite_tool", "values": ["excel"]}]}'
+    )
+    standin.answers["/graph/777"] = {
+        "id": "777",
+        "field_data": [{"name": "email", "values": ["ann@example.com"]}],
+    }
+    standin.failures["/graph/777"] = 2  # the Graph API is slow twice: retried with backoff
+    raw = meta_body(BIG, "777")
+    forged = await app.client.post(
+        "/v1/webhooks/meta",
+        content=raw,
+        headers={"x-hub-signature-256": meta_sign(raw + b" "), "content-type": "application/json"},
+    )
+    assert forged.status_code == 403
+    unsigned = await app.client.post("/v1/webhooks/meta", content=raw)
+    assert unsigned.status_code == 401
+    resp = await app.client.post(
+        "/v1/webhooks/meta",
+        content=raw,
+        headers={"x-hub-signature-256": meta_sign(raw), "content-type": "application/json"},
+    )
+    assert resp.status_code == 200 and resp.json() == {"received": 2, "new": 2}
+    events = await wait_for_events(app.bootstrap, app.topic, lambda evs: len(evs) >= 2)
+    by_id = {e.id: e for e in events}
+    joe = by_id[ad_event_id("meta", str(BIG))]
+    assert joe.type == InteractionType.AD_LEAD_RECEIVED and joe.key == "joe@example.com"
+    assert joe.data["ad"]["lead_id"] == str(BIG) and joe.data["ad"]["ad_id"] == str(BIG)
+    assert joe.data["ad"]["platform"] == "meta" and joe.data["channel"] == "ad"
+    assert (
+        joe.data["contact"]["first_name"] == "Joe" and joe.data["contact"]["last_name"] == "Example"
+    )
+    assert joe.data["contact"]["phone"] == "+15555550100"
+    assert joe.data["custom"] == {"favourite_tool": "excel"}
+    assert joe.data["occurred_at"] == "2015-02-28T08:49:14Z"
+    assert by_id[ad_event_id("meta", "777")].key == "ann@example.com"
+    assert standin.calls.count("/graph/777") == 3
+    assert standin.queries[0]["access_token"] == "meta-token"
+    # Meta redelivers for 36 hours: the same lead ids are not fetched or published again.
+    again = await app.client.post(
+        "/v1/webhooks/meta", content=raw, headers={"x-hub-signature-256": meta_sign(raw)}
+    )
+    assert again.json() == {"received": 2, "new": 0}
+    assert len(await read_topic(app.bootstrap, app.topic)) == 2
+
+
+async def test_failed_fetch_is_dead_lettered(app: Running, standin: StandIn) -> None:
+    standin.failures["/graph/999"] = 100
+    raw = meta_body(999)
+    resp = await app.client.post(
+        "/v1/webhooks/meta", content=raw, headers={"x-hub-signature-256": meta_sign(raw)}
+    )
+    assert resp.status_code == 200
+    topic = Topics(app.settings.leadflow_topic_prefix).deadletter
+    [dead] = await wait_for_events(app.bootstrap, topic, lambda evs: len(evs) >= 1)
+    assert dead.data["lead_id"] == "999" and dead.data["attempts"] == 3
+    async with app.app.state.runtime.engine.connect() as conn:
+        row = (await conn.execute(select(ad_fetches))).one()
+    assert row.status == "dead" and "500" in row.last_error
+
+
+async def test_google_ads_lead(app: Running) -> None:
+    body = {
+        "lead_id": "TeSter-123-ABC",
+        "api_version": "1.0",
+        "form_id": BIG,
+        "campaign_id": 20000000000,
+        "Google_key": GOOGLE_KEY,
+        "is_test": True,
+        "gcl_id": "TeSter-123-ABC",
+        "adgroup_id": 20000000000,
+        "creative_id": 30000000000,
+        "lead_submit_time": "2024-09-26T12:30:00Z",
+        "user_column_data": [
+            {
+                "column_name": "Full Name",
+                "string_value": "FirstName LastName",
+                "column_id": "FULL_NAME",
+            },
+            {"column_name": "User Email", "string_value": "test@example.com", "column_id": "EMAIL"},
+            {
+                "column_name": "User Phone",
+                "string_value": "+16505550123",
+                "column_id": "PHONE_NUMBER",
+            },
+            {
+                "column_name": "Work Email",
+                "string_value": "work-test@example.com",
+                "column_id": "WORK_EMAIL",
+            },
+            {"column_name": "What is your budget?", "string_value": "10k"},
+        ],
+    }
+    raw = json.dumps(body).encode()
+    wrong = await app.client.post(
+        "/v1/webhooks/google-ads", content=raw.replace(GOOGLE_KEY.encode(), b"nope")
+    )
+    assert wrong.status_code == 403
+    first = await app.client.post("/v1/webhooks/google-ads", content=raw)
+    second = await app.client.post("/v1/webhooks/google-ads", content=raw)
+    assert first.status_code == second.status_code == 200
+    assert (
+        first.json()["event_id"]
+        == second.json()["event_id"]
+        == ad_event_id("google", "TeSter-123-ABC")
+    )
+    events = await wait_for_events(app.bootstrap, app.topic, lambda evs: len(evs) >= 1)
+    [ev] = events
+    ad = ev.data["ad"]
+    assert ad["form_id"] == str(BIG) and ad["ad_id"] == "30000000000" and ad["is_test"] is True
+    assert ev.key == "test@example.com" and ev.data["occurred_at"] == "2024-09-26T12:30:00Z"
+    assert ev.data["custom"] == {"email": "work-test@example.com", "What is your budget?": "10k"}
+
+
+async def test_linkedin_challenge_signatures_and_fetch(app: Running, standin: StandIn) -> None:
+    challenge = await app.client.get("/v1/webhooks/linkedin", params={"challengeCode": "c-1"})
+    expected = hmac.new(LI_SECRET.encode(), b"c-1", hashlib.sha256).hexdigest()
+    assert challenge.json() == {"challengeCode": "c-1", "challengeResponse": expected}
+    standin.answers["/li/rest/leadFormResponses/1a2b3c-4"] = {
+        "formResponse": {
+            "answers": [
+                {
+                    "questionId": 1,
+                    "answerDetails": {"textQuestionAnswer": {"answer": "li@example.com"}},
+                },
+                {"questionId": 2, "answerDetails": {"textQuestionAnswer": {"answer": "Lin"}}},
+                {"questionId": 9, "answerDetails": {"textQuestionAnswer": {"answer": "soon"}}},
+            ]
+        }
+    }
+    standin.answers["/li/rest/leadForms/1"] = {
+        "content": {
+            "questions": [
+                {"questionId": 1, "predefinedField": "EMAIL"},
+                {"questionId": 2, "predefinedField": "FIRST_NAME"},
+                {"questionId": 9, "name": "timeline"},
+            ]
+        }
+    }
+    note = {
+        "type": "LEAD_ACTION",
+        "leadGenFormResponse": "urn:li:leadGenFormResponse:1a2b3c-4",
+        "leadGenForm": "urn:li:versionedLeadGenForm:(urn:li:leadGenForm:1,1)",
+        "owner": {"sponsoredAccount": "urn:li:sponsoredAccount:123"},
+        "associatedEntity": {"sponsoredCreative": "urn:li:sponsoredCreative:456"},
+        "leadType": "SPONSORED",
+        "leadAction": "CREATED",
+        "occurredAt": 1686182358881,
+    }
+    raw = json.dumps(note).encode()
+    reading_one = hmac.new(LI_SECRET.encode(), b"hmacsha256=" + raw, hashlib.sha256).hexdigest()
+    reading_two = "hmacsha256=" + hmac.new(LI_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+    bad = await app.client.post(
+        "/v1/webhooks/linkedin", content=raw, headers={"x-li-signature": "hmacsha256=00"}
+    )
+    assert bad.status_code == 401
+    for sig in (reading_one, reading_two):
+        resp = await app.client.post(
+            "/v1/webhooks/linkedin", content=raw, headers={"x-li-signature": sig}
+        )
+        assert resp.status_code == 200, resp.text
+    [ev] = await wait_for_events(app.bootstrap, app.topic, lambda evs: len(evs) >= 1)
+    assert ev.key == "li@example.com" and ev.data["contact"]["first_name"] == "Lin"
+    assert ev.data["ad"]["form_id"] == "1" and ev.data["ad"]["ad_id"] == "456"
+    assert ev.data["custom"] == {"timeline": "soon"}
+    assert ev.data["occurred_at"] == "2023-06-07T23:59:18.881000Z"
+
+    async def fetched_once() -> bool:
+        return standin.calls.count("/li/rest/leadFormResponses/1a2b3c-4") == 1
+
+    await wait_for(fetched_once)

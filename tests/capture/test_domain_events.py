@@ -1,0 +1,202 @@
+"""Building interaction data, Segment calls, ad mapping, rate limits and JSON safety (pure)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.capture.domain import jsonsafe
+from services.capture.domain.ads import (
+    google_fields,
+    linkedin_signature_ok,
+    loads_exact,
+    meta_fields,
+    meta_leadgen_changes,
+    meta_signature_ok,
+)
+from services.capture.domain.interaction import FormSettings, InvalidSubmission, build_interaction
+from services.capture.domain.ratelimit import TokenBuckets
+from services.capture.domain.tracking import parse_call
+from shared.events import InteractionType
+
+FORM = FormSettings("demo", "demo_request", default_region="DE", consent_text_version="v3")
+T = "2026-11-26T10:00:00Z"
+
+
+def test_lead_key_prefers_email_then_phone() -> None:
+    both = build_interaction(
+        {"email": "A@B.co", "phone": "+4915112345678"}, channel="form", occurred_at=T, form=FORM
+    )
+    phone = build_interaction(
+        {"phone": "0151 12345678", "anonymous_id": "a1"}, channel="form", occurred_at=T, form=FORM
+    )
+    assert both.lead_key == "a@b.co" and phone.lead_key == "+4915112345678"
+    assert phone.data["anonymous_id"] == "a1"
+
+
+def test_every_documented_part_is_present() -> None:
+    data = build_interaction({"email": "a@b.co"}, channel="form", occurred_at=T, form=FORM).data
+    for part in (
+        "lead_key",
+        "occurred_at",
+        "channel",
+        "form_id",
+        "intent",
+        "contact",
+        "anonymous_id",
+        "user_id",
+        "attribution",
+        "consent",
+        "custom",
+        "asset",
+        "webinar",
+        "ad",
+        "track",
+    ):
+        assert part in data
+    assert data["intent"] == "demo_request" and data["consent"] is None
+    assert set(data["contact"]) >= {
+        "email",
+        "phone",
+        "first_name",
+        "last_name",
+        "company",
+        "job_title",
+        "industry",
+        "company_size",
+        "company_size_raw",
+        "country",
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "loc"),
+    [
+        ({}, "/body/email"),
+        ({"email": "nope"}, "/body/email"),
+        ({"phone": "12"}, "/body/phone"),
+        ({"email": "a@b.co", "first_name": {"x": 1}}, "/body/first_name"),
+        ({"email": "a@b.co", "company_size": [1]}, "/body/company_size"),
+    ],
+)
+def test_invalid_submissions_name_the_field(fields: dict, loc: str) -> None:
+    with pytest.raises(InvalidSubmission) as exc:
+        build_interaction(fields, channel="form", occurred_at=T, form=FORM)
+    assert exc.value.errors[0]["loc"] == loc
+
+
+def test_country_field_sets_phone_region() -> None:
+    data = build_interaction(
+        {"phone": "(650) 555-0123", "country": "USA"}, channel="form", occurred_at=T, form=FORM
+    ).data
+    assert data["contact"]["phone"] == "+16505550123" and data["contact"]["country"] == "US"
+
+
+def test_identify_joins_anonymous_id_to_email() -> None:
+    call = parse_call({"anonymousId": "a-1", "traits": {"email": "X@Y.com"}}, "identify", T)
+    assert call.event_type == InteractionType.IDENTIFIED
+    assert call.interaction.lead_key == "x@y.com"
+    assert call.interaction.data["anonymous_id"] == "a-1"
+
+
+def test_track_with_bad_traits_is_still_recorded() -> None:
+    call = parse_call({"anonymousId": "a-1", "event": "E", "traits": {"email": "bad"}}, "track", T)
+    assert call.interaction.lead_key == "a-1" and call.interaction.data["contact"] is None
+
+
+def test_meta_changes_keep_ids_exact() -> None:
+    raw = (
+        b'{"entry": [{"changes": [{"field": "leadgen", "value": {"leadgen_id": '
+        b'123456789012345678901, "form_id": 9007199254740993}}, {"field": "x"}]}]}'
+    )
+    [change] = meta_leadgen_changes(loads_exact(raw))
+    assert change["leadgen_id"] == "123456789012345678901"
+    assert change["form_id"] == "9007199254740993" and change["ad_id"] is None
+
+
+def test_field_mapping() -> None:
+    meta = meta_fields(
+        {
+            "field_data": [
+                {"name": "full_name", "values": ["Ann van Berg"]},
+                {"name": "city", "values": ["Köln"]},
+            ]
+        }
+    )
+    assert meta == {"first_name": "Ann", "last_name": "van Berg", "custom": {"city": "Köln"}}
+    google = google_fields(
+        {
+            "user_column_data": [
+                {"column_id": "FIRST_NAME", "string_value": "A"},
+                {"column_id": "WORK_PHONE", "string_value": "+1"},
+                {"column_id": "PHONE_NUMBER", "string_value": "+2"},
+            ]
+        }
+    )
+    assert google == {"first_name": "A", "phone": "+1", "custom": {"phone": "+2"}}
+
+
+def test_signatures() -> None:
+    import hashlib
+    import hmac
+
+    body = b'{"a": 1}'
+    good = "sha256=" + hmac.new(b"s", body, hashlib.sha256).hexdigest()
+    assert meta_signature_ok("s", body, good)
+    assert not meta_signature_ok("s", body + b" ", good)
+    assert not meta_signature_ok("s", body, None) and not meta_signature_ok("s", body, "md5=x")
+    one = hmac.new(b"s", b"hmacsha256=" + body, hashlib.sha256).hexdigest()
+    two = "hmacsha256=" + hmac.new(b"s", body, hashlib.sha256).hexdigest()
+    assert linkedin_signature_ok("s", body, one) and linkedin_signature_ok("s", body, two)
+    assert not linkedin_signature_ok("t", body, one)
+
+
+def test_token_bucket() -> None:
+    buckets = TokenBuckets(rate=1.0, burst=2)
+    assert [buckets.take("ip", 0.0) for _ in range(3)] == [0.0, 0.0, 1.0]
+    assert buckets.take("other", 0.0) == 0.0
+    assert buckets.take("ip", 1.0) == 0.0
+    assert TokenBuckets.retry_after(0.2) == "1"
+
+
+@given(st.lists(st.floats(0, 0.5), max_size=50), st.floats(0.1, 10), st.integers(1, 20))
+def test_token_bucket_never_exceeds_rate(gaps: list[float], rate: float, burst: int) -> None:
+    buckets, now, allowed = TokenBuckets(rate, burst), 0.0, 0
+    for gap in gaps:
+        now += gap
+        allowed += buckets.take("k", now) == 0.0
+    assert allowed <= burst + rate * now + 1e-6
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+@settings(max_examples=300)
+def test_cleaned_json_is_publishable(value: object) -> None:
+    cleaned = jsonsafe.clean(value)
+    orjson.dumps(cleaned)  # what the producer does: must not raise
+    assert "\\u0000" not in orjson.dumps(cleaned).decode()
+
+
+def test_jsonsafe_loads() -> None:
+    assert jsonsafe.loads(b'{"n": 123456789012345678901234}') == {"n": "123456789012345678901234"}
+    assert jsonsafe.loads(b'{"s": "a\\u0000b\\ud800"}') == {"s": "ab?"}
+    for bad in (b"NaN", b"1e999", b"{", b"[" * 100 + b"]" * 100):
+        with pytest.raises(ValueError):
+            jsonsafe.loads(bad)
+    assert loads_exact(b"1.5") == Decimal("1.5")

@@ -1,0 +1,212 @@
+"""The pure parsers: table-driven cases and hypothesis properties."""
+
+from __future__ import annotations
+
+import contextlib
+
+import phonenumbers
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.capture.domain.normalize import (
+    InvalidValue,
+    clean_text,
+    normalize_country,
+    normalize_email,
+    normalize_phone,
+    parse_bool,
+    parse_company_size,
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Jane@Acme.com", "jane@acme.com"),
+        ("  JANE.DOE@ACME.COM  ", "jane.doe@acme.com"),
+        ("jane+tag@sub.acme.co.uk", "jane+tag@sub.acme.co.uk"),
+    ],
+)
+def test_email_valid(raw: str, expected: str) -> None:
+    assert normalize_email(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "jane", "jane@", "@acme.com", "a b@acme.com", "x@y", "a" * 300]
+)
+def test_email_invalid(raw: str) -> None:
+    with pytest.raises(InvalidValue):
+        normalize_email(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [
+        ("+49 151 12345678", None, "+4915112345678"),
+        ("0151 12345678", "DE", "+4915112345678"),
+        ("(650) 555-0123", "US", "+16505550123"),
+        ("+1 555 555 0100", None, "+15555550100"),
+        ("020 7946 0018", "GB", "+442079460018"),
+    ],
+)
+def test_phone_e164(raw: str, region: str | None, expected: str) -> None:
+    assert normalize_phone(raw, region) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "region"), [("0151 12345678", None), ("12", "DE"), ("abc", "US"), ("", "US")]
+)
+def test_phone_invalid(raw: str, region: str | None) -> None:
+    with pytest.raises(InvalidValue):
+        normalize_phone(raw, region)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("51-200", 51),
+        ("500+", 500),
+        ("1000", 1000),
+        ("1,000", 1000),
+        ("10 - 50", 10),
+        ("201 to 500 employees", 201),
+        (">1000", 1000),
+        ("5000 or more", 5000),
+        (250, 250),
+        ("lots", None),
+        ("", None),
+        (None, None),
+        (True, None),
+        (-5, None),
+    ],
+)
+def test_company_size(raw: str | int | None, expected: int | None) -> None:
+    assert parse_company_size(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("DE", "DE"),
+        ("de", "DE"),
+        ("Germany", "DE"),
+        ("Deutschland", "DE"),
+        ("USA", "US"),
+        ("United States", "US"),
+        ("UK", "GB"),
+        ("England", "GB"),
+        ("France", "FR"),
+        ("Österreich", "AT"),
+        ("deu", "DE"),
+        ("Atlantis", None),
+        ("", None),
+        ("XX", None),
+    ],
+)
+def test_country(raw: str, expected: str | None) -> None:
+    assert normalize_country(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (True, True),
+        ("on", True),
+        ("Yes", True),
+        ("1", True),
+        (1, True),
+        (False, False),
+        ("", False),
+        ("off", False),
+        ("false", False),
+        (0, False),
+    ],
+)
+def test_bool(raw: object, expected: bool) -> None:
+    assert parse_bool(raw) is expected
+
+
+@pytest.mark.parametrize("raw", ["maybe", 2, None, [], 0.5])
+def test_bool_invalid(raw: object) -> None:
+    with pytest.raises(InvalidValue):
+        parse_bool(raw)
+
+
+# --- properties -------------------------------------------------------------------------
+
+
+@given(st.emails())
+@settings(max_examples=200, deadline=None)
+def test_email_normalisation_is_idempotent_and_lower(email: str) -> None:
+    try:
+        once = normalize_email(email)
+    except InvalidValue:
+        return  # hypothesis' emails include forms (e.g. quoted) outside what we accept
+    assert once == once.lower() and once.strip() == once
+    assert normalize_email(once) == once
+    assert normalize_email(once.upper()) == once
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=300)
+def test_email_never_raises_other_errors(text: str) -> None:
+    with contextlib.suppress(InvalidValue):
+        normalize_email(text)
+
+
+@given(st.sampled_from(["DE", "US", "GB", "FR", "JP", "BR", "IN"]), st.data())
+@settings(max_examples=200, deadline=None)
+def test_phone_roundtrip_of_example_numbers(region: str, data: st.DataObject) -> None:
+    example = phonenumbers.example_number(region)
+    assert example is not None
+    national = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL)
+    e164 = normalize_phone(national, region)
+    assert e164.startswith("+") and e164[1:].isdigit()
+    assert normalize_phone(e164, None) == e164
+    assert normalize_phone(e164, data.draw(st.sampled_from(["DE", "US", None]))) == e164
+
+
+@given(st.text(max_size=60), st.none() | st.sampled_from(["DE", "US", "ZZ"]))
+@settings(max_examples=300)
+def test_phone_is_e164_or_invalid(text: str, region: str | None) -> None:
+    try:
+        out = normalize_phone(text, region)
+    except InvalidValue:
+        return
+    assert out.startswith("+") and out[1:].isdigit() and len(out) <= 16
+
+
+@given(st.integers(0, 10**6), st.integers(0, 10**6))
+def test_company_size_range_gives_lower_bound(a: int, b: int) -> None:
+    assert parse_company_size(f"{a}-{b}") == min(a, b)
+    assert parse_company_size(f"{a}+") == a
+    assert parse_company_size(str(a)) == a
+    assert parse_company_size(f"{a:,}") == a
+
+
+@given(st.text(max_size=50))
+@settings(max_examples=300)
+def test_company_size_total(text: str) -> None:
+    out = parse_company_size(text)
+    assert out is None or (isinstance(out, int) and 0 <= out < 10**9)
+
+
+@given(st.text(max_size=100))
+@settings(max_examples=300)
+def test_country_is_alpha2_or_none(text: str) -> None:
+    out = normalize_country(text)
+    assert out is None or (
+        len(out) == 2 and out.isupper() and out in phonenumbers.SUPPORTED_REGIONS
+    )
+
+
+@given(st.sampled_from(sorted(phonenumbers.SUPPORTED_REGIONS)))
+def test_country_codes_are_recognised_in_any_case(code: str) -> None:
+    assert normalize_country(code.lower()) == code
+
+
+@given(st.text(max_size=200))
+def test_clean_text_trims_and_collapses(text: str) -> None:
+    out = clean_text(text)
+    assert out is None or (out == out.strip() and "  " not in out and out)

@@ -1,0 +1,118 @@
+"""Config validation, layering, and the broker being away (not yet up, or gone with the DB)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.capture.config import parse_config
+from services.capture.main import build_app
+from shared.broker import BundledBroker, free_port
+from shared.config import ConfigError, load_config
+from shared.outbox import pending_count
+from tests.capture.conftest import make_config
+from tests.support import make_settings, wait_for, wait_for_events
+
+FORBIDDEN = (
+    "sqlalchemy",
+    "aiokafka",
+    "fastapi",
+    "httpx",
+    "asyncpg",
+    "aiosqlite",
+    "shared.db",
+    "shared.bus",
+    "shared.outbox",
+    "shared.runtime",
+    "shared.http",
+)
+
+
+def test_packaged_config_is_valid() -> None:
+    config = parse_config(load_config())
+    assert {"newsletter", "contact-sales", "demo-request"} <= set(config.forms)
+    assert config.forms["demo-request"].intent == "demo_request"
+
+
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        ({"forms": {"x": {"intent": "buy-now"}}}, "forms.x.intent"),
+        ({"forms": {"x": {"name": "no intent"}}}, "forms.x"),
+        (
+            {"forms": {"x": {"intent": "quote", "allowed_origins": ["not a url"]}}},
+            "forms.x.allowed_origins[0]",
+        ),
+        ({"capture": {"rate_limit": {"burst": 0}}}, "capture.rate_limit.burst"),
+        ({"capture": {"surprise": 1}}, "capture"),
+    ],
+)
+def test_bad_config_names_the_key(patch: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(patch)
+    assert f"invalid config at {key}:" in str(exc.value)
+
+
+def test_domain_imports_no_io() -> None:
+    for path in Path("services/capture/domain").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
+            for name in names:
+                assert not name.startswith(FORBIDDEN), f"{path} imports {name}"
+                assert not name.startswith(("services.scoring", "services.routing")), path
+
+
+async def test_broker_not_up_yet_spools_then_delivers(db_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    settings = make_settings(f"127.0.0.1:{port}", db_url)
+    topic = f"{settings.leadflow_topic_prefix}interactions"
+    broker = BundledBroker(port=port, log_path=tmp_path / "tansu.log")
+    app = build_app(settings, make_config())
+    try:
+        async with app.router.lifespan_context(app):
+            engine = app.state.runtime.engine
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                ids = []
+                for i in range(5):
+                    resp = await c.post(
+                        "/v1/forms/newsletter/submissions", json={"email": f"early{i}@example.com"}
+                    )
+                    assert resp.status_code == 202, resp.text
+                    ids.append(resp.json()["event_id"])
+                assert await pending_count(engine, "capture") == 5
+                assert (await c.get("/readyz")).status_code == 503
+                broker.start()
+                await app.state.runtime.wait_ready()
+                events = await wait_for_events(
+                    broker.bootstrap, topic, lambda evs: len(evs) >= 5, timeout=30
+                )
+                assert sorted(e.id for e in events) == sorted(ids)
+
+                async def drained() -> bool:
+                    return await pending_count(engine, "capture") == 0
+
+                await wait_for(drained)
+    finally:
+        broker.stop()
+
+
+async def test_503_when_neither_kafka_nor_database_works(tmp_path: Path) -> None:
+    # An unmigrated database (no outbox table) and no broker: nothing can make it durable.
+    settings = make_settings("127.0.0.1:1", f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+    app = build_app(settings, make_config())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            resp = await c.post("/v1/forms/newsletter/submissions", json={"email": "a@b.co"})
+    assert resp.status_code == 503
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert "retry-after" in resp.headers

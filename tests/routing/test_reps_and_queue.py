@@ -1,0 +1,118 @@
+"""Reps API (availability, pause, capacity) and the unassigned queue retried on availability."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.routing.main import build_app
+from shared.config import ConfigError
+from shared.events import RoutingType
+from shared.topics import Topics
+from tests.routing.helpers import AUTH, config, lead, publish, qualified, running
+from tests.support import make_settings, wait_for_events
+
+ONE_REP = config(
+    fallback_team=None,
+    reps=[{"id": "anna", "name": "Anna", "email": "anna@example.com", "team": "emea",
+           "hours": "24x7", "capacity": {"max_open": 5}}],
+)
+
+
+async def test_unassigned_lead_is_assigned_when_a_rep_comes_back(kafka_bootstrap: str,
+                                                                 db_url: str) -> None:
+    settings = make_settings(kafka_bootstrap, db_url)
+    topics = Topics(settings.leadflow_topic_prefix)
+    waiting = lead("DE")
+    async with running(settings, ONE_REP) as (app, client):
+        r = await client.patch("/v1/reps/anna", headers=AUTH, json={"paused": True})
+        assert r.status_code == 200, r.text
+        assert r.json()["available"] is False and r.json()["unavailable_reason"] == "paused"
+        await publish(app, topics.leads, [qualified(waiting)])
+        events = await wait_for_events(
+            kafka_bootstrap, topics.routing,
+            lambda evs: any(e.type == RoutingType.UNASSIGNED for e in evs))
+        un = next(e for e in events if e.type == RoutingType.UNASSIGNED)
+        assert un.data["lead_id"] == waiting["id"] and un.data["reason"] == "no_available_rep"
+        assert un.data["lead"]["email"] == waiting["email"]
+        queue = (await client.get("/v1/queue")).json()["items"]
+        assert [q["lead_id"] for q in queue] == [waiting["id"]]
+
+        r = await client.patch("/v1/reps/anna", headers=AUTH, json={"paused": False})
+        assert r.json()["available"] is True
+        events = await wait_for_events(
+            kafka_bootstrap, topics.routing,
+            lambda evs: any(e.type == RoutingType.ASSIGNED for e in evs), timeout=10)
+        assigned = next(e for e in events if e.type == RoutingType.ASSIGNED)
+        assert assigned.data["owner"]["id"] == "anna"
+        assert assigned.data["lead_id"] == waiting["id"]
+        assert (await client.get("/v1/queue")).json()["items"] == []
+
+        reps = (await client.get("/v1/reps")).json()
+        assert reps["next_cursor"] is None
+        anna = reps["items"][0]
+        assert anna["load"] == {"open": 1, "today": 1}
+        assert anna["capacity"] == {"max_open": 5, "max_per_day": None}
+
+
+async def test_rep_patch_validation(kafka_bootstrap: str, sqlite_db_url: str) -> None:
+    settings = make_settings(kafka_bootstrap, sqlite_db_url)
+    async with running(settings, ONE_REP) as (_, client):
+        assert (await client.patch("/v1/reps/anna", json={"paused": True})).status_code == 401
+        assert (await client.patch("/v1/reps/anna", json={"paused": True},
+                                   headers={"Authorization": "Bearer wrong"})).status_code == 403
+        assert (await client.patch("/v1/reps/zed", headers=AUTH, json={})).status_code == 404
+        r = await client.patch("/v1/reps/anna", headers=AUTH, json={"capacity": {"max_open": -1}})
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"].startswith("/body/capacity")
+        r = await client.patch("/v1/reps/anna", headers=AUTH, json={"out_of_office": [
+            {"from": "2026-12-02T00:00:00Z", "to": "2026-12-01T00:00:00Z"}]})
+        assert r.status_code == 422
+        r = await client.patch("/v1/reps/anna", headers=AUTH, json={
+            "out_of_office": [{"from": "2020-01-01T00:00:00Z", "to": "2099-01-01T00:00:00Z"}],
+            "capacity": {"max_open": 1, "max_per_day": 2}})
+        assert r.status_code == 200
+        body = r.json()
+        assert body["unavailable_reason"] == "out_of_office"
+        assert body["capacity"] == {"max_open": 1, "max_per_day": 2}
+        r = await client.get("/v1/sla/report", params={"from": "2026-02-01T00:00:00Z",
+                                                       "to": "2026-01-01T00:00:00Z"})
+        assert r.status_code == 422
+        assert (await client.get("/v1/sla/report", params={"from": "yesterday"})).status_code \
+            == 422
+        assert (await client.get("/v1/webhooks/deliveries", params={"cursor": "x"})
+                ).status_code == 400
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ({"reps": []}, "routing.reps"),
+    ({"sla": {"policies": {"hot": {"business_minutes": "five"}}}}, "routing.sla.policies.hot"),
+    ({"rules": [{"name": "r", "team": "ghost"}]}, "routing.rules[0].team"),
+    ({"teams": {"emea": {"calendar": "nope"}}}, "routing.teams.emea.calendar"),
+])
+def test_bad_config_stops_start_with_the_key(change: dict, key: str, tmp_path: Path) -> None:
+    settings = make_settings("127.0.0.1:1", f"sqlite+aiosqlite:///{tmp_path}/x.db")
+    with pytest.raises(ConfigError) as err:
+        build_app(settings, config(**change))
+    assert key in str(err.value)
+
+
+async def test_default_config_is_valid_and_always_assignable(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.routing.domain.rules import route
+    from services.routing.main import load_routing_config
+    from shared.config import load_config
+
+    cfg = load_routing_config(load_config())
+    start = datetime(2026, 11, 28, 3, tzinfo=UTC)  # a Saturday night
+    for hours in range(0, 24 * 7, 5):
+        for country in ("DE", "US", "JP"):
+            assert route(lead(country), cfg, {}, start + timedelta(hours=hours)).rep is not None
+    # A config file given by path works the same way.
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(ONE_REP))
+    settings = make_settings("127.0.0.1:1", f"sqlite+aiosqlite:///{tmp_path}/x.db",
+                             leadflow_config=path)
+    assert build_app(settings).state.routing.config.reps.keys() == {"anna"}

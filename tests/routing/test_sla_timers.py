@@ -1,0 +1,187 @@
+"""SLA clocks on the real broker and databases: warn and breach on time and exactly once
+(escalation ladder, first touch, restart, two replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from shared.events import CloudEvent, RoutingType, parse_time
+from shared.messaging_tables import outbox
+from shared.topics import Topics
+from tests.routing.helpers import AUTH, config, lead, publish, qualified, running
+from tests.support import make_settings, wait_for, wait_for_events
+
+ESCALATED = "io.leadflow.routing.escalated"
+
+
+def types(events: list[CloudEvent], lead_id: str) -> list[str]:
+    return [e.type for e in events if e.subject == lead_id]
+
+
+async def outbox_rows(app: Any) -> list[dict[str, Any]]:
+    async with app.state.runtime.engine.connect() as conn:
+        rows = (await conn.execute(select(outbox).where(outbox.c.source == "routing"))).all()
+    return [dict(r._mapping) for r in rows]
+
+
+async def test_warning_breach_and_escalation_ladder(kafka_bootstrap: str, db_url: str) -> None:
+    settings = make_settings(kafka_bootstrap, db_url)
+    topics = Topics(settings.leadflow_topic_prefix)
+    hot = lead("DE", "hot")
+    async with running(settings) as (app, client):
+        await publish(app, topics.leads, [qualified(hot)])
+
+        def done(evs: list[CloudEvent]) -> bool:
+            return RoutingType.UNASSIGNED in types(evs, hot["id"])
+
+        events = await wait_for_events(kafka_bootstrap, topics.routing, done, timeout=30)
+        seq = [t for t in types(events, hot["id"]) if t != ESCALATED]
+        # first owner: warned, breached, reassigned; second owner: warned, breached, queued
+        assert seq == [RoutingType.ASSIGNED, RoutingType.SLA_WARNING, RoutingType.SLA_BREACHED,
+                       RoutingType.REASSIGNED, RoutingType.SLA_WARNING,
+                       RoutingType.SLA_BREACHED, RoutingType.UNASSIGNED]
+        by_type = {e.type: e for e in events if e.subject == hot["id"]}
+        first = next(e for e in events if e.type == RoutingType.ASSIGNED)
+        re = by_type[RoutingType.REASSIGNED]
+        assert re.data["reason"] == "sla_breach"
+        assert re.data["previous_owner"] == first.data["owner"]
+        assert re.data["owner"]["id"] != first.data["owner"]["id"]
+        assert re.data["owner"]["team"] == "emea"
+        assert by_type[RoutingType.UNASSIGNED].data["queue"] == "escalations"
+        escalations = [e for e in events if e.type == ESCALATED]
+        assert len(escalations) == 2
+        assert escalations[0].data["manager"]["email"] == "eva@example.com"
+
+        # Each timer fired within a second of its deadline.
+        for row in await outbox_rows(app):
+            if row["ce_type"] in (RoutingType.SLA_WARNING, RoutingType.SLA_BREACHED):
+                due = parse_time(row["data"]["at"])
+                lag = (row["created_at"] - due).total_seconds()
+                assert 0 <= lag < 1.0, (row["ce_type"], lag)
+
+        r = await client.get("/v1/assignments", params={"lead_id": hot["id"]})
+        states = sorted(a["state"] for a in r.json()["items"])
+        assert states == ["breached", "reassigned"]
+        q = (await client.get("/v1/queue", params={"queue": "escalations"})).json()["items"]
+        assert [i["lead_id"] for i in q] == [hot["id"]]
+        report = (await client.get("/v1/sla/report")).json()
+        assert report["overall"]["breaches"] == 2
+        assert report["overall"]["attainment_pct"] == 0.0
+
+
+async def test_first_touch_stops_the_clock(kafka_bootstrap: str, db_url: str) -> None:
+    settings = make_settings(kafka_bootstrap, db_url)
+    topics = Topics(settings.leadflow_topic_prefix)
+    cfg = config(sla={"warn_fraction": 0.5, "default_policy": "hot",
+                      "policies": {"hot": {"business_seconds": 3}}})
+    by_api, by_event = lead("GB"), lead("US")
+    async with running(settings, cfg) as (app, client):
+        await publish(app, topics.leads, [qualified(by_api), qualified(by_event)])
+        events = await wait_for_events(
+            kafka_bootstrap, topics.routing,
+            lambda evs: sum(e.type == RoutingType.ASSIGNED for e in evs) == 2)
+        ids = {e.subject: e.data["assignment_id"] for e in events
+               if e.type == RoutingType.ASSIGNED}
+        r = await client.post(f"/v1/assignments/{ids[by_api['id']]}/first-touch", headers=AUTH,
+                              json={"note": "called"})
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == "met" and r.json()["sla"]["met_at"]
+        # A contact logged by a sales tool on leadflow.sales stops the other clock.
+        r = await client.post("/v1/sales/activities", headers=AUTH, json={
+            "type": "contacted", "lead_id": by_event["id"], "rep_id": "carla", "note": "hi"})
+        assert r.status_code == 202, r.text
+        sales = await wait_for_events(kafka_bootstrap, topics.sales, lambda evs: len(evs) == 1)
+        assert sales[0].type == "io.leadflow.sales.contacted"
+        assert sales[0].data["assignment_id"] == ids[by_event["id"]]
+        assert sales[0].key == by_event["key"]
+
+        # Past both deadlines: no warning nor breach, one sla_met each.
+        await asyncio.sleep(3.5)
+        events = await read_all(kafka_bootstrap, topics.routing)
+        for lid in (by_api["id"], by_event["id"]):
+            assert types(events, lid) == [RoutingType.ASSIGNED, RoutingType.SLA_MET]
+        met = next(e for e in events if e.type == RoutingType.SLA_MET)
+        assert met.data["response_seconds"] >= 0 and met.data["business_seconds"] >= 0
+        # A second touch is harmless; an unknown one is a 404; bad input is a 4xx.
+        again = await client.post(f"/v1/assignments/{ids[by_api['id']]}/first-touch",
+                                  headers=AUTH)
+        assert again.status_code == 200
+        assert (await client.post("/v1/assignments/x/first-touch", headers=AUTH)).status_code \
+            == 404
+        bad = await client.post("/v1/sales/activities", headers=AUTH,
+                                json={"type": "hugged", "lead_id": "x"})
+        assert bad.status_code == 422
+        broken = await client.post("/v1/sales/activities", headers={
+            **AUTH, "content-type": "application/json"}, content=b"{not json")
+        assert broken.status_code == 400
+        report = (await client.get("/v1/sla/report")).json()
+        assert report["overall"]["met"] == 2 and report["overall"]["attainment_pct"] == 100.0
+        assert {t["team"] for t in report["by_team"]} == {"emea", "americas"}
+
+
+async def read_all(bootstrap: str, topic: str) -> list[CloudEvent]:
+    from tests.support import read_topic
+    return await read_topic(bootstrap, topic)
+
+
+FAST_NO_LADDER = config(
+    sla={"warn_fraction": 0.5, "default_policy": "hot",
+         "policies": {"hot": {"business_seconds": 2}}},
+    escalation={"notify_manager": False, "ladder": ["none"]},
+)
+
+
+async def test_timers_fire_once_across_a_restart(kafka_bootstrap: str, db_url: str) -> None:
+    settings = make_settings(kafka_bootstrap, db_url)
+    topics = Topics(settings.leadflow_topic_prefix)
+    leads = [lead("DE") for _ in range(3)]
+    async with running(settings, FAST_NO_LADDER) as (app, _):
+        await publish(app, topics.leads, [qualified(x) for x in leads])
+        await wait_for(lambda: _assigned(app, 3), what="three assignments")
+    # Stopped before any deadline; the next process fires them.
+    async with running(settings, FAST_NO_LADDER) as (app, _):
+        events = await wait_for_events(
+            kafka_bootstrap, topics.routing,
+            lambda evs: sum(e.type == RoutingType.SLA_BREACHED for e in evs) >= 3)
+    # And a third start after they fired fires nothing again.
+    async with running(settings, FAST_NO_LADDER) as (app, _):
+        await asyncio.sleep(0.5)
+        assert app.state.runtime.state["timers"].fired == 0
+    events = await read_all(kafka_bootstrap, topics.routing)
+    counts = Counter(e.type for e in events)
+    assert counts[RoutingType.SLA_WARNING] == 3 and counts[RoutingType.SLA_BREACHED] == 3
+
+
+async def _assigned(app: Any, n: int) -> bool:
+    rows = await outbox_rows(app)
+    return sum(r["ce_type"] == RoutingType.ASSIGNED for r in rows) >= n
+
+
+@pytest.mark.parametrize("n_leads", [30])
+async def test_two_replicas_fire_each_timer_once(kafka_bootstrap: str, pg_db_url: str,
+                                                 n_leads: int) -> None:
+    settings = make_settings(kafka_bootstrap, pg_db_url)
+    topics = Topics(settings.leadflow_topic_prefix)
+    leads = [lead("DE") for _ in range(n_leads)]
+    async with running(settings, FAST_NO_LADDER) as (a, _), \
+            running(settings, FAST_NO_LADDER) as (b, _):
+        await publish(a, topics.leads, [qualified(x) for x in leads])
+        await wait_for_events(
+            kafka_bootstrap, topics.routing,
+            lambda evs: sum(e.type == RoutingType.SLA_BREACHED for e in evs) >= n_leads,
+            timeout=40)
+        await asyncio.sleep(0.5)  # would-be duplicates would show up by now
+        fired = [x.state.runtime.state["timers"].fired for x in (a, b)]
+        assert sum(fired) == 2 * n_leads, fired
+        print("fired per replica", fired)
+    events = await read_all(kafka_bootstrap, topics.routing)
+    counts = Counter((e.type, e.subject) for e in events)
+    for x in leads:
+        assert counts[(RoutingType.ASSIGNED, x["id"])] == 1
+        assert counts[(RoutingType.SLA_WARNING, x["id"])] == 1
+        assert counts[(RoutingType.SLA_BREACHED, x["id"])] == 1

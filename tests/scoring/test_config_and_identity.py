@@ -1,0 +1,128 @@
+"""Config errors name the bad key; identifiers normalise; identity resolution (table-driven)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from services.scoring.domain.identity import Identifiers, identifiers_of, normalise_phone
+from services.scoring.domain.model import Lead
+from services.scoring.domain.resolution import resolve
+from services.scoring.domain.scoring import seniority
+from services.scoring.main import build_app, load_rules
+from shared.config import ConfigError, load_config
+from tests.scoring.helpers import T0
+from tests.support import make_settings
+
+
+def _with(mutate: Any) -> dict[str, Any]:
+    config = copy.deepcopy(load_config())
+    mutate(config["scoring"])
+    return config
+
+
+BAD = [
+    (lambda s: s["fit"][0].update(points="many"), "scoring.fit[0].points"),
+    (lambda s: s["fit"][0].update(field="shoe_size"), "scoring.fit[0].field"),
+    (lambda s: s["engagement"]["rules"][0].update(event="visited"), "scoring.engagement.rules[0]"),
+    (
+        lambda s: s["engagement"]["rules"][0]["when"].update(intent={"regex": "("}),
+        "scoring.engagement.rules[0].when.intent.regex",
+    ),
+    (lambda s: s["fit"][1].update(id=s["fit"][0]["id"]), "scoring.fit[1].id"),
+    (lambda s: s["fit"][7]["match"].update({"in": "no_such_list"}), "scoring.fit[7].match.in"),
+    (lambda s: s.update(surprise=1), "scoring"),
+    (lambda s: s["temperature"]["hot"].pop("min_engagement"), "scoring.temperature.hot"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "where"), BAD)
+def test_bad_config_names_the_key(mutate: Any, where: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_rules(_with(mutate))
+    assert where in str(exc.value)
+
+
+def test_build_app_refuses_a_bad_config(sqlite_db_url: str) -> None:
+    with pytest.raises(ConfigError, match=r"scoring\.fit"):
+        build_app(
+            make_settings("127.0.0.1:1", sqlite_db_url), _with(lambda s: s["fit"][0].pop("points"))
+        )
+
+
+@pytest.mark.parametrize(
+    ("title", "level"),
+    [
+        ("CEO", "c_level"),
+        ("Chief Revenue Officer", "c_level"),
+        ("Co-Founder", "c_level"),
+        ("VP of Sales", "vp"),
+        ("Vice President Marketing", "vp"),
+        ("Director of IT", "director"),
+        ("Head of Growth", "director"),
+        ("Sales Manager", "manager"),
+        ("Engineer", "individual"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_seniority(title: str | None, level: str | None) -> None:
+    assert seniority(title) == level
+
+
+def test_identifiers() -> None:
+    ids = identifiers_of(
+        {
+            "contact": {"email": " Jane@ACME.com ", "phone": "+49 151 1234 5678"},
+            "anonymous_id": "a1",
+        }
+    )
+    assert ids == Identifiers("jane@acme.com", "+4915112345678", "a1")
+    assert ids.key == "jane@acme.com"
+    assert identifiers_of({"lead_key": "anon-7"}).key == "anon-7"
+    assert normalise_phone("12") is None
+
+
+def _lead(lead_id: str, *emails: str) -> Lead:
+    return Lead(
+        id=lead_id,
+        key=lead_id,
+        created_at=T0,
+        emails=list(emails),
+        email=emails[0] if emails else None,
+    )
+
+
+LEADS = {
+    "known": _lead("known", "a@x.io"),
+    "anon": _lead("anon"),
+    "other": _lead("other", "b@x.io"),
+}
+INDEX = {
+    ("email", "a@x.io"): "known",
+    ("anon", "v1"): "anon",
+    ("anon", "v2"): "other",
+    ("email", "b@x.io"): "other",
+}
+RESOLUTIONS = [
+    # identifiers, lead, merged, conflicting identifiers
+    (Identifiers("a@x.io", None, None), "known", [], []),
+    (Identifiers("new@x.io", None, None), None, [], []),
+    (Identifiers(None, None, "v1"), "anon", [], []),
+    (Identifiers("a@x.io", None, "v1"), "known", ["anon"], []),
+    (Identifiers("new@x.io", None, "v1"), "anon", [], []),
+    (Identifiers("a@x.io", None, "v2"), "known", [], [("anon", "v2")]),
+    (Identifiers("new@x.io", None, "v2"), None, [], [("anon", "v2")]),
+]
+
+
+@pytest.mark.parametrize(("ids", "lead", "merged", "conflicts"), RESOLUTIONS)
+def test_resolution(
+    ids: Identifiers, lead: str | None, merged: list[str], conflicts: list[tuple[str, str]]
+) -> None:
+    res = resolve(ids, INDEX, LEADS)
+    assert res.lead_id == lead
+    assert res.merge_ids == merged
+    assert sorted(res.foreign) == conflicts

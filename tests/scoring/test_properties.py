@@ -1,0 +1,146 @@
+"""Properties of the rules engine (hypothesis): decay, caps, forward-only stages."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.scoring.domain import lifecycle, scoring
+from services.scoring.domain.model import Hit, Lead, stage_rank
+from services.scoring.domain.rules import Rules
+from shared.events import InteractionType as IT
+from tests.scoring.helpers import T0, default_rules, rules_from
+
+RULES = default_rules()
+CAPPED = rules_from(
+    {
+        "engagement": {
+            "groups": {
+                "g": {"cap": 40, "decay": {"half_life_days": 10}},
+                "h": {"cap": 25, "decay": {"points_per_period": 3, "period_days": 2}},
+            },
+            "rules": [
+                {
+                    "id": "a",
+                    "group": "g",
+                    "event": "tracked",
+                    "points": 15,
+                    "repeatable": True,
+                    "max_points": 30,
+                },
+                {"id": "b", "group": "g", "event": "tracked", "points": 20, "repeatable": True},
+                {
+                    "id": "c",
+                    "group": "h",
+                    "event": "tracked",
+                    "points": 9,
+                    "repeatable": True,
+                    "max_points": 18,
+                },
+                {"id": "n", "group": "h", "event": "tracked", "points": -7, "repeatable": True},
+            ],
+        },
+    }
+)
+
+hits = st.lists(
+    st.builds(
+        lambda rule, days, n: Hit(
+            rule,
+            {"a": "g", "b": "g", "c": "h", "n": "h"}[rule],
+            {"a": 15, "b": 20, "c": 9, "n": -7}[rule],
+            T0 + timedelta(days=days),
+            f"e{n}",
+        ),
+        st.sampled_from("abcn"),
+        st.floats(0, 60),
+        st.integers(0, 10_000),
+    ),
+    max_size=30,
+)
+offsets = st.floats(0, 400)
+
+
+@given(hits, offsets, offsets)
+def test_decay_never_increases_engagement(hs: list[Hit], a: float, b: float) -> None:
+    early, late = sorted((a, b))
+    base = T0 + timedelta(days=60)
+    first, _ = scoring.compute_engagement(hs, CAPPED, base + timedelta(days=early))
+    second, _ = scoring.compute_engagement(hs, CAPPED, base + timedelta(days=late))
+    assert second <= first
+
+
+@given(hits, offsets)
+def test_caps_hold(hs: list[Hit], offset: float) -> None:
+    now = T0 + timedelta(days=60 + offset)
+    total, reasons = scoring.compute_engagement(hs, CAPPED, now)
+    positive_cap = 40 + 25
+    assert total <= positive_cap
+    by_rule: dict[str, float] = {}
+    for r in reasons:
+        by_rule[r["rule"]] = by_rule.get(r["rule"], 0) + r["points"]
+    assert by_rule.get("a", 0) + by_rule.get("a:cap", 0) <= 30 + 0.01
+    assert by_rule.get("c", 0) + by_rule.get("c:cap", 0) <= 18 + 0.01
+    assert abs(sum(r["points"] for r in reasons) - total) <= 1
+
+
+EVENT = st.one_of(
+    st.builds(
+        lambda i: (IT.FORM_SUBMITTED, {"intent": i}),
+        st.sampled_from(["newsletter", "contact", "demo_request", "generic", "trial"]),
+    ),
+    st.builds(lambda g: (IT.CONTENT_DOWNLOADED, {"asset": {"gated": g}}), st.booleans()),
+    st.builds(
+        lambda m: (IT.WEBINAR_ATTENDED, {"webinar": {"attended_minutes": m}}), st.integers(0, 120)
+    ),
+    st.builds(
+        lambda n: (IT.TRACKED, {"track": {"event": "page", "name": n}}),
+        st.sampled_from(["Pricing", "Home", "Careers"]),
+    ),
+    st.builds(
+        lambda t, s: (IT.IDENTIFIED, {"contact": {"job_title": t, "company_size": s}}),
+        st.sampled_from(["CEO", "Intern", "VP Sales", None]),
+        st.integers(1, 5000),
+    ),
+)
+STEPS = st.lists(st.tuples(EVENT, st.floats(0, 90)), min_size=1, max_size=25)
+
+
+def _run(steps: list, rules: Rules) -> list[tuple[str, str]]:
+    lead = Lead(id="l", key="k@x.io", created_at=T0, email="k@x.io", emails=["k@x.io"])
+    seen = []
+    now = T0
+    for i, ((etype, data), gap) in enumerate(steps):
+        now = now + timedelta(days=gap)
+        lifecycle.apply_interaction(lead, f"e{i}", etype, data, now, rules, now)
+        seen.append((lead.stage, lead.status))
+        lifecycle.refresh(lead, rules, now + timedelta(days=gap))  # the sweep, later on
+        seen.append((lead.stage, lead.status))
+    return seen
+
+
+@settings(max_examples=150)
+@given(STEPS)
+def test_stage_and_status_never_move_back_automatically(steps: list) -> None:
+    seen = _run(steps, RULES)
+    ranks = [stage_rank(stage) for stage, _ in seen]
+    assert ranks == sorted(ranks)
+    statuses = [status for _, status in seen]
+    if "disqualified" in statuses:
+        assert statuses[statuses.index("disqualified") :] == ["disqualified"] * (
+            len(statuses) - statuses.index("disqualified")
+        )
+
+
+@given(STEPS)
+def test_applying_the_same_event_twice_changes_nothing(steps: list) -> None:
+    lead = Lead(id="l", key="k@x.io", created_at=T0, email="k@x.io", emails=["k@x.io"])
+    for i, ((etype, data), _) in enumerate(steps):
+        lifecycle.apply_interaction(lead, f"e{i}", etype, data, T0, RULES, T0)
+    before = lead.to_state()
+    for i, ((etype, data), _) in enumerate(steps):
+        lifecycle.apply_interaction(lead, f"e{i}", etype, data, T0, RULES, T0)
+    assert lead.to_state()["hits"] == before["hits"]
+    assert lead.total == before["fit"] + before["engagement"]

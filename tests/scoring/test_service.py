@@ -1,0 +1,227 @@
+"""The scoring service end to end: real broker, real PostgreSQL and SQLite, HTTP API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from services.scoring.main import build_app
+from shared.event_schemas import schema_errors
+from shared.events import CloudEvent, InteractionType, LeadType, SalesType
+from shared.topics import Topics
+from tests.scoring.helpers import VP_SALES, interaction
+from tests.support import make_settings, read_topic, wait_for, wait_for_events
+
+AUTH = {"Authorization": "Bearer test-token"}
+
+
+@asynccontextmanager
+async def running(
+    kafka_bootstrap: str, db_url: str
+) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    settings = make_settings(kafka_bootstrap, db_url)
+    app = build_app(settings)
+    async with app.router.lifespan_context(app):
+        await app.state.runtime.wait_ready()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield settings, client
+
+
+async def produce(bootstrap: str, topic: str, events: Sequence[CloudEvent]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for ev in events:
+            await producer.send_and_wait(
+                topic, ev.value(), key=(ev.key or "").encode(), headers=ev.headers()
+            )
+    finally:
+        await producer.stop()
+
+
+async def lead_by_email(client: httpx.AsyncClient, email: str, **want: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        items = (await client.get("/v1/leads", params={"email": email})).json()["items"]
+        if items and all(items[0][k] == v for k, v in want.items()):
+            return dict(items[0])
+        return None
+
+    return await wait_for(probe, what=f"lead {email} {want}")
+
+
+async def test_demo_request_becomes_hot_sql_and_is_announced(
+    kafka_bootstrap: str, db_url: str
+) -> None:
+    async with running(kafka_bootstrap, db_url) as (settings, client):
+        topics = Topics(settings.leadflow_topic_prefix)
+        demo = interaction(
+            intent="demo_request", email="Jane@Acme.com", contact=VP_SALES, anonymous_id="anon-1"
+        )
+        news = interaction(intent="newsletter", email="newbie@example.org")
+        await produce(kafka_bootstrap, topics.interactions, [demo, news, demo])  # demo redelivered
+        lead = await lead_by_email(client, "jane@acme.com", stage="SQL")
+        assert (lead["temperature"], lead["status"]) == ("hot", "lead")
+        assert lead["email"] == "jane@acme.com" and lead["anonymous_ids"] == ["anon-1"]
+        assert lead["score"]["engagement"] == 60 and lead["score"]["fit"] == 45
+        cold = await lead_by_email(client, "newbie@example.org")
+        assert (cold["temperature"], cold["stage"]) == ("cold", "IQL")
+
+        events = await wait_for_events(
+            kafka_bootstrap,
+            topics.leads,
+            lambda evs: (
+                any(e.type == LeadType.QUALIFIED for e in evs)
+                and any(e.subject == cold["id"] for e in evs)
+            ),
+        )
+        assert all(schema_errors(e) == [] for e in events), [schema_errors(e) for e in events]
+        mine = [e for e in events if e.subject == lead["id"]]
+        assert [e.type for e in mine] == [
+            LeadType.CREATED,
+            LeadType.SCORED,
+            LeadType.TEMPERATURE_CHANGED,
+            LeadType.STAGE_CHANGED,
+            LeadType.QUALIFIED,
+        ]
+        assert all(e.key == "jane@acme.com" and e.source == "/leadflow/scoring" for e in mine)
+        qualified = mine[-1].data
+        assert qualified["change"] == {"from": "IQL", "to": "SQL"}
+        assert qualified["cause"] == {"event_id": demo.id, "type": InteractionType.FORM_SUBMITTED}
+        assert qualified["lead"]["score"]["total"] == 105
+
+        # the API
+        got = (await client.get(f"/v1/leads/{lead['id']}")).json()
+        assert got == lead
+        missing = await client.get("/v1/leads/nope")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"].startswith("application/problem+json")
+        bad = await client.get("/v1/leads", params={"stage": "XQL"})
+        assert bad.status_code == 422
+        bad_cursor = await client.get("/v1/leads", params={"cursor": "!!"})
+        assert bad_cursor.status_code == 400
+        page1 = (await client.get("/v1/leads", params={"limit": 1})).json()
+        assert len(page1["items"]) == 1 and page1["next_cursor"]
+        page2 = (
+            await client.get("/v1/leads", params={"limit": 1, "cursor": page1["next_cursor"]})
+        ).json()
+        assert page2["next_cursor"] is None
+        assert {page1["items"][0]["id"], page2["items"][0]["id"]} == {lead["id"], cold["id"]}
+        assert (await client.get("/v1/leads", params={"stage": "SQL"})).json()["items"] == [got]
+        timeline = (await client.get(f"/v1/leads/{lead['id']}/timeline")).json()
+        kinds = [i["kind"] for i in timeline["items"]]
+        assert kinds.count("interaction") == 1 and timeline["next_cursor"] is None
+
+
+async def test_identify_merges_sales_and_routing_update_override_and_erasure(
+    kafka_bootstrap: str, db_url: str
+) -> None:
+    async with running(kafka_bootstrap, db_url) as (settings, client):
+        topics = Topics(settings.leadflow_topic_prefix)
+        page = interaction(
+            InteractionType.TRACKED,
+            email=None,
+            anonymous_id="visitor-9",
+            track={"event": "page", "name": "Pricing", "properties": {}},
+        )
+        await produce(kafka_bootstrap, topics.interactions, [page])
+
+        async def anon_lead() -> bool:
+            return bool((await client.get("/v1/leads")).json()["items"])
+
+        await wait_for(anon_lead, what="anonymous lead")
+        anon = (await client.get("/v1/leads")).json()["items"][0]
+        assert anon["email"] is None and anon["key"] == "visitor-9"
+        # form fill without the cookie: a separate lead; then identify joins the visitor to it
+        form = interaction(intent="contact", email="joe@corp.io", contact=VP_SALES)
+        ident = interaction(
+            InteractionType.IDENTIFIED, email="joe@corp.io", anonymous_id="visitor-9"
+        )
+        await produce(kafka_bootstrap, topics.interactions, [form, ident])
+        lead = await lead_by_email(client, "joe@corp.io", anonymous_ids=["visitor-9"])
+        assert any(r["rule"] == "pricing-page-view" for r in lead["score"]["reasons"])
+        assert (await client.get(f"/v1/leads/{anon['id']}")).json()["id"] == lead["id"]
+        assert len((await client.get("/v1/leads")).json()["items"]) == 1
+        # a different identified person on the same device is not merged
+        other = interaction(
+            InteractionType.IDENTIFIED, email="eve@corp.io", anonymous_id="visitor-9"
+        )
+        await produce(kafka_bootstrap, topics.interactions, [other])
+        eve = await lead_by_email(client, "eve@corp.io")
+        assert eve["anonymous_ids"] == [] and eve["id"] != lead["id"]
+        eve_tl = (await client.get(f"/v1/leads/{eve['id']}/timeline")).json()["items"]
+        assert any(i["kind"] == "identity_conflict" for i in eve_tl)
+
+        # routing assigns an owner; sales activity moves the status forward only
+        owner = {"id": "rep-anna", "name": "Anna", "email": "anna@example.com", "team": "emea"}
+        assigned = CloudEvent(
+            type="io.leadflow.routing.assigned",
+            source="/leadflow/routing",
+            data={"assignment_id": "a-1", "lead_id": lead["id"], "owner": owner},
+            key="joe@corp.io",
+        )
+        won = CloudEvent(
+            type=SalesType.WON, source="crm", data={"lead_id": lead["id"]}, key="joe@corp.io"
+        )
+        contacted = CloudEvent(
+            type=SalesType.CONTACTED, source="crm", data={"email": "JOE@corp.io"}, key="joe@corp.io"
+        )
+        await produce(kafka_bootstrap, topics.routing, [assigned])
+        await produce(kafka_bootstrap, topics.sales, [won, contacted])
+        lead = await lead_by_email(client, "joe@corp.io", status="client")
+        assert lead["owner"] == owner
+        by_owner = (await client.get("/v1/leads", params={"owner": "rep-anna"})).json()["items"]
+        assert [i["id"] for i in by_owner] == [lead["id"]]
+
+        # a person may move stage and status back, with the bearer token only
+        assert (
+            await client.patch(f"/v1/leads/{lead['id']}", json={"stage": "MQL"})
+        ).status_code == 401
+        bad = await client.patch(f"/v1/leads/{lead['id']}", json={}, headers=AUTH)
+        assert bad.status_code == 422
+        patched = await client.patch(
+            f"/v1/leads/{lead['id']}",
+            json={"stage": "MQL", "status": "prospect", "reason": "double-check"},
+            headers=AUTH,
+        )
+        assert patched.status_code == 200
+        assert (patched.json()["stage"], patched.json()["status"]) == ("MQL", "prospect")
+        timeline = (await client.get(f"/v1/leads/{lead['id']}/timeline")).json()["items"]
+        assert any(
+            i["kind"] == "override" and i["data"]["reason"] == "double-check" for i in timeline
+        )
+
+        # erasure: personal data gone, and later tracking without consent does not re-create
+        assert (await client.delete(f"/v1/leads/{lead['id']}", headers=AUTH)).status_code == 204
+        erased = (await client.get(f"/v1/leads/{lead['id']}")).json()
+        assert erased["email"] is None and erased["first_name"] is None and erased["erased"]
+        tl = (await client.get(f"/v1/leads/{lead['id']}/timeline")).json()["items"]
+        assert "joe@corp.io" not in str(tl)
+        again = interaction(intent="newsletter", email="joe@corp.io")
+        consented = interaction(intent="newsletter", email="eve2@corp.io")
+        await produce(kafka_bootstrap, topics.interactions, [again, consented])
+        await lead_by_email(client, "eve2@corp.io")
+        assert (await client.get("/v1/leads", params={"email": "joe@corp.io"})).json()[
+            "items"
+        ] == []
+        renewed = interaction(
+            intent="newsletter",
+            email="joe@corp.io",
+            consent={"marketing": True, "at": "2026-11-26T10:00:00Z"},
+        )
+        await produce(kafka_bootstrap, topics.interactions, [renewed])
+        await lead_by_email(client, "joe@corp.io")
+        events = await wait_for_events(
+            kafka_bootstrap, topics.leads, lambda evs: any(e.type == LeadType.ERASED for e in evs)
+        )
+        assert any(
+            e.type == LeadType.MERGED and e.data["change"]["merged_ids"] == [anon["id"]]
+            for e in events
+        )
+        statuses = [e.data["change"] for e in events if e.type == LeadType.STATUS_CHANGED]
+        assert statuses[0]["to"] == "client" and statuses[1]["to"] == "prospect"
+        assert await read_topic(kafka_bootstrap, topics.deadletter) == []
