@@ -30,16 +30,31 @@ PG = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgre
 
 
 def _events(n: int) -> list[CloudEvent]:
-    return [CloudEvent(type="io.bench.in", source="bench", data={"n": i, "email": f"u{i}@x.io"},
-                       key=f"u{i % 1000}@x.io") for i in range(n)]
+    return [
+        CloudEvent(
+            type="io.bench.in",
+            source="bench",
+            data={"n": i, "email": f"u{i}@x.io"},
+            key=f"u{i % 1000}@x.io",
+        )
+        for i in range(n)
+    ]
 
 
 async def _apply(engine: object, events: Sequence[CloudEvent]) -> None:
     async with engine.begin() as conn:  # type: ignore[attr-defined]
         fresh = await claim(conn, "bench", [e.id for e in events])
-        out = [CloudEvent(type="io.bench.out", source="bench", data=dict(e.data),
-                          id=derived_event_id(e.id, "out"), key=e.key)
-               for e in events if e.id in fresh]
+        out = [
+            CloudEvent(
+                type="io.bench.out",
+                source="bench",
+                data=dict(e.data),
+                id=derived_event_id(e.id, "out"),
+                key=e.key,
+            )
+            for e in events
+            if e.id in fresh
+        ]
         await enqueue(conn, "bench", "bench.out", out)
 
 
@@ -87,13 +102,20 @@ async def main() -> None:
     if all(names):
         root = PG.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
         try:
-            rows.append(("PostgreSQL", await _measure(f"{root}/{names[0]}", 1),
-                         await _measure(f"{root}/{names[1]}", BATCH)))
+            rows.append(
+                (
+                    "PostgreSQL",
+                    await _measure(f"{root}/{names[0]}", 1),
+                    await _measure(f"{root}/{names[1]}", BATCH),
+                )
+            )
         finally:
             for n in names:
                 await _drop(n)  # type: ignore[arg-type]
-    print(f"inbox+outbox unit of work, {N} events (baseline: one transaction per event; "
-          f"design: one transaction per batch of {BATCH})")
+    print(
+        f"inbox+outbox unit of work, {N} events (baseline: one transaction per event; "
+        f"design: one transaction per batch of {BATCH})"
+    )
     print(f"{'database':<12}{'baseline ev/s':>16}{'design ev/s':>14}{'ratio':>8}")
     for name, b, d in rows:
         print(f"{name:<12}{b:>16,.0f}{d:>14,.0f}{d / b:>7.1f}x")

@@ -109,7 +109,9 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -
 
 @app.command()
 def dev(
-    broker_port: int = typer.Option(0, help="Port of the bundled broker (0: 9092 if free, else any)."),
+    broker_port: int = typer.Option(
+        0, help="Port of the bundled broker (0: 9092 if free, else any)."
+    ),
 ) -> None:
     """Run everything on this machine: bundled broker, SQLite, migrations, the three services."""
     from shared.broker import BundledBroker, free_port

@@ -203,7 +203,9 @@ class ConsumerRunner:
         CONSUMED.labels(self.group_id, "ok").inc(len(todo))
         CONSUMED.labels(self.group_id, "duplicate").inc(len(events) - len(todo))
 
-    async def _apply_one_by_one(self, events: Sequence[CloudEvent], bad: Sequence[CloudEvent]) -> None:
+    async def _apply_one_by_one(
+        self, events: Sequence[CloudEvent], bad: Sequence[CloudEvent]
+    ) -> None:
         if bad:
             async with self.engine.begin() as conn:
                 await enqueue(conn, self.source, self.deadletter_topic, bad)
@@ -249,7 +251,11 @@ def _as_deadletter(ev: CloudEvent, consumer: str, reason: str) -> CloudEvent:
         time=ev.time,
         subject=ev.subject,
         key=ev.key,
-        extensions={**ev.extensions, "deadletterreason": reason[:500], "deadletterconsumer": consumer},
+        extensions={
+            **ev.extensions,
+            "deadletterreason": reason[:500],
+            "deadletterconsumer": consumer,
+        },
     )
 
 

@@ -7,7 +7,7 @@ so that consumers in other languages can use them; a test keeps the files equal 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,16 @@ _OBJ = {"type": ["object", "null"]}
 CONTACT = {
     "type": "object",
     "properties": {
-        "email": _STR, "phone": _STR, "first_name": _STR, "last_name": _STR, "company": _STR,
-        "job_title": _STR, "industry": _STR, "company_size": {"type": ["integer", "null"]},
-        "company_size_raw": _STR, "country": _STR,
+        "email": _STR,
+        "phone": _STR,
+        "first_name": _STR,
+        "last_name": _STR,
+        "company": _STR,
+        "job_title": _STR,
+        "industry": _STR,
+        "company_size": {"type": ["integer", "null"]},
+        "company_size_raw": _STR,
+        "country": _STR,
     },
 }
 
@@ -44,7 +51,9 @@ INTERACTION = {
         "occurred_at": _TIME,
         "channel": {"enum": ["form", "download", "webinar", "ad", "tracking"]},
         "form_id": _STR,
-        "intent": {"enum": [None, "newsletter", "contact", "demo_request", "quote", "trial", "generic"]},
+        "intent": {
+            "enum": [None, "newsletter", "contact", "demo_request", "quote", "trial", "generic"]
+        },
         "contact": {"anyOf": [CONTACT, {"type": "null"}]},
         "anonymous_id": _STR,
         "user_id": _STR,
@@ -79,12 +88,17 @@ LEAD = {
             "type": "object",
             "required": ["total", "fit", "engagement", "reasons"],
             "properties": {
-                "total": {"type": "number"}, "fit": {"type": "number"},
+                "total": {"type": "number"},
+                "fit": {"type": "number"},
                 "engagement": {"type": "number"},
-                "reasons": {"type": "array", "items": {
-                    "type": "object", "required": ["rule", "points"],
-                    "properties": {"rule": {"type": "string"}, "points": {"type": "number"}},
-                }},
+                "reasons": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["rule", "points"],
+                        "properties": {"rule": {"type": "string"}, "points": {"type": "number"}},
+                    },
+                },
             },
         },
         "owner": {"anyOf": [OWNER, {"type": "null"}]},
@@ -101,7 +115,11 @@ LEAD_EVENT = {
 SLA = {
     "type": "object",
     "required": ["policy", "due_at"],
-    "properties": {"policy": {"type": "string"}, "due_at": _TIME, "warn_at": {"type": ["string", "null"]}},
+    "properties": {
+        "policy": {"type": "string"},
+        "due_at": _TIME,
+        "warn_at": {"type": ["string", "null"]},
+    },
 }
 
 ASSIGNED = {
@@ -113,8 +131,16 @@ ASSIGNED = {
         "owner": OWNER,
         "lead": {
             "type": "object",
-            "required": ["email", "first_name", "last_name", "company", "job_title",
-                         "temperature", "stage", "score"],
+            "required": [
+                "email",
+                "first_name",
+                "last_name",
+                "company",
+                "job_title",
+                "temperature",
+                "stage",
+                "score",
+            ],
         },
         "sla": SLA,
         "assigned_at": _TIME,
@@ -131,8 +157,14 @@ ROUTING_EVENT = {
 SALES_EVENT = {
     "type": "object",
     "anyOf": [{"required": ["lead_id"]}, {"required": ["email"]}],
-    "properties": {"lead_id": _STR, "email": _STR, "assignment_id": _STR, "rep_id": _STR,
-                   "occurred_at": {"type": ["string", "null"]}, "note": _STR},
+    "properties": {
+        "lead_id": _STR,
+        "email": _STR,
+        "assignment_id": _STR,
+        "rep_id": _STR,
+        "occurred_at": {"type": ["string", "null"]},
+        "note": _STR,
+    },
 }
 
 
@@ -156,7 +188,7 @@ def build_schemas() -> dict[str, dict[str, Any]]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(ce_type: str) -> Draft202012Validator | None:
     path = resources.files("shared").joinpath("schemas", f"{ce_type}.json")
     if not path.is_file():
@@ -169,8 +201,10 @@ def schema_errors(event: CloudEvent) -> list[str]:
     validator = _validator(event.type)
     if validator is None:
         return [f"no schema for type {event.type}"]
-    return [f"{'/'.join(map(str, e.absolute_path)) or '(data)'}: {e.message}"
-            for e in validator.iter_errors(dict(event.data))]
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '(data)'}: {e.message}"
+        for e in validator.iter_errors(dict(event.data))
+    ]
 
 
 def write_schemas(folder: Path) -> None:

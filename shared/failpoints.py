@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import sys
 
-_ACTIVE = frozenset(p.strip() for p in os.environ.get("LEADFLOW_FAILPOINTS", "").split(",") if p.strip())
+_ACTIVE = frozenset(
+    p.strip() for p in os.environ.get("LEADFLOW_FAILPOINTS", "").split(",") if p.strip()
+)
 
 
 def failpoint(name: str) -> None:

@@ -19,7 +19,9 @@ processed_events = Table(
 outbox = Table(
     "outbox",
     metadata,
-    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("source", String(100), nullable=False),
     Column("topic", String(200), nullable=False),
     Column("event_id", String(200), nullable=False, unique=True),

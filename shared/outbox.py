@@ -8,6 +8,7 @@ written by another replica).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 RELAYED = Counter("leadflow_outbox_relayed_total", "Outbox rows published to Kafka", ["source"])
 
 
-async def enqueue(conn: AsyncConnection, source: str, topic: str, events: Sequence[CloudEvent]) -> int:
+async def enqueue(
+    conn: AsyncConnection, source: str, topic: str, events: Sequence[CloudEvent]
+) -> int:
     """Write events to the outbox inside the caller's transaction.
 
     An event id already in the outbox is skipped, so re-emitting a derived event is harmless.
@@ -90,7 +93,7 @@ class OutboxRelay:
     def __init__(
         self,
         engine: AsyncEngine,
-        producer: AIOKafkaProducer,
+        producer: AIOKafkaProducer | None,
         source: str,
         *,
         poll_seconds: float = 1.0,
@@ -132,10 +135,8 @@ class OutboxRelay:
                 continue
             if stopping:
                 break
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     async def stop(self) -> None:
@@ -157,7 +158,7 @@ class OutboxRelay:
                 rows = (await conn.execute(query)).all()
             if not rows:
                 return 0
-            await publish(self.producer, [_row_event(r) for r in rows])
+            await publish(self._live_producer(), [_row_event(r) for r in rows])
             async with self.engine.begin() as conn:
                 await self._mark_sent(conn, [r.id for r in rows])
         else:
@@ -165,10 +166,15 @@ class OutboxRelay:
                 rows = (await conn.execute(query.with_for_update(skip_locked=True))).all()
                 if not rows:
                     return 0
-                await publish(self.producer, [_row_event(r) for r in rows])
+                await publish(self._live_producer(), [_row_event(r) for r in rows])
                 await self._mark_sent(conn, [r.id for r in rows])
         RELAYED.labels(self.source).inc(len(rows))
         return len(rows)
+
+    def _live_producer(self) -> AIOKafkaProducer:
+        if self.producer is None:
+            raise RuntimeError("the relay has no producer yet")
+        return self.producer
 
     async def _mark_sent(self, conn: AsyncConnection, ids: list[int]) -> None:
         await conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=utcnow()))

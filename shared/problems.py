@@ -91,7 +91,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
+        detail = (
+            exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
+        )
         return problem_response(Problem(exc.status_code, detail, headers=dict(exc.headers or {})))
 
     @app.exception_handler(Exception)

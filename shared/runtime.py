@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -45,10 +45,12 @@ class Runtime:
         self.name = name
         self.settings = settings
         self.engine = engine
-        self.producer = producer_factory(settings)
+        # aiokafka binds a producer to the running loop when it is made, and an app may be built
+        # before its server starts the loop: the producer is therefore made in ``_boot``.
+        self._producer: AIOKafkaProducer | None = None
         self._producer_factory = producer_factory
         self.relay = OutboxRelay(
-            engine, self.producer, name, poll_seconds=settings.leadflow_outbox_poll_seconds
+            engine, None, name, poll_seconds=settings.leadflow_outbox_poll_seconds
         )
         self.workers: list[Worker] = [self.relay]
         self.kafka_ready = asyncio.Event()
@@ -56,6 +58,13 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._worker_tasks: dict[int, asyncio.Task[None]] = {}
         self._stopping = False
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The Kafka producer; it exists once :meth:`start` has begun connecting."""
+        if self._producer is None:
+            raise RuntimeError("the Kafka producer is made when the runtime starts")
+        return self._producer
 
     def add_worker(self, worker: Worker) -> None:
         """Register a loop to run once Kafka is reachable (before :meth:`start`)."""
@@ -74,18 +83,18 @@ class Runtime:
     async def _boot(self) -> None:
         delay = 0.2
         while not self._stopping:
+            self._producer = self._producer_factory(self.settings)
+            self.relay.producer = self._producer
             try:
-                await self.producer.start()
+                await self._producer.start()
                 await ensure_topics(self.settings)
                 break
             except Exception as exc:
                 log.warning("%s: Kafka not reachable yet (%s); retrying", self.name, exc)
                 try:
-                    await self.producer.stop()
+                    await self._producer.stop()
                 except Exception:
-                    pass
-                self.producer = self._producer_factory(self.settings)
-                self.relay.producer = self.producer
+                    log.debug("stopping a producer that never started", exc_info=True)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         if self._stopping:
@@ -119,14 +128,15 @@ class Runtime:
         await self._wait([self._worker_tasks.get(id(w)) for w in others], timeout)
         await self.relay.stop()
         await self._wait(self._tasks, timeout)
-        try:
-            await self.producer.stop()
-        except Exception:
-            log.debug("producer stop failed", exc_info=True)
+        if self._producer is not None:
+            try:
+                await self._producer.stop()
+            except Exception:
+                log.debug("producer stop failed", exc_info=True)
         await self.engine.dispose()
 
     @staticmethod
-    async def _wait(tasks: list[asyncio.Task[None] | None], timeout: float) -> None:
+    async def _wait(tasks: Sequence[asyncio.Task[None] | None], timeout: float) -> None:
         live = [t for t in tasks if t is not None]
         if not live:
             return

@@ -71,7 +71,9 @@ class Settings(BaseSettings):
             return None
         if value.startswith("postgresql://") or value.startswith("postgres://"):
             return "postgresql+asyncpg://" + value.split("://", 1)[1]
-        if not (value.startswith("postgresql+asyncpg://") or value.startswith("sqlite+aiosqlite://")):
+        if not (
+            value.startswith("postgresql+asyncpg://") or value.startswith("sqlite+aiosqlite://")
+        ):
             raise ValueError("must be a postgresql+asyncpg:// or sqlite+aiosqlite:// URL")
         return value
 

@@ -17,7 +17,11 @@ T = TypeVar("T")
 
 
 async def wait_for(
-    probe: Callable[[], Awaitable[T]], *, timeout: float = 30.0, interval: float = 0.05, what: str = ""
+    probe: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "",
 ) -> T:
     """Call ``probe`` until it returns something truthy; return it, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -54,7 +58,7 @@ async def read_topic(bootstrap: str, topic: str, *, timeout: float = 2.0) -> lis
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh topic metadata
+            await consumer._client.force_metadata_update()
             parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:

@@ -3,36 +3,20 @@ the server-to-server webinar attendance report."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, RedirectResponse
-from pydantic import BaseModel
 
-from services.capture.context import SOURCE_URI, CaptureContext, ContextDep
-from services.capture.domain.interaction import FormSettings, InvalidSubmission, build_interaction
-from services.capture.domain.jsonsafe import clean_str
+from services.capture.context import ContextDep
 from services.capture.domain.normalize import InvalidValue, parse_bool
+from services.capture.handlers import AcceptedOut, capture, path_id
 from services.capture.http_input import (
     check_origin,
-    cors_headers,
     cors_on_problems,
-    origin_of,
     parse_fields,
     parse_json_object,
     preflight,
     read_body,
 )
-from services.capture.intake import Submission
-from shared.events import (
-    CloudEvent,
-    InteractionType,
-    derived_event_id,
-    new_event_id,
-    rfc3339,
-    utcnow,
-)
+from shared.events import InteractionType
 from shared.http import BearerAuth
 from shared.problems import Problem
 
@@ -63,104 +47,6 @@ _FIELDS_BODY = {
         },
     }
 }
-
-
-class AcceptedOut(BaseModel):
-    """The answer to an accepted submission."""
-
-    event_id: str
-    lead_key: str
-    status: str = "accepted"
-
-
-def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return None
-    if not 1 <= len(key.strip()) <= 200:
-        raise Problem(
-            422,
-            "Idempotency-Key must have 1 to 200 characters",
-            errors=[{"loc": "/header/Idempotency-Key", "msg": "bad length"}],
-        )
-    return key.strip()
-
-
-def _path_id(value: str, what: str) -> str:
-    cleaned = clean_str(value).strip()
-    if not 1 <= len(cleaned) <= 200:
-        raise Problem(422, f"{what} must have 1 to 200 characters")
-    return cleaned
-
-
-def _redirect_target(fields: dict[str, Any], allowed: Iterable[str]) -> str | None:
-    target = fields.get("_redirect")
-    if target is None or target == "":
-        return None
-    allowed_set = {o.lower() for o in allowed}
-    if not isinstance(target, str) or origin_of(target) not in allowed_set:
-        raise Problem(
-            422,
-            "_redirect must be a URL on one of the form's allowed origins",
-            errors=[{"loc": "/body/_redirect", "msg": "origin not allowed"}],
-        )
-    return target
-
-
-async def capture(
-    ctx: CaptureContext,
-    request: Request,
-    fields: dict[str, Any],
-    *,
-    event_type: str,
-    channel: str,
-    scope: str,
-    allowed_origins: Iterable[str],
-    form: FormSettings | None = None,
-    extra: dict[str, Any] | None = None,
-    natural_key: str | None = None,
-    origin: str | None = None,
-) -> Response:
-    """Validate fields, build the event, make it durable and answer 202 (or 303)."""
-    if fields.get("_hp"):
-        # A bot filled the hidden honeypot: pretend success so it learns nothing; publish nothing.
-        try:
-            redirect = _redirect_target(fields, allowed_origins)
-        except Problem:
-            redirect = None
-        return _answer(AcceptedOut(event_id=new_event_id(), lead_key=""), redirect, origin)
-    redirect = _redirect_target(fields, allowed_origins)
-    now = utcnow()
-    try:
-        interaction = build_interaction(
-            fields,
-            channel=channel,
-            occurred_at=rfc3339(now),
-            form=form,
-            default_region=ctx.config.default_region,
-        )
-    except InvalidSubmission as exc:
-        raise Problem(422, "the submission is invalid", errors=exc.errors) from None
-    interaction.data.update(extra or {})
-    key = _idempotency_key(request) or natural_key
-    event = CloudEvent(
-        type=event_type,
-        source=SOURCE_URI,
-        data=interaction.data,
-        time=now,
-        id=derived_event_id("capture", scope, key) if key else new_event_id(),
-        key=interaction.lead_key,
-    )
-    [accepted] = await ctx.intake.accept([Submission(event, scope if key else None)])
-    return _answer(
-        AcceptedOut(event_id=accepted.event_id, lead_key=accepted.lead_key), redirect, origin
-    )
-
-
-def _answer(body: AcceptedOut, redirect: str | None, origin: str | None) -> Response:
-    if redirect:
-        return RedirectResponse(redirect, status_code=303, headers=cors_headers(origin))
-    return JSONResponse(body.model_dump(), status_code=202, headers=cors_headers(origin))
 
 
 @router.options("/v1/forms/{form_id}/submissions", include_in_schema=False)
@@ -257,7 +143,7 @@ async def download(request: Request, ctx: ContextDep) -> Response:
 async def register_for_webinar(webinar_id: str, request: Request, ctx: ContextDep) -> Response:
     """A webinar registration (contact fields)."""
     ctx.limiter.check(request)
-    webinar_id = _path_id(webinar_id, "webinar_id")
+    webinar_id = path_id(webinar_id, "webinar_id")
     origin = check_origin(request, ctx.config.public_origins)
     with cors_on_problems(origin):
         fields = await parse_fields(request, await read_body(request, ctx.config.max_body_bytes))
@@ -282,7 +168,7 @@ async def register_for_webinar(webinar_id: str, request: Request, ctx: ContextDe
 )
 async def report_attendance(webinar_id: str, request: Request, ctx: ContextDep) -> Response:
     """Server-to-server: ``{"email", "attended_minutes"}`` from the webinar platform."""
-    webinar_id = _path_id(webinar_id, "webinar_id")
+    webinar_id = path_id(webinar_id, "webinar_id")
     if not request.headers.get("content-type", "").lower().startswith("application/json"):
         raise Problem(415, "attendance reports are JSON")
     fields = parse_json_object(await read_body(request, ctx.config.max_body_bytes))

@@ -28,6 +28,7 @@ class CaptureConfig:
     rate_burst: int = 500
     max_body_bytes: int = 64 * 1024
     publish_timeout_seconds: float = 2.5
+    idempotency_days: float = 7.0
     default_region: str | None = None
     allowed_origins: tuple[str, ...] = ()
     ad_fetch: AdFetchPolicy = field(default_factory=AdFetchPolicy)
@@ -68,6 +69,7 @@ def parse_config(config: Mapping[str, Any]) -> CaptureConfig:
         rate_burst=int(rate.get("burst", 500)),
         max_body_bytes=int(section.get("max_body_kb", 64)) * 1024,
         publish_timeout_seconds=float(section.get("publish_timeout_seconds", 2.5)),
+        idempotency_days=float(section.get("idempotency_days", 7)),
         default_region=default_region,
         allowed_origins=tuple(o.rstrip("/") for o in section.get("allowed_origins") or ()),
         ad_fetch=AdFetchPolicy(

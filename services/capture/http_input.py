@@ -81,9 +81,11 @@ async def parse_fields(request: Request, body: bytes) -> dict[str, Any]:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise Problem(400, "the form body is not UTF-8") from None
-        return _collect(
-            parse_qsl(text, keep_blank_values=True, max_num_fields=1000) if text else []
-        )
+        try:
+            pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=1000)
+        except ValueError:  # more than max_num_fields
+            raise Problem(413, "the form has more than 1000 fields") from None
+        return _collect(pairs)
     if kind == "multipart/form-data":
         parser = MultiPartParser(request.headers, _one_chunk(body), max_files=10, max_fields=1000)
         try:

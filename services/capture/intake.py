@@ -192,12 +192,21 @@ def _records(subs: Sequence[Submission]) -> list[tuple[str, str, str]]:
 
 
 class SpoolSweeper:
-    """A worker that hands rows left in doubt by a crashed process back to the relay."""
+    """A worker that hands rows left in doubt by a crashed process back to the relay, and
+    forgets idempotency records once they are too old to matter."""
 
-    def __init__(self, intake: Intake, every: float = 30.0, older_than: float = 120.0) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        *,
+        keep_idempotency_days: float = 7.0,
+        every: float = 30.0,
+        older_than: float = 120.0,
+    ) -> None:
         self.intake = intake
         self.every = every
         self.older_than = timedelta(seconds=older_than)
+        self.keep_idempotency = timedelta(days=keep_idempotency_days)
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -206,6 +215,7 @@ class SpoolSweeper:
             try:
                 async with self.intake.runtime.engine.begin() as conn:
                     released = await repository.release_stale_in_doubt(conn, self.older_than)
+                    await repository.prune_idempotent(conn, self.keep_idempotency)
                 if released:
                     log.warning("released %d stale in-doubt events to the relay", released)
                     self.intake.runtime.relay.wake()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.capture.tables import ad_fetches, idempotency
@@ -47,6 +47,14 @@ async def remember_idempotent(
             for e, s, k in records
         ],
     )
+
+
+async def prune_idempotent(conn: AsyncConnection, older_than: timedelta) -> int:
+    """Forget idempotency records older than ``older_than`` (repeats come within hours)."""
+    result = await conn.execute(
+        delete(idempotency).where(idempotency.c.created_at < utcnow() - older_than)
+    )
+    return int(result.rowcount or 0)
 
 
 async def mark_in_doubt(conn: AsyncConnection, event_ids: Sequence[str]) -> None:

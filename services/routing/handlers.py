@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.routing import durable_queues as queues
 from services.routing import repository as repo
 from services.routing.domain.business_time import Calendar, business_seconds_between, make_calendar
 from services.routing.domain.rules import route
@@ -25,7 +26,15 @@ from services.routing.messages import (
     emit,
     unassigned_event,
 )
-from shared.events import CloudEvent, LeadType, RoutingType, SalesType, derived_event_id, utcnow
+from shared.events import (
+    CloudEvent,
+    LeadType,
+    RoutingType,
+    SalesType,
+    derived_event_id,
+    parse_time,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +82,7 @@ async def assign(conn: AsyncConnection, ctx: RoutingContext, lead: Mapping[str, 
         "previous_assignment_id": previous["id"] if previous else None, "updated_at": now,
     }
     await repo.insert_assignment(conn, row)
-    await repo.add_timers(conn, row["id"], dl.warn_at, dl.due_at)
+    await queues.add_timers(conn, row["id"], dl.warn_at, dl.due_at)
     await repo.save_credits(conn, decision.credits, now)
     prev_owner = previous["owner"] if previous else None
     await emit(conn, ctx, [assigned_event(row, *cause, previous_owner=prev_owner)], now)
@@ -100,13 +109,15 @@ async def on_qualified(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEven
 async def retry_queued(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, Any],
                        now: datetime) -> bool:
     """Try again to assign a queued lead; True when it got an owner."""
+    # Taking the row first makes a concurrent retry by another replica wait, then find nothing.
+    if not await repo.take_from_queue(conn, row["lead_id"]):
+        return False
     cause = [row["lead_id"], "retry", str(row["attempts"]), row["created_at"].isoformat()]
     made = await assign(conn, ctx, row["lead"], cause, now, exclude=row["exclude"] or [],
                         reason=None, level=row["escalation_level"])
     if made is None:
-        await repo.count_retry(conn, row["lead_id"])
+        await repo.queue_lead(conn, {**row, "attempts": int(row["attempts"]) + 1})
         return False
-    await repo.take_from_queue(conn, row["lead_id"])
     return True
 
 
@@ -126,7 +137,7 @@ async def first_touch(conn: AsyncConnection, ctx: RoutingContext, assignment_id:
     now = utcnow()
     values = {"met_at": at, "response_seconds": wall, "business_seconds": biz, "updated_at": now}
     if await repo.transition(conn, row["id"], ["open"], {**values, "state": "met"}):
-        await repo.cancel_timers(conn, row["id"])
+        await queues.cancel_timers(conn, row["id"])
         row = {**row, **values, "state": "met"}
         await emit(conn, ctx, [clock_event(RoutingType.SLA_MET, row, at, response_seconds=wall,
                                            business_seconds=biz, via=via)], now)
@@ -139,7 +150,7 @@ async def close(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, An
     """Close an active assignment (the lead was won, lost or disqualified)."""
     if await repo.transition(conn, row["id"], ["open", "breached"],
                              {"state": "closed", "updated_at": utcnow()}):
-        await repo.cancel_timers(conn, row["id"])
+        await queues.cancel_timers(conn, row["id"])
 
 
 async def on_sales(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
@@ -154,7 +165,6 @@ async def on_sales(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -
         return
     at = ev.time
     if data.get("occurred_at"):
-        from shared.events import parse_time
         try:
             at = parse_time(str(data["occurred_at"]))
         except ValueError:
@@ -171,7 +181,7 @@ async def fire_timer(conn: AsyncConnection, ctx: RoutingContext, timer: Mapping[
     """Fire one due timer exactly once: warning, or breach plus the escalation ladder."""
     # Lock order everywhere: assignment, then its timers (first touch does the same).
     row = await repo.get_assignment(conn, timer["assignment_id"], lock=True)
-    if not await repo.mark_fired(conn, timer["id"], now):
+    if not await queues.mark_fired(conn, timer["id"], now):
         return False  # another replica (or an earlier run) fired it
     if row is None or row["state"] != "open":
         return False

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastapi import FastAPI
 
 from services.routing.api import router
+from services.routing.api_admin import router as admin_router
 from services.routing.domain.config import RoutingConfigError, parse_routing_config
 from services.routing.handlers import batch_handler
 from services.routing.messages import RoutingContext
@@ -29,7 +31,7 @@ def load_routing_config(config: dict[str, Any]) -> Any:
     section = config.get("routing")
     validate_section({"routing": section}, load_schema("services.routing"))
     try:
-        return parse_routing_config(section or {})
+        return parse_routing_config(section or {}, os.environ)
     except RoutingConfigError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -56,6 +58,6 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
         runtime.add_worker(worker)
     runtime.state.update(routing=ctx, timers=timers, retrier=retrier, webhooks=webhooks,
                          consumer=consumer)
-    app = create_app(runtime, "Leadflow routing", [router])
+    app = create_app(runtime, "Leadflow routing", [router, admin_router])
     app.state.routing = ctx
     return app

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.routing import repository as repo
+from services.routing import durable_queues as queues
 from services.routing.domain.model import RoutingConfig
 from shared.events import CloudEvent, RoutingType, derived_event_id, rfc3339
 from shared.outbox import enqueue
@@ -114,4 +114,4 @@ async def emit(conn: AsyncConnection, ctx: RoutingContext, events: Sequence[Clou
                 "body": orjson.dumps(ev.to_structured()).decode(), "state": "pending",
                 "attempts": 0, "next_attempt_at": now, "created_at": now,
             })
-    await repo.add_deliveries(conn, rows)
+    await queues.add_deliveries(conn, rows)

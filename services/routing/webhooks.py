@@ -19,7 +19,7 @@ import httpx
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.routing import repository as repo
+from services.routing import durable_queues as queues
 from services.routing.domain.model import Webhook
 from services.routing.messages import RoutingContext
 from services.routing.workers import SleepyLoop
@@ -72,13 +72,13 @@ class WebhookWorker(SleepyLoop):
         if not self.hooks:
             return None
         async with self.engine.begin() as conn:
-            rows = await repo.claim_deliveries(conn, utcnow(), self.batch, self.timeout * 3)
+            rows = await queues.claim_deliveries(conn, utcnow(), self.batch, self.timeout * 3)
         if rows:
             async with httpx.AsyncClient(timeout=self.timeout) as client:
                 for row in rows:
                     await self._send(client, row)
         async with self.engine.connect() as conn:
-            return await repo.next_delivery_due(conn)
+            return await queues.next_delivery_due(conn)
 
     async def _send(self, client: httpx.AsyncClient, row: dict[str, object]) -> None:
         hook = self.hooks.get(str(row["webhook"]))
@@ -114,4 +114,4 @@ class WebhookWorker(SleepyLoop):
             values.update(next_attempt_at=now + backoff(hook, attempts))
             DELIVERIES.labels("retry").inc()
         async with self.engine.begin() as conn:
-            await repo.update_delivery(conn, int(row["id"]), values)  # type: ignore[call-overload]
+            await queues.update_delivery(conn, int(row["id"]), values)  # type: ignore[call-overload]

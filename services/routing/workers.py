@@ -19,6 +19,7 @@ from datetime import datetime
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.routing import durable_queues as queues
 from services.routing import handlers
 from services.routing import repository as repo
 from services.routing.messages import RoutingContext
@@ -87,19 +88,36 @@ class TimerWorker(SleepyLoop):
         while True:
             now = utcnow()
             async with self.engine.begin() as conn:
-                due = await repo.claim_due_timers(conn, self.owner, now, self.batch,
+                due = await queues.claim_due_timers(conn, self.owner, now, self.batch,
                                                   self.lease_seconds)
-            for timer in due:
-                async with self.engine.begin() as conn:
-                    fired = await handlers.fire_timer(conn, self.ctx, timer, utcnow())
-                if fired:
-                    self.fired += 1
-                    TIMERS_FIRED.labels(timer["kind"]).inc()
-                    self.ctx.after_commit()
+            if due:
+                try:
+                    await self._fire(due)
+                except Exception:
+                    # One bad timer must not hold up the others: retry them one by one.
+                    log.exception("timer batch failed; firing one by one")
+                    for timer in due:
+                        try:
+                            await self._fire([timer])
+                        except Exception:
+                            log.exception("timer %s failed; retried after its lease", timer["id"])
+                self.ctx.after_commit()
             if len(due) < self.batch:
                 break
         async with self.engine.connect() as conn:
-            return await repo.next_timer_due(conn, utcnow())
+            return await queues.next_timer_due(conn, utcnow())
+
+
+    async def _fire(self, due: list[dict[str, object]]) -> None:
+        """Fire timers in one transaction (each flips pending -> fired at most once)."""
+        kinds: list[str] = []
+        async with self.engine.begin() as conn:
+            for timer in due:
+                if await handlers.fire_timer(conn, self.ctx, timer, utcnow()):
+                    kinds.append(str(timer["kind"]))
+        self.fired += len(kinds)
+        for kind in kinds:
+            TIMERS_FIRED.labels(kind).inc()
 
 
 class QueueRetrier(SleepyLoop):

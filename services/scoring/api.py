@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.scoring import commands, repository
+from services.scoring import commands, queries
 from services.scoring.domain.identity import normalise_email
 from shared.events import utcnow
 from shared.http import BearerAuth, RuntimeDep
@@ -36,6 +36,17 @@ class LeadPatch(BaseModel):
         return self
 
 
+def _no_nul(**values: str | None) -> None:
+    """PostgreSQL text cannot hold NUL: such a value is bad input (422), not a server error."""
+    for name, value in values.items():
+        if value is not None and "\x00" in value:
+            raise Problem(
+                422,
+                f"{name} contains a NUL character",
+                errors=[{"loc": f"/{name}", "msg": "NUL character not allowed"}],
+            )
+
+
 def _not_found(lead_id: str) -> Problem:
     return Problem(404, f"lead {lead_id} not found")
 
@@ -52,6 +63,7 @@ async def list_leads(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> dict[str, Any]:
     """Leads, newest first, with cursor pagination."""
+    _no_nul(email=email, owner=owner, cursor=cursor)
     wanted_email = None
     if email is not None:
         wanted_email = normalise_email(email)
@@ -63,7 +75,7 @@ async def list_leads(
             )
     try:
         async with runtime.engine.connect() as conn:
-            page, next_cursor = await repository.list_leads(
+            page, next_cursor = await queries.list_leads(
                 conn,
                 email=wanted_email,
                 stage=stage,
@@ -73,7 +85,7 @@ async def list_leads(
                 limit=limit,
                 cursor=cursor,
             )
-    except repository.BadCursor as exc:
+    except queries.BadCursor as exc:
         raise Problem(400, str(exc), errors=[{"loc": "/query/cursor", "msg": str(exc)}]) from None
     return {"items": [lead.to_resource() for lead in page], "next_cursor": next_cursor}
 
@@ -81,8 +93,9 @@ async def list_leads(
 @router.get("/{lead_id}")
 async def get_lead(runtime: RuntimeDep, lead_id: str) -> dict[str, Any]:
     """One lead (a lead merged into another answers with the surviving lead)."""
+    _no_nul(lead_id=lead_id)
     async with runtime.engine.connect() as conn:
-        lead = await repository.get_lead(conn, lead_id)
+        lead = await queries.get_lead(conn, lead_id)
     if lead is None:
         raise _not_found(lead_id)
     return lead.to_resource()
@@ -96,15 +109,16 @@ async def get_timeline(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> dict[str, Any]:
     """Everything that happened to the lead, oldest first."""
+    _no_nul(lead_id=lead_id, cursor=cursor)
     async with runtime.engine.connect() as conn:
-        lead = await repository.get_lead(conn, lead_id)
+        lead = await queries.get_lead(conn, lead_id)
         if lead is None:
             raise _not_found(lead_id)
         try:
-            items, next_cursor = await repository.lead_timeline(
+            items, next_cursor = await queries.lead_timeline(
                 conn, lead.id, limit=limit, cursor=cursor
             )
-        except repository.BadCursor as exc:
+        except queries.BadCursor as exc:
             raise Problem(
                 400, str(exc), errors=[{"loc": "/query/cursor", "msg": str(exc)}]
             ) from None
@@ -114,6 +128,7 @@ async def get_timeline(
 @router.patch("/{lead_id}", dependencies=[BearerAuth])
 async def patch_lead(runtime: RuntimeDep, lead_id: str, body: LeadPatch) -> dict[str, Any]:
     """Override stage and/or status by hand (also backwards); audited in the timeline."""
+    _no_nul(lead_id=lead_id, reason=body.reason)
     topics = Topics(runtime.settings.leadflow_topic_prefix)
     async with runtime.engine.begin() as conn:
         lead = await commands.override_lead(
@@ -134,6 +149,7 @@ async def patch_lead(runtime: RuntimeDep, lead_id: str, body: LeadPatch) -> dict
 @router.delete("/{lead_id}", dependencies=[BearerAuth], status_code=204)
 async def delete_lead(runtime: RuntimeDep, lead_id: str) -> Response:
     """Erase the person's data; the email is not re-created without a new consent."""
+    _no_nul(lead_id=lead_id)
     topics = Topics(runtime.settings.leadflow_topic_prefix)
     async with runtime.engine.begin() as conn:
         lead = await commands.erase_lead(conn, topics, lead_id, utcnow())

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.scoring import kpis, repository
+from services.scoring import kpis, queries
 from shared.events import parse_time, rfc3339, utcnow
 from shared.http import BearerAuth, RuntimeDep
 from shared.problems import Problem
@@ -97,7 +97,7 @@ async def dashboard(runtime: RuntimeDep) -> HTMLResponse:
     async with runtime.engine.connect() as conn:
         counts = await kpis.funnel_counts(conn)
         report = await kpis.funnel(conn, end - timedelta(days=30), end, "source")
-        sqls, _ = await repository.list_leads(conn, stage="SQL", limit=20)
+        sqls, _ = await queries.list_leads(conn, stage="SQL", limit=20)
     grid = {(s, t): n for s, t, n in counts}
     temps = ("hot", "warm", "cold")
     stage_rows = "".join(

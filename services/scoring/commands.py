@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scoring import repository
-from services.scoring.domain import lifecycle
+from services.scoring.domain import lifecycle, profile
 from services.scoring.domain.identity import email_hash
 from services.scoring.domain.lifecycle import Change
 from services.scoring.domain.model import Lead
@@ -68,8 +68,9 @@ async def erase_lead(
     if lead is None:
         return None
     hashes = [email_hash(e) for e in lead.emails]
-    lifecycle.erase(lead, now)
+    profile.erase(lead, now)
     await repository.erase(conn, lead.id, hashes, now, scrub_interaction)
+    await repository.scrub_sent_events(conn, SOURCE, lead.id)
     cause = new_event_id()
     repo.touch(lead)
     repo.add_timeline(lead.id, now, "erased", ERASURE_TYPE, cause, {"by": "api"})

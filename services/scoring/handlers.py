@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scoring import repository
-from services.scoring.domain import lifecycle
+from services.scoring.domain import lifecycle, profile
 from services.scoring.domain.identity import (
     EMAIL,
     MERGED,
@@ -87,6 +89,7 @@ class ScoringHandler:
     async def __call__(self, conn: AsyncConnection, events: Sequence[CloudEvent]) -> None:
         """The ConsumerRunner's batch handler."""
         now = self.clock()
+        events = [_without_nul(e) for e in events]
         repo = LeadRepository(conn)
         ids_of = {
             e.id: identifiers_of(dict(e.data), e.key) for e in events if e.type in INTERACTION_TYPES
@@ -124,7 +127,7 @@ class ScoringHandler:
                 if lead is None:
                     log.info("event %s: no lead for %s; ignored", ev.id, ev.type)
                     continue
-                at = lifecycle.event_time(ev.data, ev.time)
+                at = profile.event_time(ev.data, ev.time)
                 if ev.type in SALES_TYPES:
                     changes = lifecycle.apply_sales(lead, ev.type, at)
                 else:
@@ -171,7 +174,7 @@ class ScoringHandler:
         res = resolve(ids, index, repo.loaded)
         changes: list[Change] = []
         if res.lead_id is None:
-            lead = lifecycle.new_lead(derived_event_id(ev.id, "lead", ids.key or ""), ids, now)
+            lead = profile.new_lead(derived_event_id(ev.id, "lead", ids.key or ""), ids, now)
             repo.add(lead)
             changes.append(Change(LeadType.CREATED))
         else:
@@ -199,8 +202,8 @@ class ScoringHandler:
                 )
             )
         )
-        lifecycle.add_identifiers(lead, visible)
-        at = lifecycle.event_time(ev.data, ev.time)
+        profile.add_identifiers(lead, visible)
+        at = profile.event_time(ev.data, ev.time)
         changes += lifecycle.apply_interaction(lead, ev.id, ev.type, ev.data, at, self.rules, now)
         repo.touch(lead)
         repo.add_timeline(lead.id, at, "interaction", ev.type, ev.id, dict(ev.data))
@@ -222,3 +225,20 @@ class ScoringHandler:
 def _new_consent(data: Any) -> bool:
     consent = data.get("consent") if hasattr(data, "get") else None
     return isinstance(consent, dict) and consent.get("marketing") is True
+
+
+def _without_nul(ev: CloudEvent) -> CloudEvent:
+    """PostgreSQL JSON cannot store NUL characters: drop them from the event's data."""
+    if "\\u0000" not in orjson.dumps(ev.data).decode():
+        return ev
+    return replace(ev, data=_strip(ev.data))
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_strip(k): _strip(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value

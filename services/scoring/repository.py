@@ -1,4 +1,4 @@
-"""Lead storage on an AsyncConnection (SQLAlchemy Core; PostgreSQL and SQLite alike).
+"""Lead storage, the write side, on an AsyncConnection (SQLAlchemy Core; PostgreSQL and SQLite).
 
 Reads and writes are set-based: a consumer batch loads all its leads with one SELECT and
 writes them back with one bulk statement per table.
@@ -6,23 +6,17 @@ writes them back with one bulk statement per table.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
-from sqlalchemy import and_, bindparam, delete, or_, select, tuple_, update
+from sqlalchemy import bindparam, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scoring.domain.model import Lead
 from services.scoring.tables import erased_emails, identities, leads, timeline
 from shared.db import insert_for, is_sqlite
-from shared.events import parse_time, rfc3339
-
-
-class BadCursor(ValueError):
-    """A pagination cursor that this service did not hand out."""
+from shared.messaging_tables import outbox
 
 
 def _row(lead: Lead, now: datetime) -> dict[str, Any]:
@@ -213,146 +207,37 @@ async def erase(
         )
 
 
-async def get_lead(conn: AsyncConnection, lead_id: str) -> Lead | None:
-    """One lead by id, following a merge to the surviving lead."""
-    state = (await conn.execute(select(leads.c.state).where(leads.c.id == lead_id))).scalar()
-    if state is None:
-        survivor = (
-            await conn.execute(
-                select(identities.c.lead_id).where(
-                    identities.c.kind == "merged", identities.c.value == lead_id
-                )
-            )
-        ).scalar()
-        if survivor is None:
-            return None
-        state = (await conn.execute(select(leads.c.state).where(leads.c.id == survivor))).scalar()
-    return Lead.from_state(state) if state is not None else None
+async def scrub_sent_events(conn: AsyncConnection, source: str, lead_id: str) -> int:
+    """Replace the lead snapshot in already-published outbox rows about this lead.
 
-
-def encode_cursor(*parts: str) -> str:
-    """An opaque pagination cursor."""
-    return base64.urlsafe_b64encode(orjson.dumps(list(parts))).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, n: int) -> list[str]:
-    """The parts of a cursor; :class:`BadCursor` when it is not one of ours."""
-    try:
-        parts = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except ValueError as exc:
-        raise BadCursor("cursor is not valid") from exc
-    if not isinstance(parts, list) or len(parts) != n or not all(isinstance(p, str) for p in parts):
-        raise BadCursor("cursor is not valid")
-    return parts
-
-
-async def list_leads(
-    conn: AsyncConnection,
-    *,
-    email: str | None = None,
-    stage: str | None = None,
-    temperature: str | None = None,
-    status: str | None = None,
-    owner: str | None = None,
-    limit: int = 50,
-    cursor: str | None = None,
-) -> tuple[list[Lead], str | None]:
-    """Leads newest first, filtered; returns the page and the next cursor."""
-    query = select(leads.c.state, leads.c.created_at, leads.c.id)
-    if email:
-        query = query.where(
-            leads.c.id.in_(
-                select(identities.c.lead_id).where(
-                    identities.c.kind == "email", identities.c.value == email
-                )
+    They carried the person's data; once published they are only history. Rows not yet
+    published are left alone: the relay still owes them to Kafka, and ``lead.erased`` follows.
+    """
+    rows = (
+        await conn.execute(
+            select(outbox.c.id, outbox.c.data).where(
+                outbox.c.source == source,
+                outbox.c.ce_subject == lead_id,
+                outbox.c.sent_at.is_not(None),
             )
         )
-    for column, value in (
-        (leads.c.stage, stage),
-        (leads.c.temperature, temperature),
-        (leads.c.status, status),
-        (leads.c.owner_id, owner),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    if cursor:
-        at_text, last_id = decode_cursor(cursor, 2)
-        try:
-            at = parse_time(at_text)
-        except ValueError as exc:
-            raise BadCursor("cursor is not valid") from exc
-        query = query.where(
-            or_(leads.c.created_at < at, and_(leads.c.created_at == at, leads.c.id < last_id))
+    ).all()
+    if rows:
+        await conn.execute(
+            update(outbox).where(outbox.c.id == bindparam("b_id")).values(data=bindparam("data")),
+            [
+                {
+                    "b_id": r.id,
+                    "data": {
+                        "lead": {"id": lead_id, "erased": True},
+                        "cause": (r.data or {}).get("cause"),
+                        "change": (r.data or {}).get("change"),
+                    },
+                }
+                for r in rows
+            ],
         )
-    query = query.order_by(leads.c.created_at.desc(), leads.c.id.desc()).limit(limit + 1)
-    rows = (await conn.execute(query)).all()
-    page = [Lead.from_state(r.state) for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor(rfc3339(last.created_at), last.id)
-    return page, next_cursor
-
-
-async def lead_timeline(
-    conn: AsyncConnection, lead_id: str, *, limit: int = 100, cursor: str | None = None
-) -> tuple[list[dict[str, Any]], str | None]:
-    """The lead's timeline, oldest first."""
-    query = select(timeline).where(timeline.c.lead_id == lead_id)
-    if cursor:
-        (after,) = decode_cursor(cursor, 1)
-        if not after.isdigit():
-            raise BadCursor("cursor is not valid")
-        query = query.where(timeline.c.id > int(after))
-    rows = (await conn.execute(query.order_by(timeline.c.id).limit(limit + 1))).all()
-    items = [
-        {
-            "at": rfc3339(r.at),
-            "kind": r.kind,
-            "type": r.type,
-            "event_id": r.event_id,
-            "data": r.data,
-        }
-        for r in rows[:limit]
-    ]
-    next_cursor = encode_cursor(str(rows[limit - 1].id)) if len(rows) > limit else None
-    return items, next_cursor
-
-
-async def leads_to_sweep(conn: AsyncConnection, after_id: str, limit: int) -> list[Lead]:
-    """Leads whose engagement can still decay, in id order (skipping ones another replica holds)."""
-    query = (
-        select(leads.c.state)
-        .where(leads.c.id > after_id, or_(leads.c.engagement > 0, leads.c.temperature != "cold"))
-        .order_by(leads.c.id)
-        .limit(limit)
-    )
-    if not is_sqlite(conn):
-        query = query.with_for_update(skip_locked=True)
-    return [Lead.from_state(s) for (s,) in await conn.execute(query)]
-
-
-async def all_lead_ids(conn: AsyncConnection, after_id: str, limit: int) -> list[str]:
-    """Lead ids in order, a page at a time (for rescoring)."""
-    rows = await conn.execute(
-        select(leads.c.id).where(leads.c.id > after_id).order_by(leads.c.id).limit(limit)
-    )
-    return list(rows.scalars())
-
-
-async def interactions_of(conn: AsyncConnection, lead_ids: Sequence[str]) -> dict[str, list[Any]]:
-    """Stored interactions per lead, oldest first (what a rescore replays)."""
-    out: dict[str, list[Any]] = {i: [] for i in lead_ids}
-    if not lead_ids:
-        return out
-    rows = await conn.execute(
-        select(timeline)
-        .where(timeline.c.lead_id.in_(list(lead_ids)), timeline.c.kind == "interaction")
-        .order_by(timeline.c.id)
-    )
-    for r in rows:
-        out[r.lead_id].append(r)
-    return out
+    return len(rows)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.scoring import repository
+from services.scoring import queries
 from services.scoring.domain import lifecycle
 from services.scoring.domain.rules import Rules
 from services.scoring.handlers import SOURCE, lead_events
@@ -41,12 +41,12 @@ async def rescore_all(
         while True:
             now = utcnow()
             async with engine.begin() as conn:
-                ids = await repository.all_lead_ids(conn, after, page_size)
+                ids = await queries.all_lead_ids(conn, after, page_size)
                 if not ids:
                     break
                 repo = LeadRepository(conn)
                 leads = await repo.load(ids)
-                interactions = await repository.interactions_of(conn, ids)
+                interactions = await queries.interactions_of(conn, ids)
                 events = []
                 for lead_id in ids:
                     lead = leads.get(lead_id)
@@ -74,4 +74,4 @@ def rescore_lead(lead: Any, rows: list[Any], rules: Rules, now: Any) -> list[lif
     for row in rows:
         if lifecycle.add_hits(lead, row.event_id or str(row.id), row.type, row.data, row.at, rules):
             lead.last_engaged_at = max(lead.last_engaged_at or row.at, row.at)
-    return lifecycle.refresh(lead, rules, now, cause="rescore")
+    return lifecycle.refresh(lead, rules, now)

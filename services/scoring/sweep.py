@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scoring import repository
+from services.scoring import queries
 from services.scoring.domain import lifecycle
 from services.scoring.domain.rules import Rules
 from services.scoring.handlers import SOURCE, lead_events
@@ -74,7 +74,7 @@ class DecaySweep:
         while True:
             now = self.clock()
             async with self.engine.begin() as conn:
-                page = await repository.leads_to_sweep(conn, after, self.page_size)
+                page = await queries.leads_to_sweep(conn, after, self.page_size)
                 if not page:
                     break
                 repo = LeadRepository(conn)
@@ -82,7 +82,7 @@ class DecaySweep:
                 for lead in page:
                     repo.loaded[lead.id] = lead
                     before = (lead.fit, lead.engagement, lead.temperature, lead.stage, lead.status)
-                    changes = lifecycle.refresh(lead, self.rules, now, cause="sweep")
+                    changes = lifecycle.refresh(lead, self.rules, now)
                     if (
                         lead.fit,
                         lead.engagement,

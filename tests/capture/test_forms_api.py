@@ -103,6 +103,14 @@ async def test_errors_are_problems(capture_sqlite: Running) -> None:
         (
             c.post(
                 "/v1/forms/newsletter/submissions",
+                content=b"a=1&" * 1200,
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            ),
+            413,
+        ),
+        (
+            c.post(
+                "/v1/forms/newsletter/submissions",
                 json={"email": "a@b.co", "consent_marketing": "maybe"},
             ),
             422,

@@ -121,6 +121,10 @@ async def app(kafka_bootstrap: str, sqlite_db_url: str) -> AsyncIterator[Running
         meta_verify_token=SECRET,
         google_ads_webhook_key=SECRET,
         linkedin_client_secret=SECRET,
+        # Leads the fuzzer manages to store are fetched from a closed local port, never the
+        # real platforms.
+        meta_graph_url="http://127.0.0.1:9/graph",
+        linkedin_api_url="http://127.0.0.1:9/li",
     ) as running:
         yield running
 

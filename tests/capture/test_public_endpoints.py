@@ -83,6 +83,8 @@ async def test_cors_honeypot_and_redirect(capture_sqlite: Running) -> None:
     ).status_code == 403
     bot = await c.post(url, data={"email": "bot@example.com", "_hp": "I am a bot"})
     assert bot.status_code == 202 and bot.json()["status"] == "accepted"
+    sloppy_bot = await c.post(url, data={"email": "not an email", "_hp": "x"})
+    assert sloppy_bot.status_code == 202  # a bot learns nothing, not even what was invalid
     redirect = await c.post(url, data={"email": "r@example.com", "_redirect": f"{ORIGIN}/thanks"})
     assert redirect.status_code == 303 and redirect.headers["location"] == f"{ORIGIN}/thanks"
     elsewhere = await c.post(

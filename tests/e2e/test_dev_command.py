@@ -35,17 +35,25 @@ def _get_json(url: str, timeout: float = 60.0, until: object = None) -> object:
 
 def test_dev_runs_the_walkthrough_and_stops_cleanly(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("capture", "scoring", "routing")}
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "LEADFLOW_CONFIG")}
-    env.update({
-        "LEADFLOW_VAR_DIR": str(tmp_path / "var"),
-        "LEADFLOW_CAPTURE_PORT": str(ports["capture"]),
-        "LEADFLOW_SCORING_PORT": str(ports["scoring"]),
-        "LEADFLOW_ROUTING_PORT": str(ports["routing"]),
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "LEADFLOW_CONFIG")
+    }
+    env.update(
+        {
+            "LEADFLOW_VAR_DIR": str(tmp_path / "var"),
+            "LEADFLOW_CAPTURE_PORT": str(ports["capture"]),
+            "LEADFLOW_SCORING_PORT": str(ports["scoring"]),
+            "LEADFLOW_ROUTING_PORT": str(ports["routing"]),
+        }
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "dev", "--broker-port", str(free_port())],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         base = {n: f"http://127.0.0.1:{p}" for n, p in ports.items()}
@@ -55,17 +63,26 @@ def test_dev_runs_the_walkthrough_and_stops_cleanly(tmp_path: Path) -> None:
             _get_json(f"{url}/readyz", timeout=60)
         resp = httpx.post(
             f"{base['capture']}/v1/forms/demo-request/submissions",
-            json={"email": "vp@bigsoft.example", "job_title": "VP Engineering",
-                  "company_size": "500", "industry": "software", "country": "US",
-                  "company": "BigSoft"},
+            json={
+                "email": "vp@bigsoft.example",
+                "job_title": "VP Engineering",
+                "company_size": "500",
+                "industry": "software",
+                "country": "US",
+                "company": "BigSoft",
+            },
             timeout=10,
         )
         assert resp.status_code == 202, resp.text
-        lead = _get_json(f"{base['scoring']}/v1/leads?email=vp@bigsoft.example",
-                         until=lambda b: bool(b["items"]) and b["items"][0]["stage"] == "SQL")
+        lead = _get_json(
+            f"{base['scoring']}/v1/leads?email=vp@bigsoft.example",
+            until=lambda b: bool(b["items"]) and b["items"][0]["stage"] == "SQL",
+        )
         lead_id = lead["items"][0]["id"]  # type: ignore[index]
-        _get_json(f"{base['routing']}/v1/assignments",
-                  until=lambda b: any(a["lead_id"] == lead_id for a in b["items"]))
+        _get_json(
+            f"{base['routing']}/v1/assignments",
+            until=lambda b: any(a["lead_id"] == lead_id for a in b["items"]),
+        )
         assert (tmp_path / "var" / "leadflow.db").exists()
     finally:
         proc.send_signal(signal.SIGINT)

@@ -42,8 +42,11 @@ async def leadflow(settings: Settings) -> AsyncIterator[dict[str, httpx.AsyncCli
     """The three services, started and ready, with an HTTP client for each."""
     async with AsyncExitStack() as stack:
         clients: dict[str, httpx.AsyncClient] = {}
-        for name, factory in (("capture", capture_app), ("scoring", scoring_app),
-                              ("routing", routing_app)):
+        for name, factory in (
+            ("capture", capture_app),
+            ("scoring", scoring_app),
+            ("routing", routing_app),
+        ):
             app = factory(settings)
             await stack.enter_async_context(app.router.lifespan_context(app))
             await app.state.runtime.wait_ready()
@@ -81,8 +84,11 @@ async def test_vp_demo_request_becomes_hot_sql_and_is_assigned(
 
         topic = Topics(settings.leadflow_topic_prefix).routing
         events = await wait_for_events(
-            kafka_bootstrap, topic,
-            lambda evs: any(e.type == RoutingType.ASSIGNED and e.subject == lead["id"] for e in evs),
+            kafka_bootstrap,
+            topic,
+            lambda evs: any(
+                e.type == RoutingType.ASSIGNED and e.subject == lead["id"] for e in evs
+            ),
         )
         assigned = next(e for e in events if e.type == RoutingType.ASSIGNED)
         assert assigned.key == "dana.vp@acme-software.example"
@@ -123,8 +129,9 @@ async def test_newsletter_signup_alone_is_a_cold_iql_and_not_routed(
             data={"email": "reader@example.org"},
         )
         assert resp.status_code == 202, resp.text
-        lead = await wait_for(lambda: _lead_by_email(http["scoring"], "reader@example.org"),
-                              what="newsletter lead")
+        lead = await wait_for(
+            lambda: _lead_by_email(http["scoring"], "reader@example.org"), what="newsletter lead"
+        )
         assert lead["stage"] == "IQL"
         assert lead["temperature"] == "cold"
         resp = await http["routing"].get("/v1/assignments")

@@ -61,6 +61,10 @@ async def test_qualified_lead_is_assigned_once(kafka_bootstrap: str, db_url: str
 
         r = await client.get("/v1/assignments", params={"owner": data["owner"]["id"]})
         assert [a["id"] for a in r.json()["items"]] == [data["assignment_id"]]
+        r = await client.get("/v1/assignments", params={"owner": data["owner"]["email"]})
+        assert [a["id"] for a in r.json()["items"]] == [data["assignment_id"]]
+        r = await client.get("/v1/assignments", params={"owner": "nobody"})
+        assert r.json() == {"items": [], "next_cursor": None}
         assert (await client.get("/v1/assignments/nope")).status_code == 404
         bad = await client.get("/v1/assignments", params={"state": "bogus"})
         assert bad.status_code == 422
@@ -76,3 +80,23 @@ async def test_qualified_lead_is_assigned_once(kafka_bootstrap: str, db_url: str
 async def _consumed(app: Any, n: int) -> bool:
     consumer = app.state.runtime.state["consumer"]
     return bool(consumer.processed >= n)
+
+
+async def test_assignments_are_paginated(kafka_bootstrap: str, db_url: str) -> None:
+    settings = make_settings(kafka_bootstrap, db_url)
+    topics = Topics(settings.leadflow_topic_prefix)
+    leads = [lead("FR") for _ in range(5)]
+    async with running(settings) as (app, client):
+        await publish(app, topics.leads, [qualified(x) for x in leads])
+        await wait_for(lambda: _consumed(app, 5), what="five leads consumed")
+        seen: list[str] = []
+        cursor = None
+        for _ in range(5):
+            params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = (await client.get("/v1/assignments", params=params)).json()
+            seen += [a["lead_id"] for a in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(x["id"] for x in leads)
+        assert (await client.get("/v1/assignments", params={"limit": 0})).status_code == 422

@@ -115,3 +115,12 @@ def test_measured_time_never_exceeds_wall_time(a: datetime, span: int, cal: obje
     b = a + timedelta(seconds=span)
     measured = business_seconds_between(a, b, cal)  # type: ignore[arg-type]
     assert 0 <= measured <= span
+
+
+def test_adding_across_a_dst_change_counts_real_hours() -> None:
+    # Saturday 28 March 2026 12:00 CET (11:00Z) + 24 h of a 24x7 Berlin calendar: the night
+    # loses an hour, so it is Sunday 13:00 CEST (11:00Z) — 24 real hours later.
+    end = add_business_time(utc(2026, 3, 28, 11), 24 * 3600, ALWAYS_BERLIN)
+    assert end == utc(2026, 3, 29, 11)
+    # Office hours stay 09:00-17:00 local on both sides of the change.
+    assert add_business_time(utc(2026, 3, 27, 15, 30), 3600, BERLIN) == utc(2026, 3, 30, 7, 30)

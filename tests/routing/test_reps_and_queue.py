@@ -116,3 +116,29 @@ async def test_default_config_is_valid_and_always_assignable(tmp_path: Path) -> 
     settings = make_settings("127.0.0.1:1", f"sqlite+aiosqlite:///{tmp_path}/x.db",
                              leadflow_config=path)
     assert build_app(settings).state.routing.config.reps.keys() == {"anna"}
+
+
+async def test_malformed_requests_get_4xx_problems(kafka_bootstrap: str,
+                                                  sqlite_db_url: str) -> None:
+    settings = make_settings(kafka_bootstrap, sqlite_db_url)
+    json_ = {**AUTH, "content-type": "application/json"}
+    cases = [
+        ("PATCH", "/v1/reps/anna", b"[]"),
+        ("PATCH", "/v1/reps/anna", b'{"paused": "maybe"}'),
+        ("PATCH", "/v1/reps/anna", b'{"out_of_office": [{"from": "soon"}]}'),
+        ("PATCH", "/v1/reps/anna", b"\xff\xfe"),
+        ("POST", "/v1/assignments/x/first-touch", b'"now"'),
+        ("POST", "/v1/assignments/x/first-touch", b'{"occurred_at": "2099-01-01T00:00:00Z"}'),
+        ("POST", "/v1/assignments/x/first-touch", b'{"occurred_at": 12}'),
+        ("POST", "/v1/sales/activities", b'{"type": "won"}'),
+        ("POST", "/v1/sales/activities", b'{"type": "won", "lead_id": ""}'),
+        ("POST", "/v1/sales/activities", b'{"type": "won", "lead_id": "x", "occurred_at": "x"}'),
+        ("GET", "/v1/sla/report?to=not-a-time", b""),
+        ("GET", "/v1/assignments?limit=abc", b""),
+        ("GET", "/v1/webhooks/deliveries?state=lost", b""),
+    ]
+    async with running(settings, ONE_REP) as (_, client):
+        for method, url, body in cases:
+            r = await client.request(method, url, content=body or None, headers=json_)
+            assert 400 <= r.status_code < 500, (method, url, body, r.status_code, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from shared.events import CloudEvent, RoutingType, parse_time
+from shared.events import CloudEvent, RoutingType, parse_time, utcnow
 from shared.messaging_tables import outbox
 from shared.topics import Topics
 from tests.routing.helpers import AUTH, config, lead, publish, qualified, running
@@ -78,13 +78,13 @@ async def test_first_touch_stops_the_clock(kafka_bootstrap: str, db_url: str) ->
     settings = make_settings(kafka_bootstrap, db_url)
     topics = Topics(settings.leadflow_topic_prefix)
     cfg = config(sla={"warn_fraction": 0.5, "default_policy": "hot",
-                      "policies": {"hot": {"business_seconds": 3}}})
-    by_api, by_event = lead("GB"), lead("US")
+                      "policies": {"hot": {"business_seconds": 6}}})
+    by_api, by_event, by_tool = lead("GB"), lead("US"), lead("CA")
     async with running(settings, cfg) as (app, client):
-        await publish(app, topics.leads, [qualified(by_api), qualified(by_event)])
+        await publish(app, topics.leads, [qualified(x) for x in (by_api, by_event, by_tool)])
         events = await wait_for_events(
             kafka_bootstrap, topics.routing,
-            lambda evs: sum(e.type == RoutingType.ASSIGNED for e in evs) == 2)
+            lambda evs: sum(e.type == RoutingType.ASSIGNED for e in evs) == 3)
         ids = {e.subject: e.data["assignment_id"] for e in events
                if e.type == RoutingType.ASSIGNED}
         r = await client.post(f"/v1/assignments/{ids[by_api['id']]}/first-touch", headers=AUTH,
@@ -95,16 +95,23 @@ async def test_first_touch_stops_the_clock(kafka_bootstrap: str, db_url: str) ->
         r = await client.post("/v1/sales/activities", headers=AUTH, json={
             "type": "contacted", "lead_id": by_event["id"], "rep_id": "carla", "note": "hi"})
         assert r.status_code == 202, r.text
-        sales = await wait_for_events(kafka_bootstrap, topics.sales, lambda evs: len(evs) == 1)
+        # A sales tool writing straight to leadflow.sales (only the lead id) works as well.
+        await publish(app, topics.sales, [CloudEvent(
+            type="io.leadflow.sales.meeting_booked", source="/crm", key=by_tool["key"],
+            subject=by_tool["id"], data={"lead_id": by_tool["id"], "rep_id": "carla"})])
+        sales = await wait_for_events(kafka_bootstrap, topics.sales, lambda evs: len(evs) == 2)
+        sales = [e for e in sales if e.source == "/leadflow/routing"]
         assert sales[0].type == "io.leadflow.sales.contacted"
         assert sales[0].data["assignment_id"] == ids[by_event["id"]]
         assert sales[0].key == by_event["key"]
 
-        # Past both deadlines: no warning nor breach, one sla_met each.
-        await asyncio.sleep(3.5)
+        # Past every deadline: no warning nor breach, one sla_met each.
+        last_due = max(parse_time(e.data["sla"]["due_at"]) for e in events
+                       if e.type == RoutingType.ASSIGNED)
+        await asyncio.sleep(max(0.0, (last_due - utcnow()).total_seconds()) + 0.5)
         events = await read_all(kafka_bootstrap, topics.routing)
-        for lid in (by_api["id"], by_event["id"]):
-            assert types(events, lid) == [RoutingType.ASSIGNED, RoutingType.SLA_MET]
+        for lid in (by_api["id"], by_event["id"], by_tool["id"]):
+            assert types(events, lid) == [RoutingType.ASSIGNED, RoutingType.SLA_MET], lid
         met = next(e for e in events if e.type == RoutingType.SLA_MET)
         assert met.data["response_seconds"] >= 0 and met.data["business_seconds"] >= 0
         # A second touch is harmless; an unknown one is a 404; bad input is a 4xx.
@@ -120,7 +127,7 @@ async def test_first_touch_stops_the_clock(kafka_bootstrap: str, db_url: str) ->
             **AUTH, "content-type": "application/json"}, content=b"{not json")
         assert broken.status_code == 400
         report = (await client.get("/v1/sla/report")).json()
-        assert report["overall"]["met"] == 2 and report["overall"]["attainment_pct"] == 100.0
+        assert report["overall"]["met"] == 3 and report["overall"]["attainment_pct"] == 100.0
         assert {t["team"] for t in report["by_team"]} == {"emea", "americas"}
 
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.scoring.domain import lifecycle
+from services.scoring.domain import lifecycle, profile
 from services.scoring.domain.identity import identifiers_of
 from services.scoring.domain.model import Lead
 from services.scoring.domain.rules import Rules, parse_rules
@@ -70,9 +70,9 @@ def interaction(
 def drive(events: list[CloudEvent], rules: Rules, now: datetime | None = None) -> Lead:
     """Apply interactions of one person to a fresh lead through the pure domain."""
     first = events[0]
-    lead = lifecycle.new_lead("lead-1", identifiers_of(dict(first.data), first.key), first.time)
+    lead = profile.new_lead("lead-1", identifiers_of(dict(first.data), first.key), first.time)
     for ev in events:
-        lifecycle.add_identifiers(lead, identifiers_of(dict(ev.data), ev.key))
+        profile.add_identifiers(lead, identifiers_of(dict(ev.data), ev.key))
         lifecycle.apply_interaction(
             lead, ev.id, ev.type, ev.data, ev.time, rules, now or ev.time + timedelta(minutes=1)
         )

@@ -83,6 +83,8 @@ def test_identifiers() -> None:
     assert ids.key == "jane@acme.com"
     assert identifiers_of({"lead_key": "anon-7"}).key == "anon-7"
     assert normalise_phone("12") is None
+    assert normalise_phone("0151 12345678") is None  # no country: not guessed
+    assert normalise_phone("0151 12345678", "de") == "+4915112345678"
 
 
 def _lead(lead_id: str, *emails: str) -> Lead:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.scoring import repository
+from services.scoring import queries
 from shared.broker import free_port
 from shared.bus import ensure_topics
 from shared.db import create_engine
@@ -57,9 +57,9 @@ def _start(settings: object, port: int, failpoints: str | None) -> subprocess.Po
 
 @pytest.mark.slow
 async def test_crash_after_db_commit_counts_the_event_once(
-    kafka_bootstrap: str, pg_db_url: str
+    kafka_bootstrap: str, db_url: str
 ) -> None:
-    settings = make_settings(kafka_bootstrap, pg_db_url)
+    settings = make_settings(kafka_bootstrap, db_url)
     topics = Topics(settings.leadflow_topic_prefix)
     await ensure_topics(settings)
     demo = interaction(intent="demo_request", email="crash@acme.com", contact=VP_SALES)
@@ -74,10 +74,10 @@ async def test_crash_after_db_commit_counts_the_event_once(
             first.kill()
     assert code == 137, first.stderr.read().decode() if first.stderr else code
     # The effect was committed before the crash, so the redelivery below is a true duplicate.
-    engine = create_engine(pg_db_url)
+    engine = create_engine(db_url)
     try:
         async with engine.connect() as conn:
-            committed = await repository.list_leads(conn, email="crash@acme.com")
+            committed = await queries.list_leads(conn, email="crash@acme.com")
     finally:
         await engine.dispose()
     assert [lead.engagement for lead in committed[0]] == [60]
@@ -116,7 +116,7 @@ async def test_crash_after_db_commit_counts_the_event_once(
             assert lead["score"]["engagement"] == 60  # type: ignore[index]
             assert lead["stage"] == "SQL"
 
-            engine = create_engine(pg_db_url)
+            engine = create_engine(db_url)
             try:
                 await wait_for(lambda: _drained(engine), what="outbox drained")
             finally:

@@ -103,6 +103,18 @@ def test_qualified_once_and_stage_reported() -> None:
     assert isinstance(lead, Lead) and lead.qualified_at is not None
 
 
+def test_a_new_lead_is_not_reactivated() -> None:
+    from services.scoring.domain import lifecycle, profile
+    from services.scoring.domain.identity import Identifiers
+
+    lead = profile.new_lead("l", Identifiers("n@x.io", None, None), T0)
+    changes = lifecycle.apply_interaction(
+        lead, "e", IT.FORM_SUBMITTED, {"intent": "demo_request"}, T0, RULES, T0
+    )
+    temp = [c.change for c in changes if c.type.endswith("temperature_changed")]
+    assert temp == [{"from": "cold", "to": "hot"}]
+
+
 def test_lead_cools_down_and_is_reactivated() -> None:
     from services.scoring.domain import lifecycle
 

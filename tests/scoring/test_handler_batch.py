@@ -6,7 +6,7 @@ import time
 
 from sqlalchemy import event, select
 
-from services.scoring import repository
+from services.scoring import queries
 from services.scoring.handlers import ScoringHandler
 from services.scoring.tables import identities, leads, timeline
 from shared.db import create_engine
@@ -35,7 +35,7 @@ async def test_merge_inside_one_batch(db_url: str) -> None:
             lead_ids = (await conn.execute(select(leads.c.id))).scalars().all()
             owners = set((await conn.execute(select(identities.c.lead_id))).scalars())
             tl_owners = set((await conn.execute(select(timeline.c.lead_id))).scalars())
-            page, _ = await repository.list_leads(conn, email="m@corp.io")
+            page, _ = await queries.list_leads(conn, email="m@corp.io")
         assert len(lead_ids) == 1 and owners == tl_owners == set(lead_ids)
         assert page[0].anonymous_ids == ["v1"]
         assert {r["rule"] for r in page[0].reasons} >= {"pricing-page-view", "contact-sales"}
@@ -71,7 +71,7 @@ async def test_a_batch_costs_a_constant_number_of_statements(db_url: str) -> Non
             assert len(work) <= 10, work
             assert elapsed < 5
         async with engine.connect() as conn:
-            page, _ = await repository.list_leads(conn, limit=500)
+            page, _ = await queries.list_leads(conn, limit=500)
         assert len(page) == 100 and {lead.engagement for lead in page} == {20}
     finally:
         await engine.dispose()

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from services.scoring import repository
+from services.scoring import queries, repository
 from services.scoring.domain.model import Hit, Lead
 from services.scoring.domain.privacy import scrub_interaction
 from services.scoring.repository import LeadRepository
@@ -60,18 +60,18 @@ async def test_bulk_write_load_list_and_paginate(db_url: str) -> None:
         async with engine.connect() as conn:
             seen, cursor = [], None
             while True:
-                page, cursor = await repository.list_leads(conn, limit=3, cursor=cursor)
+                page, cursor = await queries.list_leads(conn, limit=3, cursor=cursor)
                 seen += [lead.id for lead in page]
                 if cursor is None:
                     break
             assert seen == [f"lead-{n:03d}" for n in range(7, 0, -1)]
-            sql, _ = await repository.list_leads(conn, stage="SQL")
+            sql, _ = await queries.list_leads(conn, stage="SQL")
             assert [lead.id for lead in sql] == ["lead-007", "lead-005", "lead-001"]
-            by_email, _ = await repository.list_leads(conn, email="p3@x.io")
+            by_email, _ = await queries.list_leads(conn, email="p3@x.io")
             assert [(lead.id, lead.stage) for lead in by_email] == [("lead-003", "MQL")]
-            with pytest.raises(repository.BadCursor):
-                await repository.list_leads(conn, cursor="bm90LWpzb24")
-            items, nxt = await repository.lead_timeline(conn, "lead-003")
+            with pytest.raises(queries.BadCursor):
+                await queries.list_leads(conn, cursor="bm90LWpzb24")
+            items, nxt = await queries.lead_timeline(conn, "lead-003")
             assert [i["event_id"] for i in items] == ["e3"] and nxt is None
     finally:
         await engine.dispose()
@@ -119,12 +119,12 @@ async def test_merge_repoints_and_erase_scrubs(db_url: str) -> None:
             repo.add_identity("merged", "lead-002", "lead-001")
             await repo.flush(T0, merges=[("lead-002", "lead-001")])
         async with engine.begin() as conn:
-            assert (await repository.get_lead(conn, "lead-002")).id == "lead-001"  # type: ignore[union-attr]
+            assert (await queries.get_lead(conn, "lead-002")).id == "lead-001"  # type: ignore[union-attr]
             found = await LeadRepository(conn).find_identities([("email", "p2@x.io")])
             assert found == {("email", "p2@x.io"): "lead-001"}
             await repository.erase(conn, "lead-001", ["h1"], T0, scrub_interaction)
         async with engine.connect() as conn:
-            items, _ = await repository.lead_timeline(conn, "lead-001")
+            items, _ = await queries.lead_timeline(conn, "lead-001")
             assert len(items) == 2 and "@x.io" not in str(items)
             assert all(i["data"]["intent"] == "contact" for i in items)
             assert await repository.erased_among(conn, ["h1", "h2"]) == {"h1"}

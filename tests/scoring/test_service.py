@@ -8,10 +8,14 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
+from sqlalchemy import select
 
 from services.scoring.main import build_app
+from shared.db import create_engine
 from shared.event_schemas import schema_errors
 from shared.events import CloudEvent, InteractionType, LeadType, SalesType
+from shared.messaging_tables import outbox
+from shared.outbox import pending_count
 from shared.topics import Topics
 from tests.scoring.helpers import VP_SALES, interaction
 from tests.support import make_settings, read_topic, wait_for, wait_for_events
@@ -196,7 +200,23 @@ async def test_identify_merges_sales_and_routing_update_override_and_erasure(
         )
 
         # erasure: personal data gone, and later tracking without consent does not re-create
-        assert (await client.delete(f"/v1/leads/{lead['id']}", headers=AUTH)).status_code == 204
+        engine = create_engine(db_url)
+        try:
+            await wait_for(lambda: _drained(engine), what="published before the erasure")
+            assert (await client.delete(f"/v1/leads/{lead['id']}", headers=AUTH)).status_code == 204
+            async with engine.connect() as conn:
+                history = (
+                    (
+                        await conn.execute(
+                            select(outbox.c.data).where(outbox.c.ce_subject == lead["id"])
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+            assert history and "joe@corp.io" not in str(history)
+        finally:
+            await engine.dispose()
         erased = (await client.get(f"/v1/leads/{lead['id']}")).json()
         assert erased["email"] is None and erased["first_name"] is None and erased["erased"]
         tl = (await client.get(f"/v1/leads/{lead['id']}/timeline")).json()["items"]
@@ -225,3 +245,33 @@ async def test_identify_merges_sales_and_routing_update_override_and_erasure(
         statuses = [e.data["change"] for e in events if e.type == LeadType.STATUS_CHANGED]
         assert statuses[0]["to"] == "client" and statuses[1]["to"] == "prospect"
         assert await read_topic(kafka_bootstrap, topics.deadletter) == []
+
+
+async def test_bad_input_gets_a_problem_never_a_500(kafka_bootstrap: str, pg_db_url: str) -> None:
+    async with running(kafka_bootstrap, pg_db_url) as (_, client):
+        cases = [
+            ("GET", "/v1/leads/a%00b", None, 422),
+            ("GET", "/v1/leads/" + "x" * 3000, None, 404),
+            ("GET", "/v1/leads?owner=%00", None, 422),
+            ("GET", "/v1/leads?email=not-an-email", None, 422),
+            ("GET", "/v1/leads?limit=0", None, 422),
+            ("GET", "/v1/leads?limit=abc", None, 422),
+            ("GET", "/v1/leads?temperature=lukewarm", None, 422),
+            ("GET", "/v1/leads/x/timeline?cursor=WyJcdTAwMDAiXQ", None, 404),
+            ("PATCH", "/v1/leads/x", b"{not json", 400),
+            ("PATCH", "/v1/leads/x", b'{"stage": "XQL"}', 422),
+            ("PATCH", "/v1/leads/x", b'{"stage": "SQL", "extra": 1}', 422),
+            ("PATCH", "/v1/leads/x", b'{"stage": "SQL"}', 404),
+            ("DELETE", "/v1/leads/x", None, 404),
+            ("POST", "/v1/ad-spend", b"[]", 422),
+            ("GET", "/v1/kpis?from=%00", None, 422),
+        ]
+        for method, url, body, status in cases:
+            headers = {**AUTH, "Content-Type": "application/json"}
+            answer = await client.request(method, url, content=body, headers=headers)
+            assert answer.status_code == status, (method, url, answer.text)
+            assert answer.headers["content-type"].startswith("application/problem+json")
+
+
+async def _drained(engine: object) -> bool:
+    return await pending_count(engine, "scoring") == 0  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from services.scoring import repository
+from services.scoring import queries
 from services.scoring.handlers import ScoringHandler
 from services.scoring.rescore import rescore_all
 from services.scoring.sweep import DecaySweep
@@ -54,7 +54,7 @@ async def test_sweep_cools_hot_leads_once(db_url: str) -> None:
             "to": "cold",
         } in changes
         async with engine.connect() as conn:
-            page, _ = await repository.list_leads(conn, email="jane@acme.com")
+            page, _ = await queries.list_leads(conn, email="jane@acme.com")
         lead = page[0]
         assert (lead.temperature, lead.stage) == ("cold", "SQL")  # stage stays
         assert lead.engagement < 60
@@ -84,8 +84,8 @@ async def test_rescore_all_applies_new_rules_without_double_counting(db_url: str
         assert await rescore_all(settings, config) == 1
         assert await rescore_all(settings, config) == 0
         async with engine.connect() as conn:
-            a, _ = await repository.list_leads(conn, email="a@x.io")
-            b, _ = await repository.list_leads(conn, email="b@x.io")
+            a, _ = await queries.list_leads(conn, email="a@x.io")
+            b, _ = await queries.list_leads(conn, email="b@x.io")
         assert a[0].engagement == 25 and a[0].temperature == "warm"
         assert b[0].engagement == 10
         scored = await _lead_events(engine, LeadType.SCORED)

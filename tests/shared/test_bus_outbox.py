@@ -30,7 +30,9 @@ async def test_claim_returns_only_new_ids(db_url: str) -> None:
         await engine.dispose()
 
 
-async def test_events_flow_through_outbox_and_consumer_once(kafka_bootstrap: str, db_url: str) -> None:
+async def test_events_flow_through_outbox_and_consumer_once(
+    kafka_bootstrap: str, db_url: str
+) -> None:
     settings = make_settings(kafka_bootstrap, db_url)
     topics = Topics(settings.leadflow_topic_prefix)
     engine = create_engine(db_url)
@@ -39,22 +41,35 @@ async def test_events_flow_through_outbox_and_consumer_once(kafka_bootstrap: str
     async def handler(conn: AsyncConnection, events: Sequence[CloudEvent]) -> None:
         seen.extend(e.id for e in events)
         echoes = [
-            CloudEvent(type="io.test.echo", source="t", data={"of": e.id},
-                       id=derived_event_id(e.id, "echo"), key=e.key)
+            CloudEvent(
+                type="io.test.echo",
+                source="t",
+                data={"of": e.id},
+                id=derived_event_id(e.id, "echo"),
+                key=e.key,
+            )
             for e in events
         ]
         await enqueue(conn, "t", topics.leads, echoes)
 
     runtime = Runtime("t", settings, engine)
-    runner = ConsumerRunner(settings=settings, engine=engine, topics=[topics.interactions],
-                            group_id="t-group", handler=handler, source="t",
-                            after_commit=runtime.relay.wake)
+    runner = ConsumerRunner(
+        settings=settings,
+        engine=engine,
+        topics=[topics.interactions],
+        group_id="t-group",
+        handler=handler,
+        source="t",
+        after_commit=runtime.relay.wake,
+    )
     runtime.add_worker(runner)
     await runtime.start()
     try:
         await runtime.wait_ready()
-        originals = [CloudEvent(type="io.test.in", source="t", data={"n": i}, key=f"k{i % 3}")
-                     for i in range(20)]
+        originals = [
+            CloudEvent(type="io.test.in", source="t", data={"n": i}, key=f"k{i % 3}")
+            for i in range(20)
+        ]
         async with engine.begin() as conn:
             await enqueue(conn, "t", topics.interactions, originals)
             # the same event twice in the outbox is one row
@@ -66,8 +81,12 @@ async def test_events_flow_through_outbox_and_consumer_once(kafka_bootstrap: str
         # A redelivered copy (same id) is not handled again.
         async with engine.begin() as conn:
             dup = CloudEvent(type="io.test.in", source="t", data={}, id=originals[0].id, key="k0")
-            await enqueue(conn, "t", topics.interactions, [
-                CloudEvent(type=dup.type, source="t", data={}, id="dup-wrapper", key="k0")])
+            await enqueue(
+                conn,
+                "t",
+                topics.interactions,
+                [CloudEvent(type=dup.type, source="t", data={}, id="dup-wrapper", key="k0")],
+            )
         await wait_for(lambda: _count(engine), what="wrapper processed")
         assert seen.count(originals[0].id) == 1
     finally:
@@ -78,7 +97,9 @@ async def _count(engine: object) -> bool:
     eng = create_engine(str(engine.url))  # type: ignore[attr-defined]
     try:
         async with eng.connect() as conn:
-            n = (await conn.execute(select(func.count()).select_from(processed_events))).scalar_one()
+            n = (
+                await conn.execute(select(func.count()).select_from(processed_events))
+            ).scalar_one()
         return bool(n >= 21)
     finally:
         await eng.dispose()
@@ -92,6 +113,7 @@ async def test_relay_keeps_rows_until_broker_acknowledges(db_url: str) -> None:
         async with engine.begin() as conn:
             await enqueue(conn, "t", "x", [CloudEvent(type="a", source="t", data={})])
         from shared.outbox import pending_count
+
         assert await pending_count(engine, "t") == 1
         runtime = Runtime("t", settings, engine)
         await runtime.start()

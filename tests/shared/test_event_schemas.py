@@ -26,9 +26,15 @@ def test_assigned_event_requires_the_contract_fields() -> None:
 
 
 def test_interaction_event_with_unknown_channel_is_rejected() -> None:
-    ev = CloudEvent(type="io.leadflow.interaction.form_submitted", source="t",
-                    data={"lead_key": "a@b.c", "occurred_at": "2026-01-01T00:00:00Z",
-                          "channel": "carrier-pigeon"})
+    ev = CloudEvent(
+        type="io.leadflow.interaction.form_submitted",
+        source="t",
+        data={
+            "lead_key": "a@b.c",
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "channel": "carrier-pigeon",
+        },
+    )
     assert schema_errors(ev)
     ok = CloudEvent(type=ev.type, source="t", data={**ev.data, "channel": "form"})
     assert schema_errors(ok) == []

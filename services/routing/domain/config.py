@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,8 +26,14 @@ def policy_seconds(spec: Mapping[str, Any], hours_per_day: float) -> float:
     return total
 
 
-def parse_routing_config(section: Mapping[str, Any]) -> RoutingConfig:
-    """Build the routing config; raise :class:`RoutingConfigError` naming the bad key."""
+def parse_routing_config(
+    section: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> RoutingConfig:
+    """Build the routing config; raise :class:`RoutingConfigError` naming the bad key.
+
+    ``env`` holds the environment that webhook ``secret_env`` names are looked up in.
+    """
+    env = env or {}
     calendars = {}
     for name, spec in (section.get("calendars") or {}).items():
         try:
@@ -101,7 +106,7 @@ def parse_routing_config(section: Mapping[str, Any]) -> RoutingConfig:
     esc = section.get("escalation") or {}
     webhooks = []
     for i, spec in enumerate(section.get("webhooks") or []):
-        secret = spec.get("secret") or os.environ.get(spec.get("secret_env", ""), "")
+        secret = spec.get("secret") or env.get(spec.get("secret_env", ""), "")
         if not secret:
             raise RoutingConfigError(f"routing.webhooks[{i}]", "no secret (or secret_env unset)")
         webhooks.append(Webhook(

@@ -10,6 +10,8 @@ import phonenumbers
 EMAIL = "email"
 PHONE = "phone"
 ANON = "anon"
+#: Longer identifiers are not identifiers (and would not fit the identity index).
+MAX_ID_LENGTH = 320
 #: A lead id that was merged into another lead keeps pointing at its survivor.
 MERGED = "merged"
 
@@ -21,15 +23,20 @@ def normalise_email(value: object) -> str | None:
     email = value.strip().lower()
     if "@" not in email or email.startswith("@") or email.endswith("@") or " " in email:
         return None
-    return email
+    return email if len(email) <= MAX_ID_LENGTH else None
 
 
-def normalise_phone(value: object) -> str | None:
-    """E.164 phone, or None if it cannot be parsed (numbers without a + are not guessed)."""
-    if not isinstance(value, str) or not value.strip():
+def normalise_phone(value: object, region: object = None) -> str | None:
+    """E.164 phone, or None if it cannot be parsed.
+
+    A number without ``+`` is read in the contact's country (ISO alpha-2) when known;
+    otherwise it is not guessed.
+    """
+    if not isinstance(value, str) or not value.strip() or len(value) > 64:
         return None
+    country = region.upper() if isinstance(region, str) and len(region) == 2 else None
     try:
-        parsed = phonenumbers.parse(value.strip(), None)
+        parsed = phonenumbers.parse(value.strip(), country)
     except phonenumbers.NumberParseException:
         return None
     if not phonenumbers.is_possible_number(parsed):
@@ -77,12 +84,19 @@ def identifiers_of(data: dict[str, object], partition_key: str | None = None) ->
     contact = data.get("contact") if isinstance(data.get("contact"), dict) else {}
     assert isinstance(contact, dict)
     email = normalise_email(contact.get("email"))
-    phone = normalise_phone(contact.get("phone"))
-    anon = data.get("anonymous_id") or data.get("user_id")
-    anonymous_id = str(anon) if anon not in (None, "") else None
+    phone = normalise_phone(contact.get("phone"), contact.get("country"))
+    anonymous_id = _plain_id(data.get("anonymous_id")) or _plain_id(data.get("user_id"))
     if not (email or phone or anonymous_id):
-        fallback = data.get("lead_key") or partition_key
-        if isinstance(fallback, str) and fallback:
+        fallback = _plain_id(data.get("lead_key")) or _plain_id(partition_key)
+        if fallback:
             email = normalise_email(fallback)
             anonymous_id = None if email else fallback
     return Identifiers(email, phone, anonymous_id)
+
+
+def _plain_id(value: object) -> str | None:
+    """A usable anonymous id: a non-empty string or number of sane length."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value).strip()
+    return text if 0 < len(text) <= MAX_ID_LENGTH else None

@@ -12,10 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from services.scoring.domain import scoring
-from services.scoring.domain.identity import Identifiers
 from services.scoring.domain.model import PROFILE_FIELDS, Hit, Lead, status_moves_forward
+from services.scoring.domain.profile import text_value, update_profile
 from services.scoring.domain.rules import Rules
-from shared.events import LeadType, SalesType, parse_time, rfc3339
+from shared.events import LeadType, SalesType
 
 #: Sales activity → the status it implies.
 SALES_STATUS = {
@@ -27,6 +27,8 @@ SALES_STATUS = {
     SalesType.DISQUALIFIED: "disqualified",
 }
 TEMPERATURE_RANK = {"cold": 0, "warm": 1, "hot": 2}
+#: A repeatable rule keeps at most this many hits per lead (a lead's state stays small).
+MAX_HITS_PER_RULE = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,80 +37,6 @@ class Change:
 
     type: str
     change: dict[str, Any] | None = None
-
-
-def event_time(data: Mapping[str, Any], fallback: datetime) -> datetime:
-    """``occurred_at`` of event data, or the envelope time when absent or unreadable."""
-    raw = data.get("occurred_at")
-    if isinstance(raw, str):
-        try:
-            return parse_time(raw)
-        except ValueError:
-            pass
-    return fallback
-
-
-def new_lead(lead_id: str, ids: Identifiers, now: datetime) -> Lead:
-    """A fresh lead for identifiers never seen before."""
-    return Lead(id=lead_id, key=ids.key or lead_id, created_at=now)
-
-
-def add_identifiers(lead: Lead, ids: Identifiers) -> None:
-    """Attach identifiers to the lead; the first email and phone become the primary ones."""
-    if ids.email and ids.email not in lead.emails:
-        lead.emails.append(ids.email)
-    if ids.phone and ids.phone not in lead.phones:
-        lead.phones.append(ids.phone)
-    if ids.anonymous_id and ids.anonymous_id not in lead.anonymous_ids:
-        lead.anonymous_ids.append(ids.anonymous_id)
-    lead.email = lead.email or (lead.emails[0] if lead.emails else None)
-    lead.phone = lead.phone or (lead.phones[0] if lead.phones else None)
-    lead.key = (
-        lead.email or lead.phone or (lead.anonymous_ids[0] if lead.anonymous_ids else lead.key)
-    )
-
-
-def _company_size(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return int(value)
-    if isinstance(value, str):
-        digits = "".join(ch if ch.isdigit() else " " for ch in value).split()
-        return int(digits[0]) if digits else None
-    return None
-
-
-def update_profile(lead: Lead, data: Mapping[str, Any], at: datetime) -> None:
-    """Newer non-empty contact fields, consent and attribution replace older ones."""
-    contact = data.get("contact") if isinstance(data.get("contact"), Mapping) else {}
-    assert isinstance(contact, Mapping)
-    changed = False
-    for name in PROFILE_FIELDS:
-        value = contact.get(name)
-        if name == "company_size":
-            value = _company_size(value)
-        elif isinstance(value, str):
-            value = value.strip() or None
-        if value is not None and getattr(lead, name) != value:
-            setattr(lead, name, value)
-            changed = True
-    if changed or lead.profile_at is None:
-        lead.profile_at = at
-    consent = data.get("consent")
-    if isinstance(consent, Mapping) and consent.get("marketing") is not None:
-        lead.consent = dict(consent)
-    attribution = data.get("attribution")
-    if isinstance(attribution, Mapping) and any(
-        attribution.get(k) for k in ("utm_source", "utm_medium", "utm_campaign")
-    ):
-        touch = {
-            "source": attribution.get("utm_source"),
-            "medium": attribution.get("utm_medium"),
-            "campaign": attribution.get("utm_campaign"),
-        }
-        lead.first_touch = lead.first_touch or touch
-        lead.last_touch = touch
 
 
 def add_hits(
@@ -124,14 +52,28 @@ def add_hits(
         hit = Hit(rule.id, rule.group, rule.points, at, event_id)
         lead.hits.append(hit)
         added.append(hit)
+        _keep_latest(lead, rule.id)
     intent = data.get("intent")
     if isinstance(intent, str) and intent in rules.sales_intents:
         lead.sales_intent = True
     return added
 
 
-def refresh(lead: Lead, rules: Rules, now: datetime, *, cause: str = "rules") -> list[Change]:
+def _keep_latest(lead: Lead, rule_id: str) -> None:
+    """Bound a repeatable rule's history: its oldest hits (the most decayed) go first."""
+    mine = [h for h in lead.hits if h.rule == rule_id]
+    if len(mine) > MAX_HITS_PER_RULE:
+        oldest = min(mine, key=lambda h: (h.at, h.event_id))
+        lead.hits.remove(oldest)
+
+
+def refresh(
+    lead: Lead, rules: Rules, now: datetime, *, engaged_before: datetime | None = None
+) -> list[Change]:
     """Recompute score, temperature, stage and status; return what changed.
+
+    ``engaged_before`` is the lead's last engagement before the interaction being applied:
+    a cold lead that had engaged before and warms up again is announced as reactivated.
 
     Only forward moves happen here: a stage or status set back by a person stays until the
     lead earns a higher one again. ``lead.qualified`` is announced the first time SQL is reached.
@@ -145,8 +87,8 @@ def refresh(lead: Lead, rules: Rules, now: datetime, *, cause: str = "rules") ->
     temp = scoring.temperature(card.engagement, lead.last_engaged_at, rules, now)
     if temp != lead.temperature:
         change: dict[str, Any] = {"from": lead.temperature, "to": temp}
-        if TEMPERATURE_RANK[temp] > TEMPERATURE_RANK[lead.temperature] and cause == "interaction":
-            change["reactivated"] = lead.temperature == "cold" and lead.last_activity_at is not None
+        if lead.temperature == "cold" and engaged_before is not None:
+            change["reactivated"] = True
         changes.append(Change(LeadType.TEMPERATURE_CHANGED, change))
         lead.temperature = temp
     if card.disqualified_by and lead.disqualified_by is None:
@@ -178,13 +120,14 @@ def apply_interaction(
     now: datetime,
 ) -> list[Change]:
     """One interaction: profile, identifiers' data, engagement hits, then a refresh."""
+    engaged_before = lead.last_engaged_at
     update_profile(lead, data, at)
-    if lead.first_form_id is None and isinstance(data.get("form_id"), str):
-        lead.first_form_id = data["form_id"]
+    if lead.first_form_id is None:
+        lead.first_form_id = text_value(data.get("form_id"))
     if add_hits(lead, event_id, event_type, data, at, rules):
         lead.last_engaged_at = max(lead.last_engaged_at or at, at)
     lead.last_activity_at = max(lead.last_activity_at or at, at)
-    return refresh(lead, rules, now, cause="interaction")
+    return refresh(lead, rules, now, engaged_before=engaged_before)
 
 
 def merge(into: Lead, other: Lead, rules: Rules, now: datetime) -> list[Change]:
@@ -215,7 +158,7 @@ def merge(into: Lead, other: Lead, rules: Rules, now: datetime) -> list[Change]:
         values = [v for v in (getattr(into, name), getattr(other, name)) if v]
         setattr(into, name, max(values) if values else None)
     changes = [Change(LeadType.MERGED, {"merged_ids": [other.id], "into": into.id})]
-    return changes + refresh(into, rules, now, cause="interaction")
+    return changes + refresh(into, rules, now)
 
 
 def _earliest_touch(a: Lead, b: Lead) -> dict[str, Any] | None:
@@ -251,7 +194,13 @@ def apply_assignment(lead: Lead, data: Mapping[str, Any]) -> list[Change]:
     owner = data.get("owner")
     if not isinstance(owner, Mapping):
         return []
-    lead.owner = {k: owner.get(k) for k in ("id", "name", "email", "team")}
+    owner_id = text_value(owner.get("id"))
+    if owner_id is None:
+        return []
+    lead.owner = {
+        "id": owner_id,
+        **{k: text_value(owner.get(k)) for k in ("name", "email", "team")},
+    }
     return []
 
 
@@ -269,19 +218,3 @@ def override(lead: Lead, *, stage: str | None, status: str | None, now: datetime
     if status:
         changes.extend(set_status(lead, status, automatic=False, reason="manual"))
     return changes
-
-
-def erase(lead: Lead, now: datetime) -> None:
-    """Forget the person: identifiers and profile go, the anonymous score history stays."""
-    lead.email = lead.phone = None
-    lead.emails, lead.phones, lead.anonymous_ids = [], [], []
-    for name in PROFILE_FIELDS:
-        setattr(lead, name, None)
-    lead.consent = None
-    lead.key = lead.id
-    lead.erased_at = now
-
-
-def describe_time(value: datetime | None) -> str | None:
-    """RFC 3339 or None."""
-    return rfc3339(value) if value else None

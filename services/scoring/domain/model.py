@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -115,11 +115,28 @@ class Lead:
 
     def to_state(self) -> dict[str, Any]:
         """JSON-safe state for storage (times as RFC 3339 strings)."""
-        out = asdict(self)
-        for name, value in list(out.items()):
+        # Field by field rather than dataclasses.asdict: asdict deep-copies every value, and
+        # this runs once per lead per batch.
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
             if isinstance(value, datetime):
-                out[name] = rfc3339(value)
-        out["hits"] = [{**asdict(h), "at": rfc3339(h.at)} for h in self.hits]
+                value = rfc3339(value)
+            elif isinstance(value, list):
+                value = [dict(v) if isinstance(v, dict) else v for v in value]
+            elif isinstance(value, dict):
+                value = dict(value)
+            out[name] = value
+        out["hits"] = [
+            {
+                "rule": h.rule,
+                "group": h.group,
+                "points": h.points,
+                "at": rfc3339(h.at),
+                "event_id": h.event_id,
+            }
+            for h in self.hits
+        ]
         return out
 
     @classmethod

@@ -1,0 +1,151 @@
+"""Routing's operator API (thin): reps, the SLA report, queues and the webhook delivery log."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from services.routing import durable_queues as queues
+from services.routing import repository as repo
+from services.routing.api import Limit, aware, ctx_of
+from services.routing.domain.rules import can_take
+from services.routing.domain.sla import report
+from services.routing.messages import RoutingContext
+from shared.events import rfc3339, utcnow
+from shared.http import BearerAuth, RuntimeDep
+from shared.problems import Problem
+
+router = APIRouter(prefix="/v1", tags=["operations"])
+
+
+def _rep_resource(ctx: RoutingContext, rid: str, state: Any, now: datetime) -> dict[str, Any]:
+    rep = ctx.config.reps[rid]
+    why = can_take(rep, state, now)
+    return {
+        "id": rep.id, "name": rep.name, "email": rep.email, "team": rep.team,
+        "weight": rep.weight, "timezone": rep.calendar.tz.key, "paused": state.paused,
+        "out_of_office": [{"from": rfc3339(a), "to": rfc3339(b)} for a, b in state.out_of_office],
+        "capacity": {"max_open": state.max_open if state.max_open is not None else rep.max_open,
+                     "max_per_day": state.max_per_day if state.max_per_day is not None
+                     else rep.max_per_day},
+        "load": {"open": state.open_count, "today": state.today_count},
+        "available": why is None, "unavailable_reason": why,
+    }
+
+
+@router.get("/reps")
+async def list_reps(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+    """Every rep with availability, capacity and current load."""
+    ctx, now = ctx_of(request), utcnow()
+    async with runtime.engine.begin() as conn:
+        await repo.ensure_rep_states(conn, ctx.config.reps, now)
+        states = await repo.load_rep_states(conn, ctx.config, now, lock=False)
+    return {"items": [_rep_resource(ctx, rid, states[rid], now) for rid in ctx.config.reps],
+            "next_cursor": None}
+
+
+class Range(BaseModel):
+    """An out-of-office range."""
+
+    from_: datetime = Field(alias="from")
+    to: datetime
+
+
+class Capacity(BaseModel):
+    """Capacity overrides (null: back to the configured value)."""
+
+    max_open: int | None = Field(default=None, ge=0, le=100_000)
+    max_per_day: int | None = Field(default=None, ge=0, le=100_000)
+
+
+class RepPatch(BaseModel):
+    """What an operator may change about a rep at run time."""
+
+    paused: bool | None = None
+    out_of_office: list[Range] | None = Field(default=None, max_length=100)
+    capacity: Capacity | None = None
+
+
+@router.patch("/reps/{rep_id}", dependencies=[BearerAuth])
+async def patch_rep(rep_id: str, body: RepPatch, request: Request,
+                    runtime: RuntimeDep) -> dict[str, Any]:
+    """Pause or resume a rep, set out-of-office ranges, or override capacity."""
+    ctx, now = ctx_of(request), utcnow()
+    if rep_id not in ctx.config.reps:
+        raise Problem(404, f"no rep {rep_id}")
+    values: dict[str, Any] = {"updated_at": now}
+    if body.paused is not None:
+        values["paused"] = body.paused
+    if body.out_of_office is not None:
+        ranges = []
+        for i, r in enumerate(body.out_of_office):
+            a, b = aware(r.from_), aware(r.to)
+            assert a is not None and b is not None
+            if b <= a:
+                raise Problem(422, "an out-of-office range must end after it starts", errors=[
+                    {"loc": f"/body/out_of_office/{i}/to", "msg": "must be after 'from'"}])
+            ranges.append({"from": rfc3339(a), "to": rfc3339(b)})
+        values["out_of_office"] = ranges
+    if body.capacity is not None:
+        values["max_open"] = body.capacity.max_open
+        values["max_per_day"] = body.capacity.max_per_day
+    async with runtime.engine.begin() as conn:
+        await repo.ensure_rep_states(conn, ctx.config.reps, now)
+        await repo.update_rep_state(conn, rep_id, values)
+        states = await repo.load_rep_states(conn, ctx.config, now, lock=False)
+    ctx.after_commit()  # someone may be able to take queued leads now
+    return _rep_resource(ctx, rep_id, states[rep_id], now)
+
+
+@router.get("/sla/report")
+async def sla_report(
+    runtime: RuntimeDep,
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: datetime | None = None,
+) -> dict[str, Any]:
+    """SLA attainment, time to first touch and breaches, overall, by team and by rep."""
+    end = aware(to) or utcnow()
+    start = aware(from_) or end - timedelta(days=30)
+    if start >= end:
+        raise Problem(422, "'from' must be before 'to'",
+                      errors=[{"loc": "/query/from", "msg": "must be before 'to'"}])
+    async with runtime.engine.connect() as conn:
+        rows = await repo.report_rows(conn, start, end)
+    return {"from": rfc3339(start), "to": rfc3339(end), **report(rows)}
+
+
+@router.get("/queue")
+async def list_queue(runtime: RuntimeDep, queue: str | None = None,
+                     limit: Limit = 100) -> dict[str, Any]:
+    """Leads waiting for an owner (``unassigned``) or escalated (``escalations``)."""
+    async with runtime.engine.connect() as conn:
+        rows = await repo.queued(conn, queue, limit)
+    return {"items": [{"lead_id": r["lead_id"], "queue": r["queue"], "reason": r["reason"],
+                       "attempts": r["attempts"], "queued_at": rfc3339(r["created_at"])}
+                      for r in rows], "next_cursor": None}
+
+
+@router.get("/webhooks/deliveries")
+async def list_deliveries(
+    runtime: RuntimeDep, state: Literal["pending", "delivered", "dead"] | None = None,
+    limit: Limit = 50, cursor: str | None = None,
+) -> dict[str, Any]:
+    """The outbound webhook delivery log, newest first."""
+    if cursor is not None and not cursor.isdigit():
+        raise Problem(400, "cursor is not valid")
+    before = int(cursor) if cursor else None
+    async with runtime.engine.connect() as conn:
+        rows = await queues.list_deliveries(conn, state=state, limit=limit + 1, before_id=before)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [{"id": str(r["id"]), "webhook": r["webhook"], "url": r["url"],
+              "event_id": r["event_id"], "event_type": r["event_type"], "state": r["state"],
+              "attempts": r["attempts"], "last_status": r["last_status"],
+              "last_error": r["last_error"], "created_at": rfc3339(r["created_at"]),
+              "next_attempt_at": rfc3339(r["next_attempt_at"]),
+              "delivered_at": rfc3339(r["delivered_at"]) if r["delivered_at"] else None}
+             for r in rows]
+    return {"items": items, "next_cursor": str(rows[-1]["id"]) if more else None}

@@ -1,0 +1,127 @@
+"""Durable work queues in the database: SLA timers and outbound webhook deliveries.
+
+Both are claimed with ``FOR UPDATE SKIP LOCKED`` plus a lease on PostgreSQL, so replicas share
+the work and a crashed replica's claims come back when the lease ends; SQLite (one process)
+uses plain ordering. Firing flips a timer from pending to fired with a conditional UPDATE, so
+exactly one caller wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.routing.tables import deliveries, timers
+from shared.db import insert_for, is_sqlite
+
+Row = dict[str, Any]
+
+
+def _rows(result: Any) -> list[Row]:
+    return [dict(r._mapping) for r in result]
+
+
+# ---- timers ----------------------------------------------------------------------------------
+
+async def add_timers(conn: AsyncConnection, assignment_id: str, warn_at: datetime,
+                     due_at: datetime) -> None:
+    """One pending warn timer and one pending breach timer for an assignment."""
+    await conn.execute(timers.insert(), [
+        {"assignment_id": assignment_id, "kind": kind, "due_at": at, "state": "pending"}
+        for kind, at in (("warn", warn_at), ("breach", due_at))
+    ])
+
+
+async def cancel_timers(conn: AsyncConnection, assignment_id: str) -> None:
+    """Cancel an assignment's pending timers (its clock stopped)."""
+    await conn.execute(update(timers).where(
+        timers.c.assignment_id == assignment_id, timers.c.state == "pending",
+    ).values(state="cancelled"))
+
+
+async def claim_due_timers(conn: AsyncConnection, owner: str, now: datetime, limit: int,
+                           lease_seconds: float) -> list[Row]:
+    """Due timers to fire; on PostgreSQL also leased to ``owner`` so replicas share the work."""
+    q = (select(timers).where(timers.c.state == "pending", timers.c.due_at <= now)
+         .order_by(timers.c.due_at, timers.c.id).limit(limit))
+    if is_sqlite(conn):
+        return _rows(await conn.execute(q))
+    q = q.where(or_(timers.c.lease_until.is_(None), timers.c.lease_until < now))
+    rows = _rows(await conn.execute(q.with_for_update(skip_locked=True)))
+    if rows:
+        await conn.execute(update(timers).where(timers.c.id.in_([r["id"] for r in rows])).values(
+            lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds)))
+    return rows
+
+
+async def mark_fired(conn: AsyncConnection, timer_id: int, now: datetime) -> bool:
+    """Mark a timer fired if it is still pending; True only for the one caller that does."""
+    res = await conn.execute(update(timers).where(
+        timers.c.id == timer_id, timers.c.state == "pending").values(state="fired", fired_at=now))
+    return bool(res.rowcount)
+
+
+async def next_timer_due(conn: AsyncConnection, now: datetime) -> datetime | None:
+    """When a pending timer next becomes claimable (its due time, or its lease's end)."""
+    free = (await conn.execute(select(func.min(timers.c.due_at)).where(
+        timers.c.state == "pending",
+        or_(timers.c.lease_until.is_(None), timers.c.lease_until < now)))).scalar_one_or_none()
+    leased = (await conn.execute(select(func.min(timers.c.lease_until)).where(
+        timers.c.state == "pending", timers.c.lease_until >= now))).scalar_one_or_none()
+    return min((t for t in (free, leased) if t is not None), default=None)
+
+
+async def timers_of(conn: AsyncConnection, assignment_id: str) -> list[Row]:
+    """An assignment's timers (for tests and diagnostics)."""
+    return _rows(await conn.execute(select(timers).where(timers.c.assignment_id == assignment_id)))
+
+
+# ---- webhook deliveries -----------------------------------------------------------------------
+
+async def add_deliveries(conn: AsyncConnection, rows: Sequence[Row]) -> None:
+    """Queue webhook deliveries (a repeated event for the same webhook is ignored)."""
+    if rows:
+        await conn.execute(insert_for(conn)(deliveries).on_conflict_do_nothing(
+            index_elements=["webhook", "event_id"]), list(rows))
+
+
+async def claim_deliveries(conn: AsyncConnection, now: datetime, limit: int,
+                           lease_seconds: float) -> list[Row]:
+    """Due deliveries, pushed ``lease_seconds`` ahead so no one else sends them meanwhile."""
+    q = (select(deliveries).where(deliveries.c.state == "pending",
+                                  deliveries.c.next_attempt_at <= now)
+         .order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit))
+    if not is_sqlite(conn):
+        q = q.with_for_update(skip_locked=True)
+    rows = _rows(await conn.execute(q))
+    if rows:
+        await conn.execute(update(deliveries).where(deliveries.c.id.in_([r["id"] for r in rows]))
+                           .values(next_attempt_at=now + timedelta(seconds=lease_seconds)))
+    return rows
+
+
+async def update_delivery(conn: AsyncConnection, delivery_id: int,
+                          values: Mapping[str, Any]) -> None:
+    """Record a delivery attempt's outcome."""
+    await conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+
+
+async def next_delivery_due(conn: AsyncConnection) -> datetime | None:
+    """When the next pending delivery is due."""
+    return (await conn.execute(select(func.min(deliveries.c.next_attempt_at)).where(
+        deliveries.c.state == "pending"))).scalar_one_or_none()
+
+
+async def list_deliveries(conn: AsyncConnection, *, state: str | None, limit: int,
+                          before_id: int | None) -> list[Row]:
+    """The delivery log, newest first."""
+    q = select(deliveries).order_by(deliveries.c.id.desc()).limit(limit)
+    if state:
+        q = q.where(deliveries.c.state == state)
+    if before_id is not None:
+        q = q.where(deliveries.c.id < before_id)
+    return _rows(await conn.execute(q))
