@@ -1,9 +1,9 @@
-"""Benchmarks: consumer-side throughput of the inbox + outbox unit of work.
+"""Benchmarks: consumer-side throughput, a batch per transaction against a transaction per event.
 
-Each benchmark measures a baseline and the design in the same run, on the same machine and
+Each benchmark measures its baseline and the design in the same run, on the same machine and
 database, and prints the ratio: absolute numbers vary by machine, ratios much less.
 
-    make bench                      # SQLite and PostgreSQL (if reachable)
+    make bench                      # SQLite, and PostgreSQL when reachable
     BENCH_EVENTS=20000 make bench   # more events
 """
 
@@ -14,111 +14,167 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.scoring.domain.rules import parse_rules
+from services.scoring.handlers import ScoringHandler
 from shared.bus import claim
+from shared.config import load_config
 from shared.db import create_engine
-from shared.events import CloudEvent, derived_event_id
+from shared.events import CloudEvent, InteractionType, derived_event_id, rfc3339, utcnow
 from shared.migrate import migrate
 from shared.outbox import enqueue
+from shared.topics import Topics
 
 N = int(os.environ.get("BENCH_EVENTS", "5000"))
 BATCH = 500
 PG = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
+Handler = Callable[[AsyncConnection, Sequence[CloudEvent]], Awaitable[None]]
 
-def _events(n: int) -> list[CloudEvent]:
+
+def _plain_events(n: int) -> list[CloudEvent]:
     return [
-        CloudEvent(
-            type="io.bench.in",
-            source="bench",
-            data={"n": i, "email": f"u{i}@x.io"},
-            key=f"u{i % 1000}@x.io",
-        )
+        CloudEvent(type="io.bench.in", source="bench", data={"n": i}, key=f"u{i % 1000}@x.io")
         for i in range(n)
     ]
 
 
-async def _apply(engine: object, events: Sequence[CloudEvent]) -> None:
-    async with engine.begin() as conn:  # type: ignore[attr-defined]
-        fresh = await claim(conn, "bench", [e.id for e in events])
-        out = [
-            CloudEvent(
-                type="io.bench.out",
-                source="bench",
-                data=dict(e.data),
-                id=derived_event_id(e.id, "out"),
-                key=e.key,
-            )
-            for e in events
-            if e.id in fresh
-        ]
-        await enqueue(conn, "bench", "bench.out", out)
+async def _echo(conn: AsyncConnection, events: Sequence[CloudEvent]) -> None:
+    out = [
+        CloudEvent(
+            type="io.bench.out",
+            source="bench",
+            data=dict(e.data),
+            id=derived_event_id(e.id, "out"),
+            key=e.key,
+        )
+        for e in events
+    ]
+    await enqueue(conn, "bench", "bench.out", out)
 
 
-async def _measure(url: str, batch: int) -> float:
+def _interactions(n: int) -> list[CloudEvent]:
+    """Form fills and page views of 1,000 people, as capture writes them."""
+    out = []
+    for i in range(n):
+        email = f"p{i % 1000}@corp.example"
+        form = i % 3 == 0
+        data: dict[str, Any] = {
+            "lead_key": email,
+            "occurred_at": rfc3339(utcnow()),
+            "channel": "form" if form else "tracking",
+            "form_id": "contact-sales" if form else None,
+            "intent": "generic" if form else None,
+            "contact": {
+                "email": email,
+                "job_title": "VP of Sales",
+                "company_size": 500,
+                "industry": "software",
+            },
+            "anonymous_id": None,
+            "user_id": None,
+            "attribution": None,
+            "consent": None,
+            "custom": {},
+            "asset": None,
+            "webinar": None,
+            "ad": None,
+            "track": None if form else {"event": "page", "name": "Pricing", "properties": {}},
+        }
+        ce_type = InteractionType.FORM_SUBMITTED if form else InteractionType.TRACKED
+        out.append(CloudEvent(type=ce_type, source="/leadflow/capture", data=data, key=email))
+    return out
+
+
+async def _measure(url: str, events: list[CloudEvent], handler: Handler, batch: int) -> float:
     engine = create_engine(url)
     try:
         await migrate(engine)
-        events = _events(N)
         start = time.perf_counter()
-        for i in range(0, N, batch):
-            await _apply(engine, events[i : i + batch])
-        return N / (time.perf_counter() - start)
+        for i in range(0, len(events), batch):
+            chunk = events[i : i + batch]
+            async with engine.begin() as conn:
+                fresh = await claim(conn, "bench", [e.id for e in chunk])
+                await handler(conn, [e for e in chunk if e.id in fresh])
+        return len(events) / (time.perf_counter() - start)
     finally:
         await engine.dispose()
 
 
-async def _pg_database() -> str | None:
-    name = f"lf_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        conn = await asyncpg.connect(PG, timeout=3)
-    except (OSError, asyncpg.PostgresError):
-        return None
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return name
+class Databases:
+    """Fresh SQLite files and PostgreSQL databases, one per measurement, removed afterwards."""
 
+    def __init__(self, tmp: str) -> None:
+        self.tmp = tmp
+        self.pg_names: list[str] = []
+        self.pg_ok = True
 
-async def _drop(name: str) -> None:
-    conn = await asyncpg.connect(PG)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    def sqlite(self) -> str:
+        return f"sqlite+aiosqlite:///{self.tmp}/{uuid.uuid4().hex}.db"
+
+    async def postgres(self) -> str | None:
+        if not self.pg_ok:
+            return None
+        try:
+            conn = await asyncpg.connect(PG, timeout=3)
+        except (OSError, asyncpg.PostgresError):
+            self.pg_ok = False
+            return None
+        name = f"lf_bench_{uuid.uuid4().hex[:8]}"
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        self.pg_names.append(name)
+        root = PG.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+        return f"{root}/{name}"
+
+    async def drop(self) -> None:
+        if not self.pg_names:
+            return
+        conn = await asyncpg.connect(PG)
+        try:
+            for name in self.pg_names:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
 
 
 async def main() -> None:
-    rows: list[tuple[str, float, float]] = []
+    rules = parse_rules(load_config().get("scoring") or {})
+    scoring = ScoringHandler(rules, Topics("bench."))
+    cases: list[tuple[str, Callable[[int], list[CloudEvent]], Handler]] = [
+        ("inbox + outbox unit of work", _plain_events, _echo),
+        ("scoring handler (score, stage, outbox)", _interactions, scoring),
+    ]
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        base = f"sqlite+aiosqlite:///{tmp}/base.db"
-        design = f"sqlite+aiosqlite:///{tmp}/design.db"
-        rows.append(("SQLite", await _measure(base, 1), await _measure(design, BATCH)))
-    names = [await _pg_database(), await _pg_database()]
-    if all(names):
-        root = PG.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+        dbs = Databases(tmp)
         try:
-            rows.append(
-                (
-                    "PostgreSQL",
-                    await _measure(f"{root}/{names[0]}", 1),
-                    await _measure(f"{root}/{names[1]}", BATCH),
-                )
-            )
+            for title, make, handler in cases:
+                events = make(N)
+                for db_name in ("SQLite", "PostgreSQL"):
+                    urls = (
+                        [dbs.sqlite(), dbs.sqlite()]
+                        if db_name == "SQLite"
+                        else [await dbs.postgres(), await dbs.postgres()]
+                    )
+                    if None in urls:
+                        continue
+                    base = await _measure(str(urls[0]), events, handler, 1)
+                    design = await _measure(str(urls[1]), events, handler, BATCH)
+                    rows.append((title, db_name, base, design))
         finally:
-            for n in names:
-                await _drop(n)  # type: ignore[arg-type]
-    print(
-        f"inbox+outbox unit of work, {N} events (baseline: one transaction per event; "
-        f"design: one transaction per batch of {BATCH})"
-    )
-    print(f"{'database':<12}{'baseline ev/s':>16}{'design ev/s':>14}{'ratio':>8}")
-    for name, b, d in rows:
-        print(f"{name:<12}{b:>16,.0f}{d:>14,.0f}{d / b:>7.1f}x")
+            await dbs.drop()
+    print(f"{N} events; baseline: one transaction per event; design: one per batch of {BATCH}")
+    print(f"{'benchmark':<42}{'database':<12}{'baseline ev/s':>15}{'design ev/s':>13}{'ratio':>8}")
+    for title, db_name, base, design in rows:
+        print(f"{title:<42}{db_name:<12}{base:>15,.0f}{design:>13,.0f}{design / base:>7.1f}x")
 
 
 if __name__ == "__main__":

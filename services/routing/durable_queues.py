@@ -46,16 +46,22 @@ async def cancel_timers(conn: AsyncConnection, assignment_id: str) -> None:
 async def claim_due_timers(conn: AsyncConnection, owner: str, now: datetime, limit: int,
                            lease_seconds: float) -> list[Row]:
     """Due timers to fire; on PostgreSQL also leased to ``owner`` so replicas share the work."""
-    q = (select(timers).where(timers.c.state == "pending", timers.c.due_at <= now)
+    q = (select(timers).where(timers.c.state == "pending", timers.c.due_at <= now,
+                              or_(timers.c.lease_until.is_(None), timers.c.lease_until < now))
          .order_by(timers.c.due_at, timers.c.id).limit(limit))
     if is_sqlite(conn):
         return _rows(await conn.execute(q))
-    q = q.where(or_(timers.c.lease_until.is_(None), timers.c.lease_until < now))
     rows = _rows(await conn.execute(q.with_for_update(skip_locked=True)))
     if rows:
         await conn.execute(update(timers).where(timers.c.id.in_([r["id"] for r in rows])).values(
             lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds)))
     return rows
+
+
+async def defer_timer(conn: AsyncConnection, timer_id: int, until: datetime) -> None:
+    """Firing failed: retry this timer at ``until`` (not in a hot loop, not a lease later)."""
+    await conn.execute(update(timers).where(timers.c.id == timer_id)
+                       .values(lease_owner=None, lease_until=until))
 
 
 async def mark_fired(conn: AsyncConnection, timer_id: int, now: datetime) -> bool:

@@ -159,7 +159,7 @@ async def on_sales(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -
     row = None
     if data.get("assignment_id"):
         row = await repo.get_assignment(conn, str(data["assignment_id"]))
-    if row is None and data.get("lead_id"):
+    if (row is None or row["state"] in ("reassigned", "closed")) and data.get("lead_id"):
         row = await repo.active_assignment(conn, str(data["lead_id"]))
     if row is None or row["state"] in ("reassigned", "closed"):
         return
@@ -169,6 +169,7 @@ async def on_sales(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -
             at = parse_time(str(data["occurred_at"]))
         except ValueError:
             at = ev.time
+    at = min(at, utcnow())  # a tool's clock running ahead must not stretch the response time
     await first_touch(conn, ctx, row["id"], at, via=ev.type)
     if ev.type in CLOSE_TYPES:
         fresh = await repo.get_assignment(conn, row["id"])

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -100,7 +100,10 @@ class TimerWorker(SleepyLoop):
                         try:
                             await self._fire([timer])
                         except Exception:
-                            log.exception("timer %s failed; retried after its lease", timer["id"])
+                            log.exception("timer %s failed; retrying it shortly", timer["id"])
+                            async with self.engine.begin() as conn:
+                                await queues.defer_timer(conn, int(timer["id"]),
+                                                         utcnow() + timedelta(seconds=5))
                 self.ctx.after_commit()
             if len(due) < self.batch:
                 break
@@ -141,9 +144,12 @@ class QueueRetrier(SleepyLoop):
             rows = await repo.queued(conn, handlers.UNASSIGNED_QUEUE)
         assigned = 0
         for row in rows:
-            async with self.engine.begin() as conn:
-                if await handlers.retry_queued(conn, self.ctx, row, utcnow()):
-                    assigned += 1
+            try:
+                async with self.engine.begin() as conn:
+                    if await handlers.retry_queued(conn, self.ctx, row, utcnow()):
+                        assigned += 1
+            except Exception:
+                log.exception("retry of queued lead %s failed", row["lead_id"])
         if assigned:
             self.ctx.after_commit()
         return None

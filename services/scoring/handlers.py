@@ -192,17 +192,8 @@ class ScoringHandler:
             if pair not in index and pair not in res.foreign:
                 index[pair] = lead.id
                 repo.add_identity(pair[0], pair[1], lead.id)
-        visible = Identifiers(
-            *(
-                None if (k, v) in res.foreign else v
-                for k, v in zip(
-                    ("email", "phone", "anon"),
-                    (ids.email, ids.phone, ids.anonymous_id),
-                    strict=True,
-                )
-            )
-        )
-        profile.add_identifiers(lead, visible)
+        # identifiers that belong to someone else are not taken over (see resolution)
+        profile.add_identifiers(lead, ids.without(res.foreign))
         at = profile.event_time(ev.data, ev.time)
         changes += lifecycle.apply_interaction(lead, ev.id, ev.type, ev.data, at, self.rules, now)
         repo.touch(lead)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from services.scoring.api import router
@@ -12,7 +11,7 @@ from services.scoring.api_reports import router as reports_router
 from services.scoring.domain.rules import Rules, parse_rules
 from services.scoring.handlers import ScoringHandler
 from services.scoring.sweep import DecaySweep
-from shared.bus import ConsumerRunner, make_producer
+from shared.bus import ConsumerRunner
 from shared.config import load_config, load_schema, validate_section
 from shared.db import create_engine
 from shared.http import create_app
@@ -22,41 +21,6 @@ from shared.topics import Topics
 
 SERVICE_NAME = "scoring"
 GROUP_ID = "leadflow-scoring"
-
-
-class DeferredProducer:
-    """An AIOKafkaProducer made on ``start()``, inside the running event loop.
-
-    aiokafka refuses to build a producer outside a running loop, but the CLI calls
-    ``build_app`` before uvicorn starts its loop; ``Runtime`` builds its producer eagerly.
-    Every other attribute is the real producer's.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._real: AIOKafkaProducer | None = None
-
-    async def start(self) -> None:
-        """Create and start the real producer."""
-        if self._real is None:
-            self._real = make_producer(self._settings)
-        await self._real.start()
-
-    async def stop(self) -> None:
-        """Stop the real producer, if it was ever made."""
-        if self._real is not None:
-            await self._real.stop()
-
-    def __getattr__(self, name: str) -> Any:
-        real = self.__dict__.get("_real")
-        if real is None:
-            raise AttributeError(f"producer not started yet (no {name})")
-        return getattr(real, name)
-
-
-def deferred_producer(settings: Settings) -> AIOKafkaProducer:
-    """The producer factory given to :class:`Runtime`."""
-    return cast(AIOKafkaProducer, DeferredProducer(settings))
 
 
 def load_rules(config: dict[str, Any]) -> Rules:
@@ -71,9 +35,7 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
         config = load_config(settings.leadflow_config)
     rules = load_rules(config)
     topics = Topics(settings.leadflow_topic_prefix)
-    runtime = Runtime(
-        SERVICE_NAME, settings, create_engine(settings.db_url), producer_factory=deferred_producer
-    )
+    runtime = Runtime(SERVICE_NAME, settings, create_engine(settings.db_url))
     runtime.state["rules"] = rules
     runtime.add_worker(
         ConsumerRunner(

@@ -138,6 +138,9 @@ async def test_malformed_requests_get_4xx_problems(kafka_bootstrap: str,
         ("GET", "/v1/webhooks/deliveries?state=lost", b""),
     ]
     async with running(settings, ONE_REP) as (_, client):
+        spec = (await client.get("/openapi.json")).json()
+        assert "/v1/assignments/{assignment_id}/first-touch" in spec["paths"]
+        assert "/v1/reps/{rep_id}" in spec["paths"]
         for method, url, body in cases:
             r = await client.request(method, url, content=body or None, headers=json_)
             assert 400 <= r.status_code < 500, (method, url, body, r.status_code, r.text)

@@ -242,6 +242,7 @@ async def test_identify_merges_sales_and_routing_update_override_and_erasure(
             e.type == LeadType.MERGED and e.data["change"]["merged_ids"] == [anon["id"]]
             for e in events
         )
+        assert all(schema_errors(e) == [] for e in events)
         statuses = [e.data["change"] for e in events if e.type == LeadType.STATUS_CHANGED]
         assert statuses[0]["to"] == "client" and statuses[1]["to"] == "prospect"
         assert await read_topic(kafka_bootstrap, topics.deadletter) == []

@@ -68,8 +68,10 @@ def parse_routing_config(
         team_cal = teams[spec["team"]].calendar
         if "hours" in spec:
             tz = spec.get("timezone", team_cal.tz.key)
-            cal = calendar({"timezone": tz, "hours": spec["hours"],
-                            "holidays": spec.get("holidays", ())}, f"{key}.hours")
+            # Without their own holidays, reps are off on the team's holidays.
+            holidays = spec.get("holidays", sorted(d.isoformat() for d in team_cal.holidays))
+            cal = calendar({"timezone": tz, "hours": spec["hours"], "holidays": holidays},
+                           f"{key}.hours")
         elif "calendar" in spec:
             cal = calendar(spec["calendar"], f"{key}.calendar")
         else:

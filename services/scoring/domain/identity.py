@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import phonenumbers
@@ -72,6 +73,14 @@ class Identifiers:
         if self.anonymous_id:
             out.append((ANON, self.anonymous_id))
         return out
+
+    def without(self, pairs: Collection[tuple[str, str]]) -> Identifiers:
+        """These identifiers minus the given (kind, value) pairs."""
+        return Identifiers(
+            None if (EMAIL, self.email) in pairs else self.email,
+            None if (PHONE, self.phone) in pairs else self.phone,
+            None if (ANON, self.anonymous_id) in pairs else self.anonymous_id,
+        )
 
     @property
     def key(self) -> str | None:

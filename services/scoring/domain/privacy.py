@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-_KEEP = ("lead_key_erased", "occurred_at", "channel", "form_id", "intent", "asset", "webinar")
+_KEEP = ("occurred_at", "channel", "form_id", "intent", "asset", "webinar")
 
 
 def scrub_interaction(data: Mapping[str, Any]) -> dict[str, Any]:
