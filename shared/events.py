@@ -54,6 +54,8 @@ class RoutingType:
     SLA_WARNING = "io.leadflow.routing.sla_warning"
     SLA_BREACHED = "io.leadflow.routing.sla_breached"
     SLA_MET = "io.leadflow.routing.sla_met"
+    #: An extension to the contract: a breach escalated to the team's manager.
+    ESCALATED = "io.leadflow.routing.escalated"
 
 
 class SalesType:

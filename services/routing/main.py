@@ -10,9 +10,9 @@ from fastapi import FastAPI
 from services.routing.api import router
 from services.routing.api_admin import router as admin_router
 from services.routing.domain.config import RoutingConfigError, parse_routing_config
+from services.routing.domain.model import RoutingConfig
 from services.routing.handlers import batch_handler
 from services.routing.messages import RoutingContext
-from services.routing.producer import deferred_producer
 from services.routing.webhooks import WebhookWorker
 from services.routing.workers import QueueRetrier, TimerWorker, compose
 from shared.bus import ConsumerRunner
@@ -26,7 +26,7 @@ from shared.topics import Topics
 SERVICE_NAME = "routing"
 
 
-def load_routing_config(config: dict[str, Any]) -> Any:
+def load_routing_config(config: dict[str, Any]) -> RoutingConfig:
     """Validate the ``routing:`` section (schema, then references); stop with a clear message."""
     section = config.get("routing")
     validate_section({"routing": section}, load_schema("services.routing"))
@@ -43,7 +43,7 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
     routing_config = load_routing_config(config)
     topics = Topics(settings.leadflow_topic_prefix)
     engine = create_engine(settings.db_url)
-    runtime = Runtime(SERVICE_NAME, settings, engine, producer_factory=deferred_producer)
+    runtime = Runtime(SERVICE_NAME, settings, engine)
     ctx = RoutingContext(config=routing_config, topics=topics, source=SERVICE_NAME)
     timers = TimerWorker(engine, ctx)
     retrier = QueueRetrier(engine, ctx, interval=routing_config.unassigned_retry_seconds)

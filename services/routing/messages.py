@@ -6,7 +6,7 @@ the outbox row for Kafka and one delivery row per subscribed webhook commit toge
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,7 +22,7 @@ from shared.topics import Topics
 
 EVENT_SOURCE = "/leadflow/routing"
 #: Extension type: the breach escalated to the team's manager.
-ESCALATED = "io.leadflow.routing.escalated"
+ESCALATED = RoutingType.ESCALATED
 
 
 @dataclass
@@ -32,7 +32,7 @@ class RoutingContext:
     config: RoutingConfig
     topics: Topics
     source: str = "routing"
-    wakers: list[Any] = field(default_factory=list)
+    wakers: list[Callable[[], None]] = field(default_factory=list)
 
     def after_commit(self) -> None:
         """Wake the relay and the workers (call after a commit that wrote something)."""
