@@ -8,8 +8,6 @@ marks the row done. After ``max_attempts`` failures the row is dead-lettered.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 from datetime import datetime, timedelta
@@ -29,6 +27,7 @@ from services.capture.domain.ads import (
     meta_fields,
 )
 from shared.events import CloudEvent, InteractionType, derived_event_id, rfc3339, utcnow
+from shared.loops import DueWorkLoop
 from shared.outbox import enqueue
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -59,7 +58,7 @@ def _platform_time(value: Any) -> str:
     return rfc3339(utcnow())
 
 
-class AdFetcher:
+class AdFetcher(DueWorkLoop):
     """Fetches pending ad leads until stopped (one of the runtime's workers)."""
 
     def __init__(
@@ -74,39 +73,25 @@ class AdFetcher:
         self.policy = policy
         self.transport = transport
         self.topics = Topics(settings.leadflow_topic_prefix)
-        self._wake = asyncio.Event()
-        self._stopping = False
-
-    def wake(self) -> None:
-        """Look for due fetches now (a webhook just stored one)."""
-        self._wake.set()
-
-    async def stop(self) -> None:
-        """Finish the fetch in hand and stop."""
-        self._stopping = True
-        self._wake.set()
+        self._client: httpx.AsyncClient | None = None
+        # A webhook wakes the loop when it stores a fetch; otherwise it sleeps until the next
+        # retry is due. The floor keeps a row leased by another replica from spinning us.
+        super().__init__(max_sleep=30.0, min_sleep=0.05, error_pause=2.0)
 
     async def run(self) -> None:
-        """Fetch due leads; sleep until the next one is due or a webhook wakes us."""
+        """Fetch due leads until stopped, with one HTTP client for the whole run."""
         async with httpx.AsyncClient(transport=self.transport, timeout=10.0) as client:
-            while not self._stopping:
-                try:
-                    worked = await self.fetch_due(client)
-                    pause = 0.0 if worked else await self._until_next_due()
-                except Exception as exc:  # database away: try again shortly
-                    log.warning("ad fetcher: %s", exc)
-                    pause = 2.0
-                if pause > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=pause)
-                self._wake.clear()
+            self._client = client
+            await super().run()
 
-    async def _until_next_due(self) -> float:
+    async def step(self) -> datetime | None:
+        """Attempt what is due; return when the next fetch is due."""
+        assert self._client is not None
+        if await self.fetch_due(self._client):
+            return utcnow()
         async with self.runtime.engine.connect() as conn:
-            due = await repository.next_fetch_due(conn)
-        if due is None:
-            return 30.0
-        return min(30.0, max(0.05, (due - utcnow()).total_seconds()))
+            due: datetime | None = await repository.next_fetch_due(conn)
+        return due
 
     async def fetch_due(self, client: httpx.AsyncClient) -> int:
         """Attempt every due fetch once; return how many were attempted."""

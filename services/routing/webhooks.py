@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.routing import durable_queues as queues
 from services.routing.domain.model import Webhook
 from services.routing.messages import RoutingContext
-from services.routing.workers import SleepyLoop
 from shared.events import utcnow
+from shared.loops import DueWorkLoop
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def backoff(hook: Webhook, attempts: int) -> timedelta:
     return timedelta(seconds=min(hook.backoff_seconds * 2 ** (attempts - 1), 3600.0))
 
 
-class WebhookWorker(SleepyLoop):
+class WebhookWorker(DueWorkLoop):
     """Sends due webhook deliveries."""
 
     def __init__(self, engine: AsyncEngine, ctx: RoutingContext, *, batch: int = 20,

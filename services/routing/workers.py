@@ -10,7 +10,6 @@ pending to fired, so it fires exactly once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -24,54 +23,14 @@ from services.routing import handlers
 from services.routing import repository as repo
 from services.routing.messages import RoutingContext
 from shared.events import utcnow
+from shared.loops import DueWorkLoop
 
 log = logging.getLogger(__name__)
 
 TIMERS_FIRED = Counter("leadflow_routing_timers_fired_total", "SLA timers fired", ["kind"])
 
 
-class SleepyLoop:
-    """A loop body run when woken or when its next due time comes (capped at ``max_sleep``)."""
-
-    def __init__(self, max_sleep: float) -> None:
-        self.max_sleep = max_sleep
-        self._wake = asyncio.Event()
-        self._stopping = False
-
-    def wake(self) -> None:
-        """Run the loop body now (safe to call from any coroutine of the same loop)."""
-        self._wake.set()
-
-    async def stop(self) -> None:
-        """Finish the current pass and stop."""
-        self._stopping = True
-        self._wake.set()
-
-    async def step(self) -> datetime | None:
-        """Do due work; return when the next work is due (None: nothing known)."""
-        raise NotImplementedError
-
-    async def run(self) -> None:
-        """Run until stopped; errors are logged and retried after a pause."""
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                nxt = await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s failed; retrying", type(self).__name__)
-                nxt = None
-                await asyncio.sleep(1.0)
-            delay = self.max_sleep
-            if nxt is not None:
-                delay = min(delay, max(0.0, (nxt - utcnow()).total_seconds()))
-            if delay > 0 and not self._stopping:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
-
-
-class TimerWorker(SleepyLoop):
+class TimerWorker(DueWorkLoop):
     """Fires due SLA warning and breach timers."""
 
     def __init__(self, engine: AsyncEngine, ctx: RoutingContext, *, batch: int = 50,
@@ -123,7 +82,7 @@ class TimerWorker(SleepyLoop):
             TIMERS_FIRED.labels(kind).inc()
 
 
-class QueueRetrier(SleepyLoop):
+class QueueRetrier(DueWorkLoop):
     """Retries leads that nobody could take, when woken (capacity freed) or periodically."""
 
     def __init__(self, engine: AsyncEngine, ctx: RoutingContext, *, interval: float) -> None:
