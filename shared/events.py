@@ -30,6 +30,9 @@ class InteractionType:
     AD_LEAD_RECEIVED = "io.leadflow.interaction.ad_lead_received"
     TRACKED = "io.leadflow.interaction.tracked"
     IDENTIFIED = "io.leadflow.interaction.identified"
+    #: An extension to the contract: a source asked for a person's data to be erased
+    #: (a LinkedIn lead-form response DELETED, for instance).
+    ERASURE_REQUESTED = "io.leadflow.interaction.erasure_requested"
 
 
 class LeadType:
