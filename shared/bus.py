@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import insert_for
-from shared.events import CloudEvent, InvalidEvent, from_kafka, utcnow
+from shared.events import CloudEvent, InvalidEvent, derived_event_id, from_kafka, utcnow
 from shared.failpoints import failpoint
 from shared.messaging_tables import processed_events
 from shared.outbox import enqueue
@@ -170,25 +170,47 @@ class ConsumerRunner:
                 events.append(from_kafka(rec.key, rec.value, rec.headers))  # type: ignore[attr-defined]
             except InvalidEvent as exc:
                 bad.append(self._deadletter_event(rec, str(exc)))
+        await self._with_retries(self._apply, events, bad, on_failure=self._apply_one_by_one)
+
+    async def _with_retries(
+        self,
+        apply: Callable[[Sequence[CloudEvent], Sequence[CloudEvent]], Awaitable[None]],
+        events: Sequence[CloudEvent],
+        bad: Sequence[CloudEvent],
+        *,
+        on_failure: Callable[
+            [Sequence[CloudEvent], Sequence[CloudEvent], BaseException], Awaitable[None]
+        ],
+    ) -> None:
+        """Apply; wait out a database outage; after repeated or hard failures, ``on_failure``.
+
+        An IntegrityError is usually a concurrent claim of the same event id by another
+        consumer (the retry then skips it); one that persists is a real failure.
+        """
         delay = 0.2
+        conflicts = 0
         while True:
             try:
-                await self._apply(events, bad)
+                await apply(events, bad)
                 return
-            except IntegrityError:
-                # Another consumer claimed one of these ids first: the retry skips it.
-                log.info("%s: concurrent claim, retrying batch", self.group_id)
+            except IntegrityError as exc:
+                conflicts += 1
+                if conflicts >= 3:
+                    await on_failure(events, bad, exc)
+                    return
+                log.info("%s: concurrent claim, retrying", self.group_id)
             except DBAPIError as exc:
-                if exc.connection_invalidated or _is_transient(exc):
-                    log.warning("%s: database unavailable (%s); retrying", self.group_id, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                await self._apply_one_by_one(events, bad)
-                return
-            except Exception:
-                log.exception("%s: batch failed; isolating the failing event", self.group_id)
-                await self._apply_one_by_one(events, bad)
+                if not (exc.connection_invalidated or _is_transient(exc)):
+                    await on_failure(events, bad, exc)
+                    return
+                if self._stopping:
+                    raise  # leave the offsets uncommitted: the batch is redone after restart
+                log.warning("%s: database unavailable (%s); retrying", self.group_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception as exc:
+                log.exception("%s: processing failed", self.group_id)
+                await on_failure(events, bad, exc)
                 return
 
     async def _apply(self, events: Sequence[CloudEvent], bad: Sequence[CloudEvent]) -> None:
@@ -204,33 +226,40 @@ class ConsumerRunner:
         CONSUMED.labels(self.group_id, "duplicate").inc(len(events) - len(todo))
 
     async def _apply_one_by_one(
-        self, events: Sequence[CloudEvent], bad: Sequence[CloudEvent]
+        self, events: Sequence[CloudEvent], bad: Sequence[CloudEvent], _: BaseException
     ) -> None:
+        """Isolate the failing event of a batch: each alone, a failing one dead-lettered."""
         if bad:
             async with self.engine.begin() as conn:
                 await enqueue(conn, self.source, self.deadletter_topic, bad)
         for ev in events:
-            try:
-                await self._apply([ev], [])
-            except IntegrityError:
-                continue
-            except Exception as exc:
-                log.exception("%s: event %s dead-lettered", self.group_id, ev.id)
-                CONSUMED.labels(self.group_id, "deadletter").inc()
-                async with self.engine.begin() as conn:
-                    if await claim(conn, self.group_id, [ev.id]):
-                        await enqueue(
-                            conn,
-                            self.source,
-                            self.deadletter_topic,
-                            [_as_deadletter(ev, self.group_id, f"{type(exc).__name__}: {exc}")],
-                        )
+            await self._with_retries(self._apply, [ev], [], on_failure=self._deadletter)
+
+    async def _deadletter(
+        self, events: Sequence[CloudEvent], _: Sequence[CloudEvent], exc: BaseException
+    ) -> None:
+        """Record events as processed and send them to the dead-letter topic, in one transaction."""
+        reason = f"{type(exc).__name__}: {exc}"
+        for ev in events:
+            log.error("%s: event %s (%s) dead-lettered: %s", self.group_id, ev.id, ev.type, reason)
+            CONSUMED.labels(self.group_id, "deadletter").inc()
+            async with self.engine.begin() as conn:
+                if await claim(conn, self.group_id, [ev.id]):
+                    await enqueue(
+                        conn,
+                        self.source,
+                        self.deadletter_topic,
+                        [_as_deadletter(ev, self.group_id, reason)],
+                    )
 
     def _deadletter_event(self, rec: object, reason: str) -> CloudEvent:
         raw = getattr(rec, "value", b"") or b""
+        where = "/".join(str(getattr(rec, a, "")) for a in ("topic", "partition", "offset"))
         return CloudEvent(
             type="io.leadflow.deadletter",
             source=self.source,
+            # The same record redelivered after a crash gives the same id: one dead letter.
+            id=derived_event_id("deadletter", self.group_id, where),
             data={
                 "topic": getattr(rec, "topic", None),
                 "partition": getattr(rec, "partition", None),
