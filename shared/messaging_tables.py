@@ -14,6 +14,7 @@ processed_events = Table(
     Column("consumer", String(100), primary_key=True),
     Column("event_id", String(200), primary_key=True),
     Column("processed_at", UTCDateTime(), nullable=False),
+    Index("ix_processed_events_age", "consumer", "processed_at"),
 )
 
 outbox = Table(
@@ -34,5 +35,10 @@ outbox = Table(
     Column("data", JSONType, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("sent_at", UTCDateTime(), nullable=True),
+    # A row the relay must not publish before this time (None: at once). A producer that is
+    # itself trying to publish the event holds its row back this way; if it dies trying, the
+    # hold simply runs out and the relay takes over.
+    Column("available_at", UTCDateTime(), nullable=True),
     Index("ix_outbox_pending", "source", "sent_at", "id"),
+    Index("ix_outbox_sent", "source", "sent_at"),
 )

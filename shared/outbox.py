@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import insert_for, is_sqlite
@@ -27,9 +28,16 @@ RELAYED = Counter("leadflow_outbox_relayed_total", "Outbox rows published to Kaf
 
 
 async def enqueue(
-    conn: AsyncConnection, source: str, topic: str, events: Sequence[CloudEvent]
+    conn: AsyncConnection,
+    source: str,
+    topic: str,
+    events: Sequence[CloudEvent],
+    *,
+    available_at: datetime | None = None,
 ) -> int:
     """Write events to the outbox inside the caller's transaction.
+
+    With ``available_at`` the relay leaves the rows alone until then (see :func:`release`).
 
     An event id already in the outbox is skipped, so re-emitting a derived event is harmless.
     Returns the number of events given.
@@ -51,12 +59,33 @@ async def enqueue(
             "data": dict(ev.data),
             "created_at": now,
             "sent_at": None,
+            "available_at": available_at,
         }
         for ev in events
     ]
     ins = insert_for(conn)(outbox).on_conflict_do_nothing(index_elements=["event_id"])
     await conn.execute(ins, rows)
     return len(rows)
+
+
+async def release(conn: AsyncConnection, event_ids: Sequence[str]) -> None:
+    """Let the relay publish held rows now."""
+    if event_ids:
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.event_id.in_(list(event_ids)), outbox.c.sent_at.is_(None))
+            .values(available_at=None)
+        )
+
+
+async def mark_sent(conn: AsyncConnection, event_ids: Sequence[str]) -> None:
+    """Record rows as published (by someone other than the relay)."""
+    if event_ids:
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.event_id.in_(list(event_ids)), outbox.c.sent_at.is_(None))
+            .values(sent_at=utcnow(), available_at=None)
+        )
 
 
 def _row_event(row: object) -> tuple[str, CloudEvent]:
@@ -148,7 +177,11 @@ class OutboxRelay:
         """Publish one batch of pending rows; return how many were sent."""
         query = (
             select(outbox)
-            .where(outbox.c.source == self.source, outbox.c.sent_at.is_(None))
+            .where(
+                outbox.c.source == self.source,
+                outbox.c.sent_at.is_(None),
+                or_(outbox.c.available_at.is_(None), outbox.c.available_at <= utcnow()),
+            )
             .order_by(outbox.c.id)
             .limit(self.batch_size)
         )

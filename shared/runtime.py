@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.bus import ensure_topics, make_producer
 from shared.outbox import OutboxRelay
+from shared.retention import Retention
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,14 @@ class Runtime:
         self.relay = OutboxRelay(
             engine, None, name, poll_seconds=settings.leadflow_outbox_poll_seconds
         )
-        self.workers: list[Worker] = [self.relay]
+        self.retention = Retention(
+            engine,
+            name,
+            lambda: [str(w.group_id) for w in self.workers if hasattr(w, "group_id")],
+            outbox_keep=timedelta(hours=settings.leadflow_outbox_retention_hours),
+            inbox_keep=timedelta(days=settings.leadflow_inbox_retention_days),
+        )
+        self.workers: list[Worker] = [self.relay, self.retention]
         self.kafka_ready = asyncio.Event()
         self.state: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     leadflow_log_level: str = "INFO"
     leadflow_consumer_batch: int = Field(default=500, ge=1, le=10_000)
     leadflow_outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    leadflow_outbox_retention_hours: float = Field(
+        default=24.0, gt=0, description="How long published outbox rows are kept."
+    )
+    leadflow_inbox_retention_days: float = Field(
+        default=14.0, gt=0, description="How long processed event ids are kept for dedupe."
+    )
 
     meta_app_secret: str | None = None
     meta_verify_token: str | None = None

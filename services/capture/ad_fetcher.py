@@ -3,7 +3,9 @@
 Webhooks only store the platform's lead id in ``capture_ad_fetches``. This worker claims due
 rows, fetches the details with retries and exponential backoff, and on success spools the
 ``ad_lead_received`` event (id derived from platform and lead id) in the same transaction that
-marks the row done. After ``max_attempts`` failures the row is dead-lettered.
+marks the row done. After ``max_attempts`` failures the row is dead-lettered. A finished row
+keeps no fetched answers: only, for LinkedIn, the normalised email/phone that a later
+``DELETED`` notification needs, for ``keep_identifiers_days``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from shared.topics import Topics
 
 log = logging.getLogger(__name__)
 
+#: Platforms that tell capture when a lead is deleted (LinkedIn ``leadAction: DELETED``).
+ERASABLE = frozenset({"linkedin"})
 META_FIELDS = "field_data,created_time,ad_id,form_id,campaign_id,platform,is_organic"
 _LI_FORM = re.compile(r"urn:li:leadGenForm:([^,)]+)")
 
@@ -109,10 +113,21 @@ class AdFetcher(DueWorkLoop):
         except Exception as exc:  # any failure, even an odd answer shape, costs one attempt
             await self._failed(row, f"{type(exc).__name__}: {exc}")
             return
+        contact = event.data.get("contact") or {}
+        keep = row.platform in ERASABLE  # only these platforms send erasure requests later
         async with self.runtime.engine.begin() as conn:
-            await enqueue(conn, repository.SOURCE, self.topics.interactions, [event])
-            await repository.finish_fetch(conn, row.id, event.id)
-        self.runtime.relay.wake()
+            finished = await repository.finish_fetch(
+                conn,
+                row.id,
+                event.id,
+                email=contact.get("email") if keep else None,
+                phone=contact.get("phone") if keep else None,
+                keep_until=utcnow() + timedelta(days=self.policy.keep_identifiers_days),
+            )
+            if finished:  # else the lead was deleted while we fetched it: publish nothing
+                await enqueue(conn, repository.SOURCE, self.topics.interactions, [event])
+        if finished:
+            self.runtime.relay.wake()
 
     async def _failed(self, row: Any, error: str) -> None:
         attempts = row.attempts + 1
@@ -125,8 +140,8 @@ class AdFetcher(DueWorkLoop):
             "ad fetch %s %s failed (attempt %d): %s", row.platform, row.lead_id, attempts, error
         )
         async with self.runtime.engine.begin() as conn:
-            await repository.fail_fetch(conn, row.id, attempts, error, retry_at)
-            if retry_at is None:
+            pending = await repository.fail_fetch(conn, row.id, attempts, error, retry_at)
+            if retry_at is None and pending:
                 dead = CloudEvent(
                     type="io.leadflow.deadletter",
                     source=SOURCE_URI,

@@ -3,7 +3,9 @@
 Each request is verified exactly as its platform specifies (constant-time comparisons); a
 failed check is 401/403 and nothing is stored. Meta and LinkedIn send only a lead id: it is
 stored durably and the answer is 200; the ad fetcher gets the details. Google sends the answers
-inline, so its event is made durable right away.
+inline, so its event is made durable right away. A LinkedIn ``DELETED`` notification cancels
+the fetch and spools an ``erasure_requested`` event (with the email/phone capture kept from
+the fetched response, if any) in the same transaction.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from services.capture.context import SOURCE_URI, CaptureContext, ContextDep
 from services.capture.domain.ads import (
     InvalidPayload,
     ad_interaction,
+    erasure_interaction,
     google_fields,
     hmac_hex,
     id_str,
@@ -33,8 +36,17 @@ from services.capture.domain.ads import (
 from services.capture.domain.jsonsafe import clean
 from services.capture.http_input import read_body
 from services.capture.intake import Submission
-from shared.events import CloudEvent, InteractionType, parse_time, rfc3339, utcnow
+from shared.events import (
+    CloudEvent,
+    InteractionType,
+    derived_event_id,
+    parse_time,
+    rfc3339,
+    utcnow,
+)
+from shared.outbox import enqueue
 from shared.problems import Problem
+from shared.topics import Topics
 
 router = APIRouter(tags=["ad platforms"])
 WEBHOOK_LIMIT = 2 * 1024 * 1024
@@ -171,18 +183,47 @@ async def linkedin_notify(request: Request, ctx: ContextDep) -> Response:
     lead_id = payload["leadGenFormResponse"].rsplit(":", 1)[-1].strip()
     if not lead_id or len(lead_id) > 300:
         raise Problem(422, "leadGenFormResponse is not a lead form response URN")
-    if payload.get("leadAction") == "DELETED":
-        # An erasure request for that response: nothing is captured for it from now on.
-        await _forget(ctx, lead_id)
-        return JSONResponse({"received": 1, "deleted": True})
     if isinstance(payload.get("occurredAt"), int):
         payload["occurred_at"] = rfc3339(datetime.fromtimestamp(payload["occurredAt"] / 1000, UTC))
+    if payload.get("leadAction") == "DELETED":
+        # An erasure request for that response: nothing is captured for it from now on.
+        event_id = await _forget(ctx, lead_id, payload.get("occurred_at"))
+        return JSONResponse({"received": 1, "deleted": True, "event_id": event_id})
     new = await _store(ctx, "linkedin", [(lead_id, payload)])
     return JSONResponse({"received": 1, "new": new})
 
 
-async def _forget(ctx: CaptureContext, lead_id: str) -> None:
-    async with ctx.intake.runtime.engine.begin() as conn:
-        row = await repository.fetch_status(conn, "linkedin", lead_id)
-        if row is not None and row.status == "pending":
-            await repository.fail_fetch(conn, row.id, row.attempts, "deleted by LinkedIn", None)
+def erasure_event_id(platform: str, lead_id: str) -> str:
+    """The deterministic id of the erasure request of a platform lead (redeliveries dedupe)."""
+    return derived_event_id("capture", f"ad:{platform}:erasure", lead_id)
+
+
+async def _forget(ctx: CaptureContext, lead_id: str, occurred_at: Any) -> str:
+    """Cancel the lead's fetch, drop what capture kept of it, and spool an erasure request
+    carrying the email/phone capture learned from the fetched response, if any."""
+    topic = Topics(ctx.settings.leadflow_topic_prefix).interactions
+    try:
+        async with ctx.intake.runtime.engine.begin() as conn:
+            before = await repository.mark_deleted(conn, "linkedin", lead_id)
+            interaction = erasure_interaction(
+                "linkedin",
+                lead_id,
+                before.email if before is not None else None,
+                before.phone if before is not None else None,
+                occurred_at if isinstance(occurred_at, str) else rfc3339(utcnow()),
+                "linkedin_lead_deleted",
+            )
+            event = CloudEvent(
+                type=InteractionType.ERASURE_REQUESTED,
+                source=SOURCE_URI,
+                data=interaction.data,
+                id=erasure_event_id("linkedin", lead_id),
+                key=interaction.lead_key,
+            )
+            await enqueue(conn, repository.SOURCE, topic, [event])
+    except Exception:
+        raise Problem(
+            503, "the deletion could not be stored; retry later", headers={"Retry-After": "10"}
+        ) from None
+    ctx.intake.runtime.relay.wake()
+    return event.id

@@ -17,6 +17,8 @@ class AdFetchPolicy:
     max_attempts: int = 8
     first_retry_seconds: float = 2.0
     max_retry_seconds: float = 600.0
+    #: How long a fetched LinkedIn lead's email/phone are kept for a ``DELETED`` notification.
+    keep_identifiers_days: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,5 +78,6 @@ def parse_config(config: Mapping[str, Any]) -> CaptureConfig:
             max_attempts=int(fetch.get("max_attempts", 8)),
             first_retry_seconds=float(fetch.get("first_retry_seconds", 2)),
             max_retry_seconds=float(fetch.get("max_retry_seconds", 600)),
+            keep_identifiers_days=float(fetch.get("keep_identifiers_days", 30)),
         ),
     )

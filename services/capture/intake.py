@@ -7,9 +7,16 @@ order, when the broker is back. While spooled events wait, new ones join the spo
 one lead's events stay in order. Only if neither worked does the caller get a 503.
 
 A send that timed out is *in doubt*: it may still reach Kafka once a frozen broker resumes.
-Its spooled copy is held back from the relay (``sent_at = IN_DOUBT``) until the send
+Its spooled copy is held back from the relay (the outbox's ``available_at``) until the send
 resolves: delivered, the row is marked sent; failed, the relay gets it. So a broker stall
-produces no duplicate on Kafka, and nothing is lost.
+produces no duplicate on Kafka, and nothing is lost: if the process dies first, the hold runs
+out and the relay publishes the row.
+
+Requests with an idempotency key (Idempotency-Key, Segment ``messageId``, Google lead id)
+first *claim* it: one short transaction inserts the key row and spools the event, held back
+the same way. Of concurrent repeats only the claimer publishes; the others answer its event
+id without publishing. After the direct send the row is marked sent (or released to the
+relay); a row left held by a crash is published when its hold runs out, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -63,19 +70,28 @@ class Intake:
         self._in_doubt: set[asyncio.Task[None]] = set()
 
     async def accept(self, submissions: Sequence[Submission]) -> list[Accepted]:
-        """Make every submission durable; answer from the idempotency records on a repeat."""
+        """Make every submission durable; answer from the idempotency records on a repeat.
+
+        A keyed submission is claimed first (:meth:`_claim`): of concurrent requests with one
+        key, only the winner publishes; the others answer the winner's event id and lead key.
+        """
         known = await self._known([s for s in submissions if s.idempotency_scope])
-        answers: list[Accepted] = []
         fresh: dict[str, Submission] = {}
+        for sub in submissions:
+            if sub.event.id not in known:
+                fresh.setdefault(sub.event.id, sub)
+        claimed, lost = await self._claim([s for s in fresh.values() if s.idempotency_scope])
+        known.update(lost)
+        answers: list[Accepted] = []
         for sub in submissions:
             ev = sub.event
             if ev.id in known:
                 answers.append(Accepted(ev.id, known[ev.id], repeat=True))
-                continue
-            fresh.setdefault(ev.id, sub)
-            answers.append(Accepted(ev.id, ev.key or ""))
-        if fresh:
-            await self._make_durable(list(fresh.values()))
+            else:
+                answers.append(Accepted(ev.id, ev.key or ""))
+        todo = [s for s in fresh.values() if s.event.id not in lost]
+        if todo:
+            await self._make_durable(todo, claimed)
         return answers
 
     async def _known(self, subs: Sequence[Submission]) -> dict[str, str]:
@@ -89,16 +105,41 @@ class Intake:
             log.warning("idempotency lookup failed (%s); continuing", exc)
             return {}
 
-    async def _make_durable(self, subs: list[Submission]) -> None:
+    async def _claim(self, subs: Sequence[Submission]) -> tuple[set[str], dict[str, str]]:
+        """Claim keys in one short transaction: (ids won, lead keys of the ids lost)."""
+        if not subs:
+            return set(), {}
+        claims = [(s.event, s.idempotency_scope or "") for s in subs]
+        try:
+            async with self.runtime.engine.begin() as conn:
+                won = await repository.claim_idempotent(conn, self.topic, claims)
+        except Exception as exc:
+            # The database is away: Kafka alone (a repeat may then publish the same id again).
+            log.warning("claiming idempotency keys failed (%s); continuing", exc)
+            return set(), {}
+        lost: dict[str, str] = {}
+        lost_ids = [s.event.id for s in subs if s.event.id not in won]
+        if lost_ids:
+            try:
+                async with self.runtime.engine.connect() as conn:
+                    lost = await repository.find_idempotent(conn, lost_ids)
+            except Exception as exc:
+                log.warning("reading claimed idempotency keys failed: %s", exc)
+        for sub in subs:  # record unreadable or pruned in between: answer with the event's key
+            if sub.event.id in lost_ids:
+                lost.setdefault(sub.event.id, sub.event.key or "")
+        return won, lost
+
+    async def _make_durable(self, subs: list[Submission], claimed: set[str]) -> None:
         if not await self._must_spool():
-            outcome = await self._publish_directly(subs)
+            outcome = await self._publish_directly(subs, claimed)
             if outcome == "delivered":
-                await self._remember(subs)
+                await self._settle(subs, claimed)
                 ACCEPTED.labels("direct").inc(len(subs))
                 return
             if outcome == "in_doubt":
                 return
-        await self._spool(subs, in_doubt=None)
+        await self._spool(subs, in_doubt=None, claimed=claimed)
 
     async def _must_spool(self) -> bool:
         if not self.runtime.kafka_ready.is_set() or self._in_doubt:
@@ -111,19 +152,24 @@ class Intake:
                 return False  # the database is away: Kafka is the only way left
         return self._spooling
 
-    async def _publish_directly(self, subs: list[Submission]) -> str:
+    async def _publish_directly(self, subs: list[Submission], claimed: set[str]) -> str:
         items = [(self.topic, s.event) for s in subs]
         task = asyncio.ensure_future(publish(self.runtime.producer, items))
         done, _ = await asyncio.wait({task}, timeout=self.publish_timeout)
         if not done:
-            await self._spool(subs, in_doubt=task)
+            await self._spool(subs, in_doubt=task, claimed=claimed)
             return "in_doubt"
         if task.exception() is not None:
             log.warning("direct publish failed (%s); spooling", task.exception())
             return "failed"
         return "delivered"
 
-    async def _spool(self, subs: list[Submission], in_doubt: asyncio.Future[None] | None) -> None:
+    async def _spool(
+        self,
+        subs: list[Submission],
+        in_doubt: asyncio.Future[None] | None,
+        claimed: Collection[str] = (),
+    ) -> None:
         events = [s.event for s in subs]
         ids = [e.id for e in events]
         try:
@@ -131,6 +177,8 @@ class Intake:
                 await enqueue(conn, repository.SOURCE, self.topic, events)
                 if in_doubt is not None:
                     await repository.mark_in_doubt(conn, ids)
+                else:
+                    await repository.settle(conn, [i for i in ids if i in claimed], delivered=False)
                 await repository.remember_idempotent(conn, _records(subs))
         except Exception as exc:
             log.error("spooling %d events failed: %s", len(events), exc)
@@ -159,7 +207,7 @@ class Intake:
         while True:
             try:
                 async with self.runtime.engine.begin() as conn:
-                    await repository.resolve_in_doubt(conn, ids, delivered=delivered)
+                    await repository.settle(conn, ids, delivered=delivered)
                 break
             except Exception as exc:
                 log.warning("resolving in-doubt events failed (%s); retrying", exc)
@@ -168,19 +216,22 @@ class Intake:
         if not delivered:
             self.runtime.relay.wake()
 
-    async def _remember(self, subs: list[Submission]) -> None:
-        records = _records(subs)
-        if not records:
+    async def _settle(self, subs: list[Submission], claimed: set[str]) -> None:
+        """Delivered directly: mark the claimed rows sent; remember keys not claimed before."""
+        records = _records([s for s in subs if s.event.id not in claimed])
+        done = [s.event.id for s in subs if s.event.id in claimed]
+        if not records and not done:
             return
         try:
             async with self.runtime.engine.begin() as conn:
+                await repository.settle(conn, done, delivered=True)
                 await repository.remember_idempotent(conn, records)
         except Exception as exc:
-            # The event is on Kafka already; a repeat would re-send the same id, harmless.
-            log.warning("recording idempotency keys failed: %s", exc)
+            # The event is on Kafka already; the sweep may re-send the same id, harmless.
+            log.warning("recording delivered events failed: %s", exc)
 
     async def drain(self, within: float) -> None:
-        """At shutdown: let in-doubt sends resolve; leave the rest to the stale-row sweep."""
+        """At shutdown: let in-doubt sends resolve; the rest are published when their hold ends."""
         if self._in_doubt:
             await asyncio.wait(set(self._in_doubt), timeout=within)
 
@@ -192,8 +243,9 @@ def _records(subs: Sequence[Submission]) -> list[tuple[str, str, str]]:
 
 
 class SpoolSweeper:
-    """A worker that hands rows left in doubt by a crashed process back to the relay, and
-    forgets idempotency records once they are too old to matter."""
+    """A worker that forgets idempotency records once they are too old to matter, the
+    email/phone kept for LinkedIn erasure requests once their time is up, and the data of
+    ad-lead events once they are on Kafka."""
 
     def __init__(
         self,
@@ -201,11 +253,9 @@ class SpoolSweeper:
         *,
         keep_idempotency_days: float = 7.0,
         every: float = 30.0,
-        older_than: float = 120.0,
     ) -> None:
         self.intake = intake
         self.every = every
-        self.older_than = timedelta(seconds=older_than)
         self.keep_idempotency = timedelta(days=keep_idempotency_days)
         self._stop = asyncio.Event()
 
@@ -214,11 +264,9 @@ class SpoolSweeper:
         while not self._stop.is_set():
             try:
                 async with self.intake.runtime.engine.begin() as conn:
-                    released = await repository.release_stale_in_doubt(conn, self.older_than)
                     await repository.prune_idempotent(conn, self.keep_idempotency)
-                if released:
-                    log.warning("released %d stale in-doubt events to the relay", released)
-                    self.intake.runtime.relay.wake()
+                    await repository.prune_identifiers(conn)
+                    await repository.scrub_sent_ad_events(conn)
             except Exception as exc:
                 log.warning("spool sweep failed: %s", exc)
             with contextlib.suppress(TimeoutError):

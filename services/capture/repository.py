@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.capture.tables import ad_fetches, idempotency
 from shared.db import insert_for
-from shared.events import utcnow
+from shared.events import CloudEvent, InteractionType, utcnow
 from shared.messaging_tables import outbox
+from shared.outbox import enqueue, mark_sent, release
 
-#: ``sent_at`` of spooled rows whose direct publish is still in doubt: the relay (which sends
-#: rows whose ``sent_at`` is NULL) leaves them alone until the original send resolves.
-IN_DOUBT = datetime(1970, 1, 1, tzinfo=UTC)
+#: How long a spooled row is held back from the relay while capture itself is sending it (a
+#: claimed idempotency key, or a direct send in doubt). The send settles it long before; if the
+#: process dies first, the hold runs out and the relay publishes the row (at least once).
+HOLD = timedelta(seconds=120)
 SOURCE = "capture"
 
 
@@ -49,6 +51,43 @@ async def remember_idempotent(
     )
 
 
+async def claim_idempotent(
+    conn: AsyncConnection, topic: str, claims: Sequence[tuple[CloudEvent, str]]
+) -> set[str]:
+    """Claim the idempotency keys of ``(event, scope)`` pairs; return the ids this caller won.
+
+    A won key's event is spooled in the same transaction, held back (:data:`HOLD`), so it is
+    durable before anything is published. A concurrent claimer of the same key waits on the
+    unique key (PostgreSQL) or the write lock (SQLite) and loses: it must not publish.
+    """
+    now = utcnow()
+    ins = insert_for(conn)(idempotency).on_conflict_do_nothing(index_elements=["event_id"])
+    won: list[CloudEvent] = []
+    for event, scope in sorted(claims, key=lambda c: c[0].id):  # one lock order: no deadlock
+        result = await conn.execute(
+            ins,
+            {
+                "event_id": event.id,
+                "scope": scope[:300],
+                "lead_key": event.key or "",
+                "created_at": now,
+            },
+        )
+        if result.rowcount:
+            won.append(event)
+    if won:
+        await enqueue(conn, SOURCE, topic, won, available_at=now + HOLD)
+    return {e.id for e in won}
+
+
+async def settle(conn: AsyncConnection, event_ids: Sequence[str], *, delivered: bool) -> None:
+    """Held rows whose direct send is over: delivered ones are done, others go to the relay."""
+    if delivered:
+        await mark_sent(conn, event_ids)
+    else:
+        await release(conn, event_ids)
+
+
 async def prune_idempotent(conn: AsyncConnection, older_than: timedelta) -> int:
     """Forget idempotency records older than ``older_than`` (repeats come within hours)."""
     result = await conn.execute(
@@ -62,43 +101,20 @@ async def mark_in_doubt(conn: AsyncConnection, event_ids: Sequence[str]) -> None
     await conn.execute(
         update(outbox)
         .where(outbox.c.event_id.in_(list(event_ids)), outbox.c.sent_at.is_(None))
-        .values(sent_at=IN_DOUBT)
+        .values(available_at=utcnow() + HOLD)
     )
-
-
-async def resolve_in_doubt(
-    conn: AsyncConnection, event_ids: Sequence[str], *, delivered: bool
-) -> None:
-    """The direct send finished: delivered rows are done, the others go back to the relay."""
-    await conn.execute(
-        update(outbox)
-        .where(outbox.c.event_id.in_(list(event_ids)), outbox.c.sent_at == IN_DOUBT)
-        .values(sent_at=utcnow() if delivered else None)
-    )
-
-
-async def release_stale_in_doubt(conn: AsyncConnection, older_than: timedelta) -> int:
-    """Give rows left in doubt by a crashed process back to the relay (at least once)."""
-    result = await conn.execute(
-        update(outbox)
-        .where(
-            outbox.c.source == SOURCE,
-            outbox.c.sent_at == IN_DOUBT,
-            outbox.c.created_at < utcnow() - older_than,
-        )
-        .values(sent_at=None)
-    )
-    return int(result.rowcount or 0)
 
 
 async def spool_pending(conn: AsyncConnection) -> int:
-    """How many capture events wait in the spool (unsent or in doubt)."""
+    """How many capture events wait for the relay (held rows are settled by their sender;
+    the intake tracks its own in-doubt sends)."""
     q = (
         select(func.count())
         .select_from(outbox)
         .where(
             outbox.c.source == SOURCE,
-            (outbox.c.sent_at.is_(None)) | (outbox.c.sent_at == IN_DOUBT),
+            outbox.c.sent_at.is_(None),
+            or_(outbox.c.available_at.is_(None), outbox.c.available_at <= utcnow()),
         )
     )
     return int((await conn.execute(q)).scalar_one())
@@ -167,22 +183,89 @@ async def next_fetch_due(conn: AsyncConnection) -> datetime | None:
     return value
 
 
-async def finish_fetch(conn: AsyncConnection, fetch_id: int, event_id: str) -> None:
-    """The lead details were fetched and the event spooled."""
-    await conn.execute(
+async def finish_fetch(
+    conn: AsyncConnection,
+    fetch_id: int,
+    event_id: str,
+    *,
+    email: str | None = None,
+    phone: str | None = None,
+    keep_until: datetime | None = None,
+) -> bool:
+    """The lead details were fetched: keep only what dedupe needs (platform, lead id, event
+    id), plus the normalised email/phone given, until ``keep_until`` (for a later erasure
+    request). False when the row is no longer pending (deleted meanwhile): spool nothing."""
+    keep = bool(email or phone) and keep_until is not None
+    result = await conn.execute(
         update(ad_fetches)
-        .where(ad_fetches.c.id == fetch_id)
-        .values(status="done", event_id=event_id, last_error=None, updated_at=utcnow())
+        .where(ad_fetches.c.id == fetch_id, ad_fetches.c.status == "pending")
+        .values(
+            status="done",
+            event_id=event_id,
+            last_error=None,
+            notification={},
+            email=email if keep else None,
+            phone=phone if keep else None,
+            identifiers_until=keep_until if keep else None,
+            updated_at=utcnow(),
+        )
     )
+    return bool(result.rowcount)
+
+
+async def mark_deleted(conn: AsyncConnection, platform: str, lead_id: str) -> Any:
+    """The platform deleted the lead: nothing more is fetched or kept for it, a late
+    notification of it is ignored. Returns the row as it was before (None if unknown)."""
+    before = await fetch_status(conn, platform, lead_id)
+    now = utcnow()
+    gone: dict[str, Any] = {
+        "status": "deleted",
+        "notification": {},
+        "last_error": None,
+        "email": None,
+        "phone": None,
+        "identifiers_until": None,
+        "updated_at": now,
+    }
+    if before is None:
+        ins = insert_for(conn)(ad_fetches).on_conflict_do_nothing(
+            index_elements=["platform", "lead_id"]
+        )
+        await conn.execute(
+            ins,
+            {
+                **gone,
+                "platform": platform,
+                "lead_id": lead_id,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "event_id": None,
+                "created_at": now,
+            },
+        )
+    else:
+        await conn.execute(update(ad_fetches).where(ad_fetches.c.id == before.id).values(**gone))
+    return before
+
+
+async def prune_identifiers(conn: AsyncConnection) -> int:
+    """Forget the email/phone kept for erasure requests once their time is up."""
+    result = await conn.execute(
+        update(ad_fetches)
+        .where(ad_fetches.c.identifiers_until < utcnow())
+        .values(email=None, phone=None, identifiers_until=None)
+    )
+    return int(result.rowcount or 0)
 
 
 async def fail_fetch(
     conn: AsyncConnection, fetch_id: int, attempts: int, error: str, retry_at: datetime | None
-) -> None:
-    """A failed attempt: retry at ``retry_at``, or dead-letter when it is None."""
-    await conn.execute(
+) -> bool:
+    """A failed attempt: retry at ``retry_at``, or dead-letter when it is None. False when
+    the row is no longer pending (deleted meanwhile)."""
+    result = await conn.execute(
         update(ad_fetches)
-        .where(ad_fetches.c.id == fetch_id)
+        .where(ad_fetches.c.id == fetch_id, ad_fetches.c.status == "pending")
         .values(
             attempts=attempts,
             last_error=error[:2000],
@@ -191,6 +274,27 @@ async def fail_fetch(
             next_attempt_at=retry_at or utcnow(),
         )
     )
+    return bool(result.rowcount)
+
+
+#: Event types whose outbox rows hold answers fetched from an ad platform (or identifiers).
+AD_EVENT_TYPES = (InteractionType.AD_LEAD_RECEIVED, InteractionType.ERASURE_REQUESTED)
+
+
+async def scrub_sent_ad_events(conn: AsyncConnection) -> int:
+    """Blank the data and key of spooled ad-lead / erasure events once they are on Kafka: the
+    outbox row is only needed for its event id then (a repeated id is still ignored)."""
+    result = await conn.execute(
+        update(outbox)
+        .where(
+            outbox.c.source == SOURCE,
+            outbox.c.ce_type.in_(AD_EVENT_TYPES),
+            outbox.c.sent_at.is_not(None),
+            outbox.c.partition_key.is_not(None),
+        )
+        .values(data={}, partition_key=None)
+    )
+    return int(result.rowcount or 0)
 
 
 async def fetch_status(conn: AsyncConnection, platform: str, lead_id: str) -> Any:

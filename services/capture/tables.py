@@ -1,4 +1,4 @@
-"""Capture's own tables (created by migrations/versions/capture_0001_initial.py)."""
+"""Capture's own tables (created by the migrations in migrations/versions/)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ idempotency = Table(
 )
 
 #: Ad-platform leads whose details must still be fetched (Meta Graph API, LinkedIn Lead Sync).
+#: Once fetched, a row keeps only what dedupe needs (platform, lead id, event id) plus, for
+#: LinkedIn, the normalised email/phone an erasure request (``leadAction: DELETED``) needs,
+#: until ``identifiers_until``. Status: pending | done | dead | deleted.
 ad_fetches = Table(
     "capture_ad_fetches",
     metadata,
@@ -39,13 +42,16 @@ ad_fetches = Table(
     Column("platform", String(20), nullable=False),
     Column("lead_id", String(300), nullable=False),
     Column("notification", JSONType, nullable=False),
-    Column("status", String(10), nullable=False),  # pending | done | dead
+    Column("status", String(10), nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", UTCDateTime(), nullable=False),
     Column("last_error", Text, nullable=True),
     Column("event_id", String(200), nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("email", Text, nullable=True),
+    Column("phone", String(40), nullable=True),
+    Column("identifiers_until", UTCDateTime(), nullable=True),
     UniqueConstraint("platform", "lead_id", name="uq_capture_ad_fetches_lead"),
     Index("ix_capture_ad_fetches_due", "status", "next_attempt_at"),
 )

@@ -6,13 +6,16 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from services.capture.ad_fetcher import ad_event_id
+from services.capture.api_webhooks import erasure_event_id
 from services.capture.tables import ad_fetches
-from shared.events import InteractionType
+from shared.event_schemas import schema_errors
+from shared.events import InteractionType, utcnow
 from shared.topics import Topics
 from tests.capture.conftest import Running, make_config, start
 from tests.capture.standin import StandIn, running_standin
@@ -133,6 +136,10 @@ async def test_meta_leads_fetched_with_retries_and_deduped(app: Running, standin
     )
     assert again.json() == {"received": 2, "new": 0}
     assert len(await read_topic(app.bootstrap, app.topic)) == 2
+    # Done rows keep only what dedupe needs: Meta sends no erasure requests, so no identifiers.
+    for lead_id in (str(BIG), "777"):
+        row = await _fetch_row(app, lead_id)
+        assert row.notification == {} and row.email is None and row.phone is None
 
 
 async def test_failed_fetch_is_dead_lettered(app: Running, standin: StandIn) -> None:
@@ -260,3 +267,104 @@ async def test_linkedin_challenge_signatures_and_fetch(app: Running, standin: St
         return standin.calls.count("/li/rest/leadFormResponses/1a2b3c-4") == 1
 
     await wait_for(fetched_once)
+
+
+def li_sign(raw: bytes) -> str:
+    return "hmacsha256=" + hmac.new(LI_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+
+
+def li_note(lead_id: str, action: str) -> bytes:
+    return json.dumps(
+        {
+            "type": "LEAD_ACTION",
+            "leadGenFormResponse": f"urn:li:leadGenFormResponse:{lead_id}",
+            "leadGenForm": "urn:li:versionedLeadGenForm:(urn:li:leadGenForm:1,1)",
+            "owner": {"sponsoredAccount": "urn:li:sponsoredAccount:123"},
+            "associatedEntity": {"sponsoredCreative": "urn:li:sponsoredCreative:456"},
+            "leadType": "SPONSORED",
+            "leadAction": action,
+            "occurredAt": 1686182358881,
+        }
+    ).encode()
+
+
+async def _post_li(app: Running, raw: bytes) -> dict[str, object]:
+    resp = await app.client.post(
+        "/v1/webhooks/linkedin", content=raw, headers={"x-li-signature": li_sign(raw)}
+    )
+    assert resp.status_code == 200, resp.text
+    body: dict[str, object] = resp.json()
+    return body
+
+
+async def _fetch_row(app: Running, lead_id: str) -> Any:
+    async with app.app.state.runtime.engine.connect() as conn:
+        return (await conn.execute(select(ad_fetches).where(ad_fetches.c.lead_id == lead_id))).one()
+
+
+async def test_linkedin_deleted_after_fetch_requests_erasure(
+    app: Running, standin: StandIn
+) -> None:
+    standin.answers["/li/rest/leadFormResponses/del-1"] = {
+        "formResponse": {
+            "answers": [
+                {"questionId": 1, "answerDetails": {"textQuestionAnswer": {"answer": "Del@X.com"}}},
+                {"questionId": 2, "answerDetails": {"textQuestionAnswer": {"answer": "Dee"}}},
+                {
+                    "questionId": 3,
+                    "answerDetails": {"textQuestionAnswer": {"answer": "+1 415 555 0123"}},
+                },
+            ]
+        }
+    }
+    standin.answers["/li/rest/leadForms/1"] = {
+        "content": {
+            "questions": [
+                {"questionId": 1, "predefinedField": "EMAIL"},
+                {"questionId": 2, "predefinedField": "FIRST_NAME"},
+                {"questionId": 3, "predefinedField": "PHONE_NUMBER"},
+            ]
+        }
+    }
+    assert (await _post_li(app, li_note("del-1", "CREATED")))["new"] == 1
+    [lead] = await wait_for_events(app.bootstrap, app.topic, lambda evs: len(evs) >= 1)
+    assert lead.type == InteractionType.AD_LEAD_RECEIVED and lead.key == "del@x.com"
+    # Finished: only dedupe data and the normalised identifiers are kept, no fetched answers.
+    row = await _fetch_row(app, "del-1")
+    assert row.status == "done" and row.event_id == lead.id and row.notification == {}
+    assert (row.email, row.phone) == ("del@x.com", "+14155550123")
+    assert row.identifiers_until is not None and row.identifiers_until > utcnow()
+
+    body = await _post_li(app, li_note("del-1", "DELETED"))
+    assert body["deleted"] is True and body["event_id"] == erasure_event_id("linkedin", "del-1")
+    again = await _post_li(app, li_note("del-1", "DELETED"))  # a redelivery: same id
+    assert again["event_id"] == body["event_id"]
+    events = await wait_for_events(app.bootstrap, app.topic, lambda evs: len(evs) >= 2)
+    [erasure] = [e for e in events if e.type == InteractionType.ERASURE_REQUESTED]
+    assert erasure.id == body["event_id"] and erasure.key == "del@x.com"
+    assert erasure.data["channel"] == "ad" and erasure.data["lead_key"] == "del@x.com"
+    assert erasure.data["contact"] == {"email": "del@x.com", "phone": "+14155550123"}
+    assert erasure.data["ad"]["platform"] == "linkedin" and erasure.data["ad"]["lead_id"] == "del-1"
+    assert erasure.data["custom"] == {"reason": "linkedin_lead_deleted"}
+    assert erasure.data["occurred_at"] == "2023-06-07T23:59:18.881000Z"
+    assert schema_errors(erasure) == []
+    row = await _fetch_row(app, "del-1")
+    assert row.status == "deleted" and row.email is None and row.phone is None
+    # A late CREATED redelivery is not fetched again.
+    assert (await _post_li(app, li_note("del-1", "CREATED")))["new"] == 0
+    assert standin.calls.count("/li/rest/leadFormResponses/del-1") == 1
+    assert len(await read_topic(app.bootstrap, app.topic)) == 2
+
+
+async def test_linkedin_deleted_before_fetch_requests_erasure_by_lead_id(
+    app: Running, standin: StandIn
+) -> None:
+    body = await _post_li(app, li_note("never-fetched", "DELETED"))
+    [erasure] = await wait_for_events(app.bootstrap, app.topic, lambda evs: len(evs) >= 1)
+    assert erasure.type == InteractionType.ERASURE_REQUESTED and erasure.id == body["event_id"]
+    assert erasure.key == "linkedin:never-fetched" and erasure.data["contact"] is None
+    assert erasure.data["ad"]["lead_id"] == "never-fetched"
+    assert erasure.data["custom"] == {"reason": "linkedin_lead_deleted"}
+    assert schema_errors(erasure) == []
+    assert (await _post_li(app, li_note("never-fetched", "CREATED")))["new"] == 0
+    assert standin.calls == []

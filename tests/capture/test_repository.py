@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from services.capture import repository
 from services.capture.tables import ad_fetches, idempotency
 from shared.db import create_engine
-from shared.events import CloudEvent, utcnow
+from shared.events import CloudEvent, InteractionType, utcnow
 from shared.messaging_tables import outbox
 from shared.outbox import enqueue
 
@@ -46,23 +46,29 @@ async def test_in_doubt_rows_are_hidden_then_resolved_or_released(db_url: str) -
             await enqueue(conn, "capture", "topic", events)
             await repository.mark_in_doubt(conn, ids)
         async with engine.begin() as conn:
-            assert await repository.spool_pending(conn) == 3
-            await repository.resolve_in_doubt(conn, ids[:1], delivered=True)
-            await repository.resolve_in_doubt(conn, ids[1:2], delivered=False)
-            # the third is stale: a crashed process left it in doubt long ago
+            # held: not for the relay (the intake tracks its own in-doubt sends)
+            assert await repository.spool_pending(conn) == 0
+            await repository.settle(conn, ids[:1], delivered=True)
+            await repository.settle(conn, ids[1:2], delivered=False)
+            # the third is stale: a crashed process left it in doubt, and its hold ran out
             await conn.execute(
                 update(outbox)
                 .where(outbox.c.event_id == ids[2])
-                .values(created_at=utcnow() - timedelta(hours=1))
+                .values(available_at=utcnow() - timedelta(seconds=1))
             )
-            assert await repository.release_stale_in_doubt(conn, timedelta(minutes=2)) == 1
+            assert await repository.spool_pending(conn) == 2
         async with engine.connect() as conn:
             rows = {
-                r.event_id: r.sent_at
-                for r in await conn.execute(select(outbox.c.event_id, outbox.c.sent_at))
+                r.event_id: r
+                for r in await conn.execute(
+                    select(outbox.c.event_id, outbox.c.sent_at, outbox.c.available_at)
+                )
             }
-        assert rows[ids[0]] is not None and rows[ids[0]] > repository.IN_DOUBT
-        assert rows[ids[1]] is None and rows[ids[2]] is None
+        assert rows[ids[0]].sent_at is not None and rows[ids[0]].sent_at > utcnow() - timedelta(
+            minutes=1
+        )
+        assert rows[ids[1]].sent_at is None and rows[ids[1]].available_at is None
+        assert rows[ids[2]].sent_at is None
     finally:
         await engine.dispose()
 
@@ -90,5 +96,70 @@ async def test_ad_fetch_claims_dedupe_and_backoff(db_url: str) -> None:
         async with engine.connect() as conn:
             statuses = {r.platform: r.status for r in await conn.execute(select(ad_fetches))}
         assert statuses == {"meta": "done", "linkedin": "pending"}
+    finally:
+        await engine.dispose()
+
+
+async def test_finished_fetch_keeps_only_dedupe_data_and_identifiers_for_a_while(
+    db_url: str,
+) -> None:
+    engine = create_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            for lead in ("kept", "expired", "gone"):
+                await repository.add_ad_fetch(conn, "linkedin", lead, {"leadType": "SPONSORED"})
+            rows = {r.lead_id: r for r in await conn.execute(select(ad_fetches))}
+            soon, past = utcnow() + timedelta(days=30), utcnow() - timedelta(seconds=1)
+            assert await repository.finish_fetch(
+                conn, rows["kept"].id, "e-1", email="a@b.co", keep_until=soon
+            )
+            assert await repository.finish_fetch(
+                conn, rows["expired"].id, "e-2", phone="+14155550123", keep_until=past
+            )
+            before = await repository.mark_deleted(conn, "linkedin", "gone")
+            assert before.status == "pending"
+            # deleted while being fetched: the fetch finishes nothing
+            assert not await repository.finish_fetch(conn, rows["gone"].id, "e-3")
+            assert not await repository.fail_fetch(conn, rows["gone"].id, 1, "x", None)
+            assert await repository.mark_deleted(conn, "linkedin", "unknown") is None
+            assert await repository.prune_identifiers(conn) == 1
+        async with engine.connect() as conn:
+            rows = {r.lead_id: r for r in await conn.execute(select(ad_fetches))}
+        assert (rows["kept"].email, rows["kept"].phone) == ("a@b.co", None)
+        assert rows["kept"].notification == {} and rows["kept"].event_id == "e-1"
+        assert rows["expired"].phone is None and rows["expired"].identifiers_until is None
+        assert rows["gone"].status == rows["unknown"].status == "deleted"
+        assert rows["gone"].notification == {} and rows["gone"].event_id is None
+    finally:
+        await engine.dispose()
+
+
+async def test_sent_ad_events_are_scrubbed_in_the_spool(db_url: str) -> None:
+    engine = create_engine(db_url)
+    try:
+        ad = CloudEvent(
+            type=InteractionType.AD_LEAD_RECEIVED, source="/s", data={"x": "a@b.co"}, key="a@b.co"
+        )
+        waiting = CloudEvent(
+            type=InteractionType.AD_LEAD_RECEIVED, source="/s", data={"x": "c@d.co"}, key="c@d.co"
+        )
+        form = CloudEvent(type=InteractionType.FORM_SUBMITTED, source="/s", data={"y": 1}, key="k")
+        async with engine.begin() as conn:
+            await enqueue(conn, repository.SOURCE, "topic", [ad, waiting, form])
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.event_id.in_([ad.id, form.id]))
+                .values(sent_at=utcnow())
+            )
+            assert await repository.scrub_sent_ad_events(conn) == 1
+            assert await repository.scrub_sent_ad_events(conn) == 0
+            rows = {
+                r.event_id: r
+                for r in await conn.execute(
+                    select(outbox.c.event_id, outbox.c.data, outbox.c.partition_key)
+                )
+            }
+        assert rows[ad.id].data == {} and rows[ad.id].partition_key is None
+        assert rows[waiting.id].data == {"x": "c@d.co"} and rows[form.id].data == {"y": 1}
     finally:
         await engine.dispose()

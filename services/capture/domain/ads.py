@@ -246,3 +246,32 @@ def ad_interaction(
         },
     )
     return Interaction(lead_key, data)
+
+
+def erasure_interaction(
+    platform: str,
+    lead_id: str,
+    email: str | None,
+    phone: str | None,
+    occurred_at: str,
+    reason: str,
+) -> Interaction:
+    """An ``erasure_requested`` interaction for a platform lead (docs/events.md): the person's
+    identifiers when known, ``ad`` naming the lead, ``custom.reason``. The lead key is the
+    email, else the phone, else the platform lead id (as for ``ad_lead_received``)."""
+    lead_key = email or phone or f"{platform}:{lead_id}"
+    data = empty_data("ad", lead_key, occurred_at)
+    contact = {k: v for k, v in (("email", email), ("phone", phone)) if v}
+    data.update(
+        contact=contact or None,
+        custom={"reason": reason},
+        ad={
+            "platform": platform,
+            "lead_id": lead_id,
+            "form_id": None,
+            "campaign_id": None,
+            "ad_id": None,
+            "is_test": False,
+        },
+    )
+    return Interaction(lead_key, data)
