@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -12,7 +14,7 @@ from services.scoring.domain.identity import email_hash
 from services.scoring.domain.lifecycle import Change
 from services.scoring.domain.model import Lead
 from services.scoring.domain.privacy import scrub_interaction
-from services.scoring.handlers import SOURCE, lead_events
+from services.scoring.outgoing import SOURCE, lead_events
 from services.scoring.repository import LeadRepository
 from shared.events import LeadType, new_event_id
 from shared.outbox import enqueue
@@ -60,25 +62,38 @@ async def override_lead(
 
 
 async def erase_lead(
-    conn: AsyncConnection, topics: Topics, lead_id: str, now: datetime
+    conn: AsyncConnection,
+    topics: Topics,
+    lead_id: str,
+    now: datetime,
+    *,
+    cause_id: str | None = None,
+    cause_type: str = ERASURE_TYPE,
+    details: dict[str, Any] | None = None,
+    extra_hashes: Iterable[str] = (),
 ) -> Lead | None:
-    """Remove the person's data from the lead and its stored interactions; remember the email."""
+    """Remove the person's data from the lead and its stored interactions; remember the email.
+
+    ``DELETE /v1/leads/{id}`` and an ``erasure_requested`` event both come here; the event
+    passes its own id as ``cause_id`` (so ``lead.erased`` gets a stable id) and the hashes of
+    the identifiers it named as ``extra_hashes``.
+    """
     repo = LeadRepository(conn)
     lead = (await repo.load([lead_id])).get(lead_id)
     if lead is None:
         return None
-    hashes = [email_hash(e) for e in lead.emails]
+    hashes = [email_hash(e) for e in lead.emails] + list(extra_hashes)
     profile.erase(lead, now)
     await repository.erase(conn, lead.id, hashes, now, scrub_interaction)
     await repository.scrub_sent_events(conn, SOURCE, lead.id)
-    cause = new_event_id()
+    cause = cause_id or new_event_id()
     repo.touch(lead)
-    repo.add_timeline(lead.id, now, "erased", ERASURE_TYPE, cause, {"by": "api"})
+    repo.add_timeline(lead.id, now, "erased", cause_type, cause, details or {"by": "api"})
     await repo.flush(now)
     await enqueue(
         conn,
         SOURCE,
         topics.leads,
-        lead_events(lead, [Change(LeadType.ERASED)], cause, ERASURE_TYPE, now),
+        lead_events(lead, [Change(LeadType.ERASED)], cause, cause_type, now),
     )
     return lead

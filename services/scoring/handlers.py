@@ -15,13 +15,13 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.scoring import repository
+from services.scoring import commands, repository
 from services.scoring.domain import lifecycle, profile
 from services.scoring.domain.identity import (
     EMAIL,
     MERGED,
     Identifiers,
-    email_hash,
+    identifier_hash,
     identifiers_of,
     normalise_email,
 )
@@ -29,11 +29,13 @@ from services.scoring.domain.lifecycle import Change
 from services.scoring.domain.model import Lead
 from services.scoring.domain.resolution import resolve
 from services.scoring.domain.rules import Rules
+from services.scoring.outgoing import SOURCE, lead_events
 from services.scoring.repository import LeadRepository
 from shared.events import (
     INTERACTION_TYPES,
     SALES_TYPES,
     CloudEvent,
+    InteractionType,
     LeadType,
     RoutingType,
     derived_event_id,
@@ -44,36 +46,7 @@ from shared.topics import Topics
 
 log = logging.getLogger(__name__)
 
-SOURCE = "scoring"
-CE_SOURCE = "/leadflow/scoring"
 ASSIGNMENT_TYPES = frozenset({RoutingType.ASSIGNED, RoutingType.REASSIGNED})
-
-
-def lead_events(
-    lead: Lead, changes: Sequence[Change], cause_id: str, cause_type: str, now: datetime
-) -> list[CloudEvent]:
-    """The ``leadflow.leads`` events for changes of one lead caused by one event."""
-    snapshot = lead.to_resource()
-    out = []
-    for change in changes:
-        data: dict[str, Any] = {
-            "lead": snapshot,
-            "cause": {"event_id": cause_id, "type": cause_type},
-        }
-        if change.change is not None:
-            data["change"] = change.change
-        out.append(
-            CloudEvent(
-                type=change.type,
-                source=CE_SOURCE,
-                data=data,
-                time=now,
-                subject=lead.id,
-                key=lead.key,
-                id=derived_event_id(cause_id, lead.id, change.type),
-            )
-        )
-    return out
 
 
 class ScoringHandler:
@@ -87,16 +60,66 @@ class ScoringHandler:
         self.clock = clock
 
     async def __call__(self, conn: AsyncConnection, events: Sequence[CloudEvent]) -> None:
-        """The ConsumerRunner's batch handler."""
+        """The ConsumerRunner's batch handler.
+
+        An erasure request splits the batch: what came before it is written first, then the
+        erasure, then what came after (which then sees the erased identifiers), in order.
+        """
         now = self.clock()
-        events = [_without_nul(e) for e in events]
+        run: list[CloudEvent] = []
+        for ev in (_without_nul(e) for e in events):
+            if ev.type != InteractionType.ERASURE_REQUESTED:
+                run.append(ev)
+                continue
+            if run:
+                await self._apply(conn, run, now)
+                run = []
+            await self._erase(conn, ev, now)
+        if run:
+            await self._apply(conn, run, now)
+
+    async def _erase(self, conn: AsyncConnection, ev: CloudEvent, now: datetime) -> None:
+        """Erase the lead the request names (as DELETE /v1/leads/{id} does), or, if there is
+        none, remember the identifiers' hashes so the person is not created without consent."""
+        ids = identifiers_of(dict(ev.data), ev.key)
+        if not ids.pairs():
+            log.info("erasure request %s names no email, phone or anonymous id; ignored", ev.id)
+            return
+        repo = LeadRepository(conn)
+        index = await repo.find_identities(ids.pairs())
+        await repo.load(set(index.values()))
+        await _settle(repo, index)
+        res = resolve(ids, index, repo.loaded)
+        # an identifier that belongs to another identified person is not theirs to block
+        hashes = [identifier_hash(k, v) for k, v in ids.pairs() if (k, v) not in res.foreign]
+        targets = [res.lead_id, *res.merge_ids] if res.lead_id else []
+        details = _erasure_details(ev)
+        for lead_id in targets:
+            await commands.erase_lead(
+                conn,
+                self.topics,
+                lead_id,
+                now,
+                cause_id=ev.id,
+                cause_type=ev.type,
+                details=details,
+                extra_hashes=hashes,
+            )
+        if not targets:
+            log.info("erasure request %s matches no lead; identifiers remembered", ev.id)
+            await repository.remember_erased(conn, hashes, now)
+
+    async def _apply(
+        self, conn: AsyncConnection, events: Sequence[CloudEvent], now: datetime
+    ) -> None:
         repo = LeadRepository(conn)
         ids_of = {
             e.id: identifiers_of(dict(e.data), e.key) for e in events if e.type in INTERACTION_TYPES
         }
-        erased = await repository.erased_among(
-            conn, [email_hash(i.email) for i in ids_of.values() if i.email]
-        )
+        hashes_of = {
+            eid: [identifier_hash(k, v) for k, v in ids.pairs()] for eid, ids in ids_of.items()
+        }
+        erased = await repository.erased_among(conn, [h for hs in hashes_of.values() for h in hs])
         refs = [
             str(e.data["lead_id"])
             for e in events
@@ -109,18 +132,20 @@ class ScoringHandler:
         pairs += [(MERGED, r) for r in refs] + [(EMAIL, m) for m in sales_emails if m]
         index = await repo.find_identities(pairs)
         await repo.load(set(index.values()) | set(refs))
+        await _settle(repo, index)
         out: list[CloudEvent] = []
         merges: list[tuple[str, str]] = []
         consented: list[str] = []
         for ev in events:
             if ev.type in INTERACTION_TYPES:
                 ids = ids_of[ev.id]
-                if ids.email and email_hash(ids.email) in erased:
+                blocked = [h for h in hashes_of[ev.id] if h in erased]
+                if blocked:
                     if not _new_consent(ev.data):
                         log.info("event %s: erased person without new consent; ignored", ev.id)
                         continue
-                    erased.discard(email_hash(ids.email))
-                    consented.append(email_hash(ids.email))
+                    erased.difference_update(blocked)
+                    consented += blocked
                 out += self._interaction(repo, index, ev, ids, merges, now)
             elif ev.type in ASSIGNMENT_TYPES or ev.type in SALES_TYPES:
                 lead = self._referenced(repo, index, ev)
@@ -211,6 +236,40 @@ class ScoringHandler:
     ) -> None:
         for change in changes:
             repo.add_timeline(lead.id, now, "change", change.type, ev.id, change.change or {})
+
+
+async def _settle(repo: LeadRepository, index: dict[tuple[str, str], str]) -> None:
+    """Re-read identifiers whose lead vanished between the identity read and the lead's lock.
+
+    Another replica merged that lead away meanwhile (PostgreSQL: our lock waited for its
+    commit); the identifiers now point at the survivor, which a fresh read (READ COMMITTED)
+    sees. Without this, the event would create a second lead for a known person.
+    """
+    for _ in range(3):
+        stale = [pair for pair, lead_id in index.items() if lead_id not in repo.loaded]
+        if not stale:
+            return
+        for pair in stale:
+            del index[pair]
+        fresh = await repo.find_identities(stale)
+        index.update(fresh)
+        await repo.load(set(fresh.values()))
+    for pair in [p for p, lead_id in index.items() if lead_id not in repo.loaded]:
+        del index[pair]  # a new identity row for it collides, and the runner retries
+
+
+def _erasure_details(ev: CloudEvent) -> dict[str, Any]:
+    """What the timeline keeps of an erasure request: who asked and why, nothing personal."""
+    data = dict(ev.data)
+    custom, ad, channel = data.get("custom"), data.get("ad"), data.get("channel")
+    reason = custom.get("reason") if isinstance(custom, dict) else None
+    platform = ad.get("platform") if isinstance(ad, dict) else None
+    return {
+        "by": "event",
+        "channel": channel if isinstance(channel, str) else None,
+        "platform": platform if isinstance(platform, str) else None,
+        "reason": reason[:200] if isinstance(reason, str) else None,
+    }
 
 
 def _new_consent(data: Any) -> bool:

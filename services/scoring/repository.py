@@ -165,7 +165,7 @@ class LeadRepository:
 
 
 async def erased_among(conn: AsyncConnection, hashes: Iterable[str]) -> set[str]:
-    """Which of these email hashes belong to erased people."""
+    """Which of these identifier hashes belong to erased people."""
     wanted = sorted(set(hashes))
     if not wanted:
         return set()
@@ -199,6 +199,11 @@ async def erase(
             .values(data=bindparam("data")),
             [{"b_id": r.id, "data": scrub(r.data)} for r in rows],
         )
+    await remember_erased(conn, hashes, now)
+
+
+async def remember_erased(conn: AsyncConnection, hashes: Iterable[str], now: datetime) -> None:
+    """Keep these identifier hashes: such a person is not re-created without a new consent."""
     wanted = sorted(set(hashes))
     if wanted:
         await conn.execute(

@@ -117,6 +117,20 @@ NASTY = [
         InteractionType.FORM_SUBMITTED,
         {"contact": {"email": "n\x00ul@a.io", "first_name": "\x00"}, "custom": {"\x00k": ["\x00"]}},
     ),
+    _ev(
+        InteractionType.ERASURE_REQUESTED,
+        {"contact": "x", "custom": "why", "ad": [1], "channel": 5},
+        key=None,
+    ),
+    _ev(
+        InteractionType.ERASURE_REQUESTED,
+        {"contact": {"email": "W@a.io"}, "custom": {"reason": ["x"]}, "ad": {"platform": {}}},
+    ),
+    _ev(
+        InteractionType.ERASURE_REQUESTED,
+        {"anonymous_id": "a" * 5000, "contact": {"phone": "\x00", "email": 7}},
+        key="ghost@x.io",
+    ),
 ]
 
 
@@ -128,6 +142,12 @@ async def test_nasty_events_are_handled_not_crashed(db_url: str) -> None:
             await handler(conn, NASTY)
         async with engine.connect() as conn:
             n = (await conn.execute(select(func.count()).select_from(leads))).scalar_one()
+            erased = (
+                await conn.execute(
+                    select(func.count()).select_from(leads).where(leads.c.email.is_(None))
+                )
+            ).scalar_one()
         assert n == 4  # k@x.io (the Kafka key), z@a.io, w@a.io, nul@a.io
+        assert erased == 1  # w@a.io, by the erasure request
     finally:
         await engine.dispose()

@@ -55,6 +55,14 @@ def email_hash(email: str) -> str:
     return hashlib.sha256(email.encode()).hexdigest()
 
 
+def identifier_hash(kind: str, value: str) -> str:
+    """The hash kept for an erased identifier: an email's is :func:`email_hash` (unchanged);
+    other kinds are prefixed with the kind and a NUL, which no stored identifier contains."""
+    if kind == EMAIL:
+        return email_hash(value)
+    return hashlib.sha256(f"{kind}\x00{value}".encode()).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class Identifiers:
     """What an event tells us about who it is: each part may be missing."""

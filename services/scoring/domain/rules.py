@@ -16,6 +16,45 @@ from shared.config import ConfigError
 
 SALES_INTENTS_DEFAULT = ("demo_request", "contact", "quote", "trial")
 
+#: Job-title seniority levels, strongest first: (level, case-insensitive regex). The first
+#: that matches wins; a title that matches none is ``individual``. ``scoring.seniority``
+#: replaces the list.
+DEFAULT_SENIORITY_PATTERNS: tuple[tuple[str, str], ...] = (
+    (
+        "c_level",
+        r"\b(c[etofmior]o|chief|founder|co-founder|owner|(?<!vice[- ])president"
+        r"|managing director|partner)\b",
+    ),
+    ("vp", r"\b(vp|svp|evp|vice[- ]president)\b"),
+    ("director", r"\b(director|head of|head)\b"),
+    ("manager", r"\b(manager|lead|supervisor)\b"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SeniorityLevel:
+    """A seniority level and the job-title pattern that gives it."""
+
+    level: str
+    pattern: re.Pattern[str]
+
+
+def parse_seniority(specs: Any, where: str = "scoring.seniority") -> tuple[SeniorityLevel, ...]:
+    """Levels from ``[{level, pattern}, ...]``; a pattern that does not compile names its key."""
+    out = []
+    for i, spec in enumerate(specs):
+        try:
+            pattern = re.compile(spec["pattern"], re.IGNORECASE)
+        except re.error as exc:
+            raise ConfigError(f"invalid config at {where}[{i}].pattern: {exc}") from None
+        out.append(SeniorityLevel(spec["level"], pattern))
+    return tuple(out)
+
+
+DEFAULT_SENIORITY = parse_seniority(
+    {"level": level, "pattern": pattern} for level, pattern in DEFAULT_SENIORITY_PATTERNS
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Condition:
@@ -131,6 +170,7 @@ class Rules:
     sales_intents: frozenset[str] = frozenset(SALES_INTENTS_DEFAULT)
     sales_intent_min_fit: float = 30
     sweep_interval_seconds: float = 60.0
+    seniority: tuple[SeniorityLevel, ...] = DEFAULT_SENIORITY
 
     def group(self, name: str) -> Group:
         """The group of that name (an unconfigured group has no cap and no decay)."""
@@ -242,6 +282,11 @@ def parse_rules(section: Mapping[str, Any]) -> Rules:
         sales_intents=frozenset(intent.get("intents", SALES_INTENTS_DEFAULT)),
         sales_intent_min_fit=float(intent.get("min_fit", 30)),
         sweep_interval_seconds=float(section.get("sweep_interval_seconds", 60)),
+        seniority=(
+            parse_seniority(section["seniority"])
+            if section.get("seniority") is not None
+            else DEFAULT_SENIORITY
+        ),
     )
 
 

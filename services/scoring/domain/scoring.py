@@ -4,7 +4,6 @@ temperature and stage they imply. Pure functions of (lead, rules, now)."""
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,36 +12,33 @@ from typing import Any
 
 from services.scoring.domain.identity import email_domain
 from services.scoring.domain.model import Hit, Lead, stage_rank
-from services.scoring.domain.rules import Decay, EngagementRule, Rules, path_value
+from services.scoring.domain.rules import (
+    DEFAULT_SENIORITY,
+    Decay,
+    EngagementRule,
+    Rules,
+    SeniorityLevel,
+    path_value,
+)
 from shared.events import rfc3339
 
-_SENIORITY = (
-    (
-        "c_level",
-        re.compile(
-            r"\b(c[etofmior]o|chief|founder|co-founder|owner|(?<!vice[- ])president"
-            r"|managing director|partner)\b",
-            re.I,
-        ),
-    ),
-    ("vp", re.compile(r"\b(vp|svp|evp|vice[- ]president)\b", re.I)),
-    ("director", re.compile(r"\b(director|head of|head)\b", re.I)),
-    ("manager", re.compile(r"\b(manager|lead|supervisor)\b", re.I)),
-)
 DAY = 86_400.0
 
 
-def seniority(job_title: str | None) -> str | None:
-    """Role seniority from a job title: c_level, vp, director, manager or individual."""
+def seniority(
+    job_title: str | None, levels: Sequence[SeniorityLevel] = DEFAULT_SENIORITY
+) -> str | None:
+    """Role seniority from a job title: the first matching level (by default c_level, vp,
+    director, manager), else individual."""
     if not job_title or not job_title.strip():
         return None
-    for level, pattern in _SENIORITY:
-        if pattern.search(job_title):
-            return level
+    for level in levels:
+        if level.pattern.search(job_title):
+            return level.level
     return "individual"
 
 
-def fit_fields(lead: Lead) -> dict[str, Any]:
+def fit_fields(lead: Lead, levels: Sequence[SeniorityLevel] = DEFAULT_SENIORITY) -> dict[str, Any]:
     """The values fit rules can test, including derived ones (seniority, email_domain)."""
     return {
         "email": lead.email,
@@ -53,7 +49,7 @@ def fit_fields(lead: Lead) -> dict[str, Any]:
         "last_name": lead.last_name,
         "company": lead.company,
         "job_title": lead.job_title,
-        "seniority": seniority(lead.job_title),
+        "seniority": seniority(lead.job_title, levels),
         "industry": lead.industry,
         "company_size": lead.company_size,
         "country": lead.country,
@@ -76,7 +72,7 @@ class ScoreCard:
 
 def compute_fit(lead: Lead, rules: Rules) -> tuple[int, list[dict[str, Any]], str | None]:
     """Fit points, their reasons, and the first disqualifying rule that matched."""
-    values = fit_fields(lead)
+    values = fit_fields(lead, rules.seniority)
     at = rfc3339(lead.profile_at or lead.created_at)
     points, reasons, disqualified = 0, [], None
     for rule in rules.fit:
