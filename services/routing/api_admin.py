@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.routing import durable_queues as queues
 from services.routing import repository as repo
 from services.routing.api import Limit, aware, ctx_of
+from services.routing.domain.business_time import DAYS, Calendar, make_calendar
+from services.routing.domain.model import effective_calendar, effective_weight
 from services.routing.domain.rules import can_take
 from services.routing.domain.sla import report
 from services.routing.messages import RoutingContext
@@ -21,12 +23,31 @@ from shared.problems import Problem
 router = APIRouter(prefix="/v1", tags=["operations"])
 
 
+def _span(t: time | None) -> str:
+    return "24:00" if t is None else t.strftime("%H:%M")
+
+
+def calendar_hours(cal: Calendar) -> str | dict[str, list[str]]:
+    """A calendar's weekly hours in the config format (``"24x7"`` or ``{mon: [...]}``)."""
+    if all(list(cal.weekly.get(i, ())) == [(time(0), None)] for i in range(7)):
+        return "24x7"
+    return {DAYS[i]: [f"{_span(a)}-{_span(b)}" for a, b in cal.weekly[i]]
+            for i in sorted(cal.weekly) if cal.weekly[i]}
+
+
 def _rep_resource(ctx: RoutingContext, rid: str, state: Any, now: datetime) -> dict[str, Any]:
     rep = ctx.config.reps[rid]
     why = can_take(rep, state, now)
+    cal = effective_calendar(rep, state)
     return {
         "id": rep.id, "name": rep.name, "email": rep.email, "team": rep.team,
-        "weight": rep.weight, "timezone": rep.calendar.tz.key, "paused": state.paused,
+        "weight": effective_weight(rep, state), "timezone": cal.tz.key,
+        "working_hours": {
+            "timezone": cal.tz.key, "hours": calendar_hours(cal),
+            "holidays": sorted(d.isoformat() for d in cal.holidays),
+            "source": "override" if state.calendar is not None else "config",
+        },
+        "paused": state.paused,
         "out_of_office": [{"from": rfc3339(a), "to": rfc3339(b)} for a, b in state.out_of_office],
         "capacity": {"max_open": state.max_open if state.max_open is not None else rep.max_open,
                      "max_per_day": state.max_per_day if state.max_per_day is not None
@@ -61,12 +82,30 @@ class Capacity(BaseModel):
     max_per_day: int | None = Field(default=None, ge=0, le=100_000)
 
 
+_HHMM = r"([01][0-9]|2[0-3]):[0-5][0-9]"
+Span = Annotated[str, Field(pattern=rf"^{_HHMM}-({_HHMM}|24:00)$")]
+
+
+class WorkingHours(BaseModel):
+    """Working hours as in the config: ``"24x7"`` or ``{mon: ["09:00-17:00"], ...}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: str | None = Field(default=None, max_length=64)
+    hours: Literal["24x7"] | dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                                   list[Span]]
+    holidays: list[date] | None = Field(default=None, max_length=1000)
+
+
 class RepPatch(BaseModel):
-    """What an operator may change about a rep at run time."""
+    """What an operator may change about a rep at run time (null weight or working_hours:
+    back to the configured value)."""
 
     paused: bool | None = None
     out_of_office: list[Range] | None = Field(default=None, max_length=100)
     capacity: Capacity | None = None
+    weight: int | None = Field(default=None, ge=1, le=1000)
+    working_hours: WorkingHours | None = None
 
 
 @router.patch("/reps/{rep_id}", dependencies=[BearerAuth])
@@ -92,12 +131,36 @@ async def patch_rep(rep_id: str, body: RepPatch, request: Request,
     if body.capacity is not None:
         values["max_open"] = body.capacity.max_open
         values["max_per_day"] = body.capacity.max_per_day
+    if "weight" in body.model_fields_set:
+        values["weight"] = body.weight
+    if "working_hours" in body.model_fields_set:
+        values["working_hours"] = _working_hours(ctx, rep_id, body.working_hours)
     async with runtime.engine.begin() as conn:
         await repo.ensure_rep_states(conn, ctx.config.reps, now)
         await repo.update_rep_state(conn, rep_id, values)
         states = await repo.load_rep_states(conn, ctx.config, now, lock=False)
     ctx.after_commit()  # someone may be able to take queued leads now
     return _rep_resource(ctx, rep_id, states[rep_id], now)
+
+
+def _working_hours(ctx: RoutingContext, rep_id: str,
+                   wh: WorkingHours | None) -> dict[str, Any] | None:
+    """The override to store (checked by building its calendar), or None to go back."""
+    if wh is None:
+        return None
+    configured = ctx.config.reps[rep_id].calendar
+    tz = wh.timezone or configured.tz.key
+    holidays = ([d.isoformat() for d in wh.holidays] if wh.holidays is not None
+                else sorted(d.isoformat() for d in configured.holidays))
+    hours: Any = wh.hours
+    try:
+        make_calendar(tz, hours, holidays)
+    except ValueError as exc:
+        loc = ("/body/working_hours/timezone" if "time zone" in str(exc)
+               else "/body/working_hours/hours")
+        raise Problem(422, f"invalid working_hours: {exc}",
+                      errors=[{"loc": loc, "msg": str(exc)}]) from None
+    return {"timezone": tz, "hours": hours, "holidays": holidays}
 
 
 @router.get("/sla/report")

@@ -36,6 +36,14 @@ async def add_timers(conn: AsyncConnection, assignment_id: str, warn_at: datetim
     ])
 
 
+async def add_timer(conn: AsyncConnection, assignment_id: str, kind: str,
+                    due_at: datetime) -> None:
+    """One more pending timer of an assignment (an escalation step); once per kind."""
+    await conn.execute(insert_for(conn)(timers).on_conflict_do_nothing(
+        index_elements=["assignment_id", "kind"]).values(
+        assignment_id=assignment_id, kind=kind, due_at=due_at, state="pending"))
+
+
 async def cancel_timers(conn: AsyncConnection, assignment_id: str) -> None:
     """Cancel an assignment's pending timers (its clock stopped)."""
     await conn.execute(update(timers).where(

@@ -15,7 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.routing import durable_queues as queues
 from services.routing import repository as repo
-from services.routing.domain.business_time import Calendar, business_seconds_between, make_calendar
+from services.routing.domain.business_time import (
+    Calendar,
+    add_business_time,
+    business_seconds_between,
+    make_calendar,
+)
 from services.routing.domain.rules import route
 from services.routing.domain.sla import deadlines
 from services.routing.messages import (
@@ -24,6 +29,8 @@ from services.routing.messages import (
     assigned_event,
     clock_event,
     emit,
+    event,
+    sla_block,
     unassigned_event,
 )
 from shared.events import (
@@ -33,6 +40,7 @@ from shared.events import (
     SalesType,
     derived_event_id,
     parse_time,
+    rfc3339,
     utcnow,
 )
 
@@ -142,6 +150,7 @@ async def first_touch(conn: AsyncConnection, ctx: RoutingContext, assignment_id:
         await emit(conn, ctx, [clock_event(RoutingType.SLA_MET, row, at, response_seconds=wall,
                                            business_seconds=biz, via=via)], now)
     elif await repo.transition(conn, row["id"], ["breached"], values):
+        await queues.cancel_timers(conn, row["id"])  # pending escalation steps stop
         row = {**row, **values}  # late touch: recorded for the report, the breach stands
     return row
 
@@ -177,16 +186,28 @@ async def on_sales(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -
             await close(conn, ctx, fresh)
 
 
+ESCALATE_PREFIX = "escalate:"
+
+
 async def fire_timer(conn: AsyncConnection, ctx: RoutingContext, timer: Mapping[str, Any],
                      now: datetime) -> bool:
-    """Fire one due timer exactly once: warning, or breach plus the escalation ladder."""
+    """Fire one due timer exactly once: warning, breach plus the escalation ladder, or a timed
+    escalation step."""
     # Lock order everywhere: assignment, then its timers (first touch does the same).
     row = await repo.get_assignment(conn, timer["assignment_id"], lock=True)
     if not await queues.mark_fired(conn, timer["id"], now):
         return False  # another replica (or an earlier run) fired it
+    kind = str(timer["kind"])
+    if kind.startswith(ESCALATE_PREFIX):
+        if row is None or row["state"] not in ("open", "breached") or row["met_at"] is not None:
+            return False  # touched, closed or reassigned meanwhile: the ladder stops
+        index = int(kind[len(ESCALATE_PREFIX):])
+        await take_step(conn, ctx, row, index, [row["id"], kind], "escalation",
+                        timer["due_at"], now)
+        return True
     if row is None or row["state"] != "open":
         return False
-    if timer["kind"] == "warn":
+    if kind == "warn":
         await emit(conn, ctx, [clock_event(RoutingType.SLA_WARNING, row, timer["due_at"])], now)
         return True
     if not await repo.transition(conn, row["id"], ["open"],
@@ -196,39 +217,78 @@ async def fire_timer(conn: AsyncConnection, ctx: RoutingContext, timer: Mapping[
     return True
 
 
+def _manager(ctx: RoutingContext, team_id: str) -> dict[str, Any] | None:
+    team = ctx.config.teams.get(team_id)
+    return dict(team.manager) if team and team.manager else None
+
+
 async def escalate(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, Any],
                    due: datetime, now: datetime) -> None:
-    """Emit the breach, notify the manager, and take the ladder's step for this breach."""
+    """Emit the breach, notify the manager, and take the ladder's step for this breach (a step
+    with its own timer is left to that timer)."""
     level = int(row["escalation_level"])
-    ladder = ctx.config.escalation_ladder
-    step = ladder[level] if level < len(ladder) else "none"
-    team = ctx.config.teams.get(row["team"])
-    manager = dict(team.manager) if team and team.manager else None
-    events = [clock_event(RoutingType.SLA_BREACHED, row, due, escalation=step, manager=manager)]
+    step = ctx.config.ladder_step(level)
+    timed = step is not None and step.after_seconds is not None and level > 0
+    action = step.action if step is not None else "none"
+    manager = _manager(ctx, row["team"])
+    events = [clock_event(RoutingType.SLA_BREACHED, row, due, escalation=action,
+                          escalation_on="timer" if timed else "breach", manager=manager)]
     if ctx.config.notify_manager and manager:
         events.append(clock_event(ESCALATED, row, due, action="notify_manager", manager=manager))
     await emit(conn, ctx, events, now)
-    if step == "none":
+    if step is None or timed:
+        return
+    await take_step(conn, ctx, row, level, [row["id"], "sla_breach"], "sla_breach", due, now)
+
+
+async def take_step(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, Any],
+                    index: int, cause: Sequence[str], reason: str, due: datetime,
+                    now: datetime) -> None:
+    """Take ladder step ``index`` for the active assignment ``row``, then arm the next step's
+    timer (if it has one) on whichever assignment is active afterwards."""
+    step = ctx.config.ladder_step(index)
+    if step is None:
         return
     lead = row["lead"]
-    cause = [row["id"], "sla_breach"]
-    if step == "reassign":
+    active: Mapping[str, Any] = row
+    action = step.action
+    if action == "reassign":
         exclude = await repo.previous_owners(conn, row["lead_id"])
         # Release the lead first: only one active assignment per lead may exist.
-        await repo.transition(conn, row["id"], ["breached"], {"state": "reassigned",
-                                                               "updated_at": now})
-        made = await assign(conn, ctx, lead, cause, now, exclude=exclude, reason="sla_breach",
-                            previous=row, level=level + 1)
+        await repo.transition(conn, row["id"], ["open", "breached"],
+                              {"state": "reassigned", "updated_at": now})
+        made = await assign(conn, ctx, lead, cause, now, exclude=exclude, reason=reason,
+                            previous=row, level=index + 1)
         if made is not None:
-            return
-        await repo.transition(conn, row["id"], ["reassigned"], {"state": "breached"})
-    queue = ctx.config.escalation_queue
-    if await repo.queue_lead(conn, {
-        "lead_id": row["lead_id"], "lead_key": row["lead_key"], "lead": dict(lead),
-        "reason": "sla_breach", "queue": queue, "escalation_level": level + 1,
-        "exclude": [], "attempts": 0, "created_at": now,
-    }):
-        await emit(conn, ctx, [unassigned_event(lead, "sla_breach", queue, *cause, at=now)], now)
+            await queues.cancel_timers(conn, row["id"])  # the old owner's clock is over
+            active = made
+        else:
+            await repo.transition(conn, row["id"], ["reassigned"], {"state": row["state"]})
+            action = "queue"  # nobody else can take it: escalate to the queue instead
+    if action == "notify_manager":
+        manager = _manager(ctx, row["team"])
+        data = {"assignment_id": row["id"], "lead_id": row["lead_id"], "owner": row["owner"],
+                "team": row["team"], "sla": sla_block(row), "at": rfc3339(due),
+                "action": "notify_manager", "manager": manager, "step": index}
+        # Its own id (the breach's notification has the assignment's): one event per step.
+        await emit(conn, ctx, [event(ESCALATED, row, data, *cause, f"step:{index}", at=due)],
+                   now)
+    elif action == "queue":
+        queue = ctx.config.escalation_queue
+        if await repo.queue_lead(conn, {
+            "lead_id": row["lead_id"], "lead_key": row["lead_key"], "lead": dict(lead),
+            "reason": reason, "queue": queue, "escalation_level": index + 1,
+            "exclude": [], "attempts": 0, "created_at": now,
+        }):
+            await emit(conn, ctx, [unassigned_event(lead, reason, queue, *cause, at=now)], now)
+    if active is row:
+        await repo.transition(conn, row["id"], ["open", "breached"],
+                              {"escalation_level": index + 1})
+    nxt = ctx.config.ladder_step(index + 1)
+    if nxt is not None and nxt.after_seconds is not None:
+        base = max(due, active["assigned_at"]) if active is not row else due
+        at = add_business_time(base, nxt.after_seconds, team_calendar(ctx, active["team"]))
+        await queues.add_timer(conn, active["id"], f"{ESCALATE_PREFIX}{index + 1}", at)
 
 
 async def on_lead_gone(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:

@@ -7,6 +7,7 @@ count says who won, so each transition happens exactly once.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -14,13 +15,14 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.routing.domain.business_time import local_day_start
+from services.routing.domain.business_time import Calendar, local_day_start, make_calendar
 from services.routing.domain.model import ACTIVE_STATES, RepState, RoutingConfig
 from services.routing.tables import assignments, rep_states, unassigned
 from shared.db import insert_for, is_sqlite
 from shared.events import parse_time, rfc3339
 
 Row = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 def _rows(result: Any) -> list[Row]:
@@ -47,6 +49,17 @@ async def rep_state_rows(conn: AsyncConnection, rep_ids: Sequence[str] | None = 
     if lock and not is_sqlite(conn):
         q = q.with_for_update()
     return {r["rep_id"]: r for r in _rows(await conn.execute(q))}
+
+
+def working_hours_calendar(spec: Any) -> Calendar | None:
+    """The calendar of a stored working-hours override (None: none, or unreadable)."""
+    if not isinstance(spec, Mapping):
+        return None
+    try:
+        return make_calendar(spec["timezone"], spec["hours"], spec.get("holidays") or ())
+    except (KeyError, TypeError, ValueError):
+        log.warning("ignoring unreadable working hours override %r", spec)
+        return None
 
 
 def _ooo(raw: Any) -> list[tuple[datetime, datetime]]:
@@ -80,6 +93,9 @@ async def load_rep_states(conn: AsyncConnection, config: RoutingConfig, now: dat
             max_open=row.get("max_open"),
             max_per_day=row.get("max_per_day"),
             credit=float(row.get("credit") or 0.0),
+            weight=row.get("weight"),
+            calendar=working_hours_calendar(row.get("working_hours")),
+            working_hours=row.get("working_hours"),
             open_count=open_counts.get(rid, 0),
             today_count=today.get(rid, 0),
         )
@@ -94,7 +110,7 @@ async def save_credits(conn: AsyncConnection, credits: Mapping[str, float], now:
 
 
 async def update_rep_state(conn: AsyncConnection, rep_id: str, values: Mapping[str, Any]) -> None:
-    """Change a rep's pause, out-of-office ranges or capacity overrides."""
+    """Change a rep's pause, out-of-office ranges, capacity, weight or working hours."""
     await conn.execute(update(rep_states).where(rep_states.c.rep_id == rep_id).values(**values))
 
 

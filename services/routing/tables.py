@@ -75,6 +75,9 @@ rep_states = Table(
     Column("max_per_day", Integer, nullable=True),
     Column("credit", Float, nullable=False, default=0.0),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # Run-time overrides of the configured weight and working hours (routing_0002).
+    Column("weight", Integer, nullable=True),
+    Column("working_hours", JSONType, nullable=True),
 )
 
 unassigned = Table(

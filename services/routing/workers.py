@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.routing import durable_queues as queues
 from services.routing import handlers
 from services.routing import repository as repo
+from services.routing.domain.rules import next_available_at
 from services.routing.messages import RoutingContext
 from shared.events import utcnow
 from shared.loops import DueWorkLoop
@@ -111,7 +112,14 @@ class QueueRetrier(DueWorkLoop):
                 log.exception("retry of queued lead %s failed", row["lead_id"])
         if assigned:
             self.ctx.after_commit()
-        return None
+        if len(rows) <= assigned:
+            return None
+        # Leads still wait: look again as soon as an absent rep comes back by the clock (an
+        # out-of-office range ends, working hours begin), not only at the periodic retry.
+        now = utcnow()
+        async with self.engine.connect() as conn:
+            states = await repo.load_rep_states(conn, self.ctx.config, now, lock=False)
+        return next_available_at(self.ctx.config, states, now)
 
 
 def compose(*wakers: Callable[[], None]) -> Callable[[], None]:

@@ -12,6 +12,7 @@ from shared.config import ConfigError
 from shared.events import RoutingType
 from shared.topics import Topics
 from tests.routing.helpers import AUTH, config, lead, publish, qualified, running
+from tests.routing.test_rep_overrides import check_weight_and_hours_validation
 from tests.support import make_settings, wait_for_events
 
 ONE_REP = config(
@@ -83,6 +84,7 @@ async def test_rep_patch_validation(kafka_bootstrap: str, sqlite_db_url: str) ->
             == 422
         assert (await client.get("/v1/webhooks/deliveries", params={"cursor": "x"})
                 ).status_code == 400
+        await check_weight_and_hours_validation(client)
 
 
 @pytest.mark.parametrize(("change", "key"), [

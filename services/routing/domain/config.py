@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from services.routing.domain.business_time import make_calendar
-from services.routing.domain.model import Rep, RoutingConfig, Rule, SlaPolicy, Team, Webhook
+from services.routing.domain.model import (
+    EscalationStep,
+    Rep,
+    RoutingConfig,
+    Rule,
+    SlaPolicy,
+    Team,
+    Webhook,
+)
 
 _UNITS = {"business_seconds": 1, "business_minutes": 60, "business_hours": 3600}
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_SHORT = {"s": 1, "m": 60, "h": 3600}
+LADDER_ACTIONS = ("reassign", "queue", "notify_manager", "none")
 
 
 class RoutingConfigError(ValueError):
@@ -24,6 +38,58 @@ def policy_seconds(spec: Mapping[str, Any], hours_per_day: float) -> float:
     total = sum(float(spec.get(k, 0)) * mult for k, mult in _UNITS.items())
     total += float(spec.get("business_days", 0)) * hours_per_day * 3600
     return total
+
+
+def parse_duration(value: Any, hours_per_day: float) -> float:
+    """Business seconds of ``"90s"``, ``"10m"``, ``"2h"``, ``"1d"`` (a business day), a number
+    of seconds, or a policy-like mapping (``{business_minutes: 10}``); ValueError if invalid."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"{value!r} is not a duration like '30s', '10m', '2h' or '1d'")
+        n, unit = float(m.group(1)), m.group(2)
+        seconds = n * hours_per_day * 3600 if unit == "d" else n * _SHORT[unit]
+    elif isinstance(value, Mapping):
+        unknown = set(value) - {*_UNITS, "business_days"}
+        if unknown or not value:
+            raise ValueError(f"{dict(value)!r} is not a duration")
+        seconds = policy_seconds(value, hours_per_day)
+    else:
+        raise ValueError(f"{value!r} is not a duration")
+    if not seconds > 0:
+        raise ValueError("a duration must be > 0")
+    return seconds
+
+
+def parse_ladder(raw: Any, hours_per_day: float) -> list[EscalationStep]:
+    """The escalation ladder: each step a name (taken at a breach) or ``{action, after}``."""
+    steps = []
+    for i, spec in enumerate(raw):
+        key = f"routing.escalation.ladder[{i}]"
+        action: Any
+        after: Any
+        if isinstance(spec, str):
+            action, after = spec, None
+        elif isinstance(spec, Mapping):
+            action, after = spec.get("action"), spec.get("after")
+        else:
+            raise RoutingConfigError(key, "a step is an action name or {action, after}")
+        if action not in LADDER_ACTIONS:
+            raise RoutingConfigError(f"{key}.action", f"unknown action {action!r}")
+        seconds = None
+        if after is not None:
+            if i == 0:
+                raise RoutingConfigError(f"{key}.after", "the first step is taken at the breach")
+            try:
+                seconds = parse_duration(after, hours_per_day)
+            except ValueError as exc:
+                raise RoutingConfigError(f"{key}.after", str(exc)) from None
+        steps.append(EscalationStep(str(action), seconds))
+    return steps
 
 
 def parse_routing_config(
@@ -81,6 +147,7 @@ def parse_routing_config(
             id=spec["id"], name=spec["name"], email=spec["email"], team=spec["team"],
             weight=int(spec.get("weight", 1)), calendar=cal,
             max_open=cap.get("max_open"), max_per_day=cap.get("max_per_day"),
+            hours=spec.get("hours"),
         )
     sla = section.get("sla") or {}
     hours_per_day = float(sla.get("business_day_hours", 8))
@@ -129,7 +196,7 @@ def parse_routing_config(
         policies=policies,
         default_policy=default_policy,
         warn_fraction=float(sla.get("warn_fraction", 0.8)),
-        escalation_ladder=list(esc.get("ladder", ["reassign", "queue"])),
+        escalation_ladder=parse_ladder(esc.get("ladder", ["reassign", "queue"]), hours_per_day),
         notify_manager=bool(esc.get("notify_manager", True)),
         escalation_queue=str(esc.get("queue", "escalations")),
         unassigned_retry_seconds=float(section.get("unassigned_retry_seconds", 60)),

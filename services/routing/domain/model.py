@@ -25,6 +25,22 @@ class Rep:
     calendar: Calendar
     max_open: int | None = None
     max_per_day: int | None = None
+    #: The configured ``hours`` (``"24x7"`` or ``{mon: [...]}``), or None for a named calendar.
+    hours: Any = None
+
+
+@dataclass(frozen=True)
+class EscalationStep:
+    """One rung of the escalation ladder.
+
+    ``action`` is ``reassign``, ``queue``, ``notify_manager`` or ``none``. Without
+    ``after_seconds`` the step is taken at a breach (the first step always is); with it, the
+    step fires on its own durable timer that many business seconds after the previous step,
+    if the lead is still untouched.
+    """
+
+    action: str
+    after_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +95,7 @@ class RoutingConfig:
     policies: Mapping[str, SlaPolicy]
     default_policy: str
     warn_fraction: float
-    escalation_ladder: Sequence[str]
+    escalation_ladder: Sequence[EscalationStep]
     notify_manager: bool
     escalation_queue: str
     unassigned_retry_seconds: float
@@ -88,6 +104,11 @@ class RoutingConfig:
     def team_reps(self, team: str) -> list[Rep]:
         """The reps of a team, in config order."""
         return [r for r in self.reps.values() if r.team == team]
+
+    def ladder_step(self, index: int) -> EscalationStep | None:
+        """The ladder's step ``index`` (0-based), or None past its end."""
+        ladder = self.escalation_ladder
+        return ladder[index] if 0 <= index < len(ladder) else None
 
 
 @dataclass
@@ -100,8 +121,22 @@ class RepState:
     max_open: int | None = None
     max_per_day: int | None = None
     credit: float = 0.0
+    #: Run-time overrides of the configured weight and working hours (None: as configured).
+    weight: int | None = None
+    calendar: Calendar | None = None
+    working_hours: Mapping[str, Any] | None = None
     open_count: int = 0
     today_count: int = 0
+
+
+def effective_weight(rep: Rep, state: RepState) -> int:
+    """The rep's weight: the run-time override, else the configured one."""
+    return state.weight if state.weight is not None else rep.weight
+
+
+def effective_calendar(rep: Rep, state: RepState) -> Calendar:
+    """The rep's working hours: the run-time override, else the configured ones."""
+    return state.calendar if state.calendar is not None else rep.calendar
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from services.routing.domain.model import Decision, Rep, RepState, RoutingConfig, Rule
+from services.routing.domain.model import (
+    Decision,
+    Rep,
+    RepState,
+    RoutingConfig,
+    Rule,
+    effective_calendar,
+    effective_weight,
+)
 
 
 def _text(value: Any) -> str:
@@ -82,7 +90,7 @@ def can_take(rep: Rep, state: RepState, now: datetime) -> str | None:
     max_day = state.max_per_day if state.max_per_day is not None else rep.max_per_day
     if max_day is not None and state.today_count >= max_day:
         return "at_daily_capacity"
-    if not rep.calendar.is_open(now):
+    if not effective_calendar(rep, state).is_open(now):
         return "outside_working_hours"
     return None
 
@@ -105,12 +113,16 @@ def choose_in_team(
 ) -> tuple[Rep | None, dict[str, float]]:
     """The next available rep of ``team`` and the updated credits (empty if nobody)."""
     skip = set(exclude)
+
+    def state(r: Rep) -> RepState:
+        return states.get(r.id) or RepState(r.id)
+
     reps = [r for r in config.team_reps(team)
-            if r.id not in skip and can_take(r, states.get(r.id, RepState(r.id)), now) is None]
+            if r.id not in skip and can_take(r, state(r), now) is None]
     if not reps:
         return None, {}
-    credits = {r.id: states.get(r.id, RepState(r.id)).credit for r in reps}
-    chosen, new = pick_weighted([(r.id, r.weight) for r in reps], credits)
+    credits = {r.id: state(r).credit for r in reps}
+    chosen, new = pick_weighted([(r.id, effective_weight(r, state(r))) for r in reps], credits)
     return config.reps[chosen], new
 
 
@@ -144,3 +156,22 @@ def route(
             return Decision(rep, fb, why, policy, credits)
     why = "no_available_rep" if rule is not None or fb is not None else "no_matching_rule"
     return Decision(None, rule.team if rule else fb, why, policy)
+
+
+def next_available_at(
+    config: RoutingConfig, states: Mapping[str, RepState], now: datetime
+) -> datetime | None:
+    """The next instant after ``now`` when a rep who is away for a time reason (out of office,
+    outside working hours) may become available; None if nothing is due to change by itself."""
+    times: list[datetime] = []
+    for rid, rep in config.reps.items():
+        st = states.get(rid) or RepState(rid)
+        if st.paused:
+            continue
+        times.extend(b for a, b in st.out_of_office if a <= now < b)
+        cal = effective_calendar(rep, st)
+        if not cal.is_open(now):
+            nxt = next((a for a, _ in cal.intervals(now) if a > now), None)
+            if nxt is not None:
+                times.append(nxt)
+    return min(times, default=None)
