@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.events import CloudEvent, from_kafka
+from shared.bus import BatchHandler, ConsumerRunner
+from shared.events import CloudEvent, derived_event_id, from_kafka
+from shared.runtime import Runtime
 from shared.settings import Settings
+from shared.topics import Topics
 
 T = TypeVar("T")
 
@@ -94,3 +99,42 @@ async def wait_for_events(
         return events if predicate(events) else None
 
     return await wait_for(probe, timeout=timeout, interval=0.2, what=f"events on {topic}")
+
+
+def echoes(events: Sequence[CloudEvent], ce_type: str = "io.test.echo") -> list[CloudEvent]:
+    """One derived event per input event, as a consumer under test would emit."""
+    return [
+        CloudEvent(
+            type=ce_type,
+            source="t",
+            data={"of": e.id},
+            id=derived_event_id(e.id, ce_type),
+            key=e.key,
+        )
+        for e in events
+    ]
+
+
+@asynccontextmanager
+async def running_consumer(
+    settings: Settings, engine: AsyncEngine, handler: BatchHandler, group_id: str
+) -> AsyncIterator[Runtime]:
+    """A started runtime (source "t") with one consumer of the interactions topic."""
+    runtime = Runtime("t", settings, engine)
+    runtime.add_worker(
+        ConsumerRunner(
+            settings=settings,
+            engine=engine,
+            topics=[Topics(settings.leadflow_topic_prefix).interactions],
+            group_id=group_id,
+            handler=handler,
+            source="t",
+            after_commit=runtime.relay.wake,
+        )
+    )
+    await runtime.start()
+    try:
+        await runtime.wait_ready()
+        yield runtime
+    finally:
+        await runtime.stop()

@@ -3,9 +3,13 @@ the server-to-server webinar attendance report."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 
-from services.capture.context import ContextDep
+from services.capture.context import CaptureContext, ContextDep
 from services.capture.domain.normalize import InvalidValue, parse_bool
 from services.capture.handlers import AcceptedOut, capture, path_id
 from services.capture.http_input import (
@@ -49,6 +53,21 @@ _FIELDS_BODY = {
 }
 
 
+@asynccontextmanager
+async def _browser_post(
+    request: Request, ctx: CaptureContext, allowed_origins: Collection[str]
+) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
+    """What every browser-facing post shares: rate limit, origin check, body parsing, and CORS
+    headers on any error inside, so the page's script can read why it was refused."""
+    ctx.limiter.check(request)
+    origin = check_origin(request, allowed_origins)
+    with cors_on_problems(origin):
+        yield (
+            origin,
+            await parse_fields(request, await read_body(request, ctx.config.max_body_bytes)),
+        )
+
+
 @router.options("/v1/forms/{form_id}/submissions", include_in_schema=False)
 async def form_preflight(form_id: str, request: Request, ctx: ContextDep) -> Response:
     return preflight(request, ctx.form(form_id).allowed_origins)
@@ -62,11 +81,8 @@ async def form_preflight(form_id: str, request: Request, ctx: ContextDep) -> Res
 )
 async def submit_form(form_id: str, request: Request, ctx: ContextDep) -> Response:
     """A website form submission (JSON, urlencoded or multipart)."""
-    ctx.limiter.check(request)
     form = ctx.form(form_id)
-    origin = check_origin(request, form.allowed_origins)
-    with cors_on_problems(origin):
-        fields = await parse_fields(request, await read_body(request, ctx.config.max_body_bytes))
+    async with _browser_post(request, ctx, form.allowed_origins) as (origin, fields):
         return await capture(
             ctx,
             request,
@@ -91,10 +107,7 @@ async def public_preflight(request: Request, ctx: ContextDep) -> Response:
 )
 async def download(request: Request, ctx: ContextDep) -> Response:
     """A content download (contact fields plus ``asset_id``, ``asset_type``, ``gated``)."""
-    ctx.limiter.check(request)
-    origin = check_origin(request, ctx.config.public_origins)
-    with cors_on_problems(origin):
-        fields = await parse_fields(request, await read_body(request, ctx.config.max_body_bytes))
+    async with _browser_post(request, ctx, ctx.config.public_origins) as (origin, fields):
         errors = []
         asset_id, asset_type = (
             fields.pop("asset_id", None),
@@ -142,11 +155,8 @@ async def download(request: Request, ctx: ContextDep) -> Response:
 )
 async def register_for_webinar(webinar_id: str, request: Request, ctx: ContextDep) -> Response:
     """A webinar registration (contact fields)."""
-    ctx.limiter.check(request)
-    webinar_id = path_id(webinar_id, "webinar_id")
-    origin = check_origin(request, ctx.config.public_origins)
-    with cors_on_problems(origin):
-        fields = await parse_fields(request, await read_body(request, ctx.config.max_body_bytes))
+    async with _browser_post(request, ctx, ctx.config.public_origins) as (origin, fields):
+        webinar_id = path_id(webinar_id, "webinar_id")
         return await capture(
             ctx,
             request,

@@ -8,13 +8,11 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.bus import ConsumerRunner
 from shared.db import create_engine
-from shared.events import CloudEvent, derived_event_id
+from shared.events import CloudEvent
 from shared.outbox import enqueue
-from shared.runtime import Runtime
 from shared.topics import Topics
-from tests.support import make_settings, wait_for_events
+from tests.support import echoes, make_settings, running_consumer, wait_for_events
 
 
 async def test_poison_and_undecodable_events_are_dead_lettered_once(
@@ -38,33 +36,9 @@ async def test_poison_and_undecodable_events_are_dead_lettered_once(
                 await conn.execute(
                     text("INSERT INTO processed_events VALUES ('x', 'x', '2026-01-01')")
                 )
-        echoes = [
-            CloudEvent(
-                type="io.test.ok",
-                source="t",
-                data={"of": e.id},
-                id=derived_event_id(e.id, "ok"),
-                key=e.key,
-            )
-            for e in events
-        ]
-        await enqueue(conn, "t", topics.leads, echoes)
+        await enqueue(conn, "t", topics.leads, echoes(events, "io.test.ok"))
 
-    runtime = Runtime("t", settings, engine)
-    runtime.add_worker(
-        ConsumerRunner(
-            settings=settings,
-            engine=engine,
-            topics=[topics.interactions],
-            group_id="t-dl",
-            handler=handler,
-            source="t",
-            after_commit=runtime.relay.wake,
-        )
-    )
-    await runtime.start()
-    try:
-        await runtime.wait_ready()
+    async with running_consumer(settings, engine, handler, "t-dl"):
         good = [CloudEvent(type="io.test.in", source="t", data={"n": i}, key="k") for i in range(5)]
         poison = CloudEvent(type="io.test.in", source="t", data={"poison": "raise"}, key="k")
         conflict = CloudEvent(type="io.test.in", source="t", data={"poison": "conflict"}, key="k")
@@ -95,5 +69,3 @@ async def test_poison_and_undecodable_events_are_dead_lettered_once(
         }
         # A persistent unique violation is retried a bounded number of times, not forever.
         assert attempts[conflict.id] <= 4
-    finally:
-        await runtime.stop()
