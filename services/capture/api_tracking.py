@@ -14,7 +14,13 @@ from fastapi.responses import JSONResponse
 from services.capture.context import SOURCE_URI, CaptureContext, ContextDep
 from services.capture.domain.interaction import InvalidSubmission
 from services.capture.domain.tracking import TrackedCall, parse_call
-from services.capture.http_input import cors_headers, media_type, parse_json_object, read_body
+from services.capture.http_input import (
+    cors_headers,
+    media_type,
+    parse_json_object,
+    preflight_response,
+    read_body,
+)
 from services.capture.intake import Submission
 from shared.events import CloudEvent, derived_event_id, new_event_id, parse_time, rfc3339, utcnow
 from shared.problems import Problem
@@ -122,15 +128,7 @@ async def _single(ctx: CaptureContext, request: Request, call_type: str) -> Resp
 async def tracking_preflight(call: str, request: Request) -> Response:
     if call not in ("track", "identify", "page", "screen", "batch"):
         raise Problem(404, "not found")
-    return Response(
-        status_code=204,
-        headers={
-            **cors_headers(request.headers.get("origin") or "*"),
-            "Access-Control-Allow-Methods": "POST, OPTIONS",
-            "Access-Control-Allow-Headers": "Content-Type, Authorization",
-            "Access-Control-Max-Age": "600",
-        },
-    )
+    return preflight_response(request.headers.get("origin") or "*", "Content-Type, Authorization")
 
 
 @router.post("/v1/track", openapi_extra=_SEGMENT_BODY)

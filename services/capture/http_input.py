@@ -164,17 +164,22 @@ def cors_on_problems(origin: str | None) -> Iterator[None]:
         raise
 
 
-def preflight(request: Request, allowed: Iterable[str]) -> Response:
-    """Answer a CORS preflight: 204 with the allow headers, or 403 for other origins."""
-    origin = request.headers.get("origin")
-    if origin is None or origin.rstrip("/").lower() not in {o.lower() for o in allowed}:
-        raise Problem(403, "this origin may not post here")
+def preflight_response(origin: str, allow_headers: str) -> Response:
+    """A 204 CORS preflight answer allowing POST from ``origin`` with ``allow_headers``."""
     return Response(
         status_code=204,
         headers={
             **cors_headers(origin),
             "Access-Control-Allow-Methods": "POST, OPTIONS",
-            "Access-Control-Allow-Headers": "Content-Type, Idempotency-Key, Authorization",
+            "Access-Control-Allow-Headers": allow_headers,
             "Access-Control-Max-Age": "600",
         },
     )
+
+
+def preflight(request: Request, allowed: Iterable[str]) -> Response:
+    """Answer a CORS preflight: 204 with the allow headers, or 403 for other origins."""
+    origin = request.headers.get("origin")
+    if origin is None or origin.rstrip("/").lower() not in {o.lower() for o in allowed}:
+        raise Problem(403, "this origin may not post here")
+    return preflight_response(origin, "Content-Type, Idempotency-Key, Authorization")
