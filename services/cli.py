@@ -91,6 +91,89 @@ def rescore() -> None:
     typer.echo(f"rescored {count} leads")
 
 
+deadletter_app = typer.Typer(
+    help="Dead letters of this database (DATABASE_URL): list, show, replay.", no_args_is_help=True
+)
+app.add_typer(deadletter_app, name="deadletter")
+
+
+def _with_engine(work: Any) -> Any:
+    """Run ``work(engine)`` on an engine for DATABASE_URL, disposed afterwards."""
+    from shared.db import create_engine
+    from shared.settings import get_settings
+
+    async def _go() -> Any:
+        engine = create_engine(get_settings().db_url)
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(_go())
+
+
+@deadletter_app.command("list")
+def deadletter_list(
+    include_replayed: bool = typer.Option(False, "--all", help="Include replayed ones."),
+    limit: int = typer.Option(100, min=1, max=10_000),
+) -> None:
+    """Dead letters in id order: id, when, consumer, where from, type, reason."""
+    from shared.deadletters import list_deadletters
+
+    items = _with_engine(
+        lambda e: list_deadletters(e, include_replayed=include_replayed, limit=limit)
+    )
+    for d in items:
+        where = f"{d['topic']}/{d['kafka_partition']}/{d['kafka_offset']}"
+        replayed = f" replayed as {d['replay_event_id']}" if d["replayed_at"] else ""
+        typer.echo(
+            f"{d['id']}\t{d['created_at']}\t{d['kind']}\t{d['consumer']}\t{where}\t"
+            f"{d['ce_type'] or '-'}\t{d['reason']}{replayed}"
+        )
+    if not items:
+        typer.echo("no dead letters")
+
+
+@deadletter_app.command("show")
+def deadletter_show(dead_id: int) -> None:
+    """One dead letter as JSON, with its key, headers and value."""
+    from shared.deadletters import as_json, get_deadletter
+
+    item = _with_engine(lambda e: get_deadletter(e, dead_id))
+    if item is None:
+        typer.echo(f"no dead letter {dead_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(as_json(item))
+
+
+@deadletter_app.command("replay")
+def deadletter_replay(
+    dead_id: int | None = typer.Argument(None),
+    replay_all: bool = typer.Option(False, "--all", help="Replay every open dead letter."),
+) -> None:
+    """Send a dead letter back to its topic through the outbox (idempotent)."""
+    from shared.deadletters import ReplayError, replay
+    from shared.deadletters import replay_all as replay_every
+
+    if replay_all == (dead_id is not None):
+        typer.echo("give one dead letter id or --all", err=True)
+        raise typer.Exit(2)
+    if replay_all:
+        for item_id, outcome in _with_engine(replay_every):
+            typer.echo(f"{item_id}\t{outcome}")
+        return
+    assert dead_id is not None
+    try:
+        replay_id = _with_engine(lambda e: replay(e, dead_id))
+    except LookupError:
+        typer.echo(f"no dead letter {dead_id}", err=True)
+        raise typer.Exit(1) from None
+    except ReplayError as exc:
+        typer.echo(f"dead letter {dead_id} cannot be replayed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{dead_id}\treplayed as {replay_id} (the service's relay publishes it)")
+
+
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     import httpx
 

@@ -3,22 +3,46 @@
 Delivery is at least once. The runner makes effects exactly once: each batch from ``getmany``
 is handled in one database transaction that also records the event ids (the inbox) and writes
 any emitted events to the outbox; offsets are committed only after that transaction.
+
+Errors are classified (:func:`classify`). Anything about availability (the database down,
+restarting, read-only, the pool exhausted, a deadlock) is waited out with capped backoff and
+never dead-lettered; only what is deterministic for the event (not a CloudEvent, a handler
+failure that persists, a constraint violation that persists) is parked in the ``deadletters``
+table and on the dead-letter topic (:mod:`shared.deadletters`), so a consumer never stops on
+one record and never loses an event to an outage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 from prometheus_client import Counter
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import insert_for
+from shared.deadletters import (
+    REPLAY_CONSUMER,
+    DeadLetter,
+    bounded_id,
+    clean_json,
+    clean_text,
+    insert,
+    restore_replay,
+    scrub_error,
+)
 from shared.events import CloudEvent, InvalidEvent, derived_event_id, from_kafka, utcnow
 from shared.failpoints import failpoint
 from shared.messaging_tables import processed_events
@@ -29,6 +53,18 @@ from shared.topics import Topics
 log = logging.getLogger(__name__)
 
 CONSUMED = Counter("leadflow_events_consumed_total", "Events handled", ["consumer", "outcome"])
+DEADLETTER_LOST = Counter(
+    "leadflow_deadletter_write_failed_total",
+    "Records skipped because even the minimal dead letter could not be written",
+    ["consumer"],
+)
+COMMIT_FAILED = Counter(
+    "leadflow_consumer_commit_failed_total",
+    "Offset commits that failed (batch redelivered)",
+    ["consumer"],
+)
+
+__all__ = ["ConsumerRunner", "classify", "is_transient", "scrub_error"]
 
 BatchHandler = Callable[[AsyncConnection, Sequence[CloudEvent]], Awaitable[None]]
 
@@ -91,8 +127,112 @@ async def claim(conn: AsyncConnection, consumer: str, event_ids: Sequence[str]) 
     return set(fresh)
 
 
+# ---------------------------------------------------------------------------------------------
+# Error classification (pure)
+
+ErrorKind = Literal["transient", "conflict", "poison"]
+
+#: SQLSTATE classes and codes that say "not now" rather than "not this event": connection
+#: exceptions (08), insufficient resources (53: too many connections, disk full), operator
+#: intervention (57P: admin/crash shutdown, cannot connect now), transaction rollback (40:
+#: serialization failure, deadlock), read-only transaction (25006: a failover in progress),
+#: lock not available (55P03), query canceled (57014: statement or lock timeout); and the
+#: deployment not being what the code expects (28: credentials refused, 3D000: no such
+#: database, 42P01: no such table, 42501: permission denied), which no event causes and
+#: dead-lettering every event would not fix.
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "40", "28")
+_TRANSIENT_SQLSTATES = frozenset({"25006", "55P03", "57014", "3D000", "42P01", "42501"})
+#: SQLite reports contention and I/O trouble only in the message text.
+_TRANSIENT_SQLITE_TEXT = (
+    "database is locked",
+    "database table is locked",
+    "database is busy",
+    "disk i/o error",
+    "unable to open database file",
+)
+_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
+    OSError,  # ConnectionError, ConnectionRefusedError, socket errors, TimeoutError
+    asyncio.TimeoutError,
+    sa_exc.TimeoutError,  # the connection pool is exhausted
+    sa_exc.DisconnectionError,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    asyncpg.exceptions.InterfaceError,  # "connection is closed"
+    asyncpg.exceptions.PostgresConnectionError,
+)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, the driver error it wraps, and its causes and contexts."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack and len(seen) < 25:
+        cur = stack.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        yield cur
+        orig = getattr(cur, "orig", None)
+        stack.extend(
+            [cur.__context__, cur.__cause__, orig if isinstance(orig, BaseException) else None]
+        )
+
+
+def classify(exc: BaseException) -> ErrorKind:
+    """``transient`` (wait and retry), ``conflict`` (integrity: retry a few times) or ``poison``.
+
+    Transient: the database or network is unavailable, restarting, read-only, overloaded or
+    resolved a deadlock; retrying later succeeds without any change to the event. Conflict: a
+    unique or foreign-key violation, usually a concurrent claim of the same event id (the
+    retry skips it); one that persists is treated as poison. Poison: everything else (bad data,
+    a handler bug), which no retry fixes.
+    """
+    for cur in _chain(exc):
+        if isinstance(cur, sa_exc.DBAPIError) and cur.connection_invalidated:
+            return "transient"
+        if isinstance(cur, _TRANSIENT_TYPES):
+            return "transient"
+        sqlstate = getattr(cur, "sqlstate", None) or getattr(cur, "pgcode", None)
+        if isinstance(sqlstate, str) and (
+            sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+        ):
+            return "transient"
+        if isinstance(cur, sqlite3.Error) and any(
+            t in str(cur).lower() for t in _TRANSIENT_SQLITE_TEXT
+        ):
+            return "transient"
+    for cur in _chain(exc):
+        sqlstate = getattr(cur, "sqlstate", None)
+        if isinstance(cur, sa_exc.IntegrityError | sqlite3.IntegrityError) or (
+            isinstance(sqlstate, str) and sqlstate.startswith("23")
+        ):
+            return "conflict"
+    return "poison"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is about availability (wait and retry) rather than about the data."""
+    return classify(exc) == "transient"
+
+
+@dataclass
+class ConsumerHealth:
+    """A consumer's liveness as :meth:`ConsumerRunner.health` sees it."""
+
+    ok: bool
+    problem: str | None
+    partitions: int
+    seconds_since_poll: float | None
+    waiting_for: str | None
+
+
 class ConsumerRunner:
-    """Consumes topics in a group and applies a batch handler exactly once per event id."""
+    """Consumes topics in a group and applies a batch handler exactly once per event id.
+
+    ``run`` builds a fresh aiokafka consumer each time it is called, so a supervisor can
+    restart it after any failure; a failed offset commit is logged and consumption goes on.
+    Its liveness (:meth:`health`) feeds ``/readyz``.
+    """
 
     def __init__(
         self,
@@ -104,6 +244,7 @@ class ConsumerRunner:
         handler: BatchHandler,
         source: str,
         after_commit: Callable[[], None] | None = None,
+        max_backoff: float = 5.0,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -112,16 +253,23 @@ class ConsumerRunner:
         self.handler = handler
         self.source = source
         self.after_commit = after_commit
+        self.max_backoff = max_backoff
         self.deadletter_topic = Topics(settings.leadflow_topic_prefix).deadletter
         self._stopping = False
         self._consumer: AIOKafkaConsumer | None = None
         self.processed = 0
+        self.deadlettered = 0
         self.joined = asyncio.Event()
+        # Liveness, in time.monotonic() seconds.
+        self.started_at: float | None = None
+        self.last_poll: float | None = None
+        self.partitions = 0
+        self.waiting_since: float | None = None
+        self.waiting_for: str | None = None
 
-    async def start(self) -> None:
-        """Join the group (call before ``run``)."""
+    def _make_consumer(self) -> AIOKafkaConsumer:
         s = self.settings
-        self._consumer = AIOKafkaConsumer(
+        return AIOKafkaConsumer(
             *self.topics,
             bootstrap_servers=s.bootstrap_servers,
             group_id=self.group_id,
@@ -133,19 +281,37 @@ class ConsumerRunner:
             max_poll_records=s.leadflow_consumer_batch,
             client_id=f"leadflow-{self.source}",
         )
-        await self._consumer.start()
+
+    async def start(self) -> None:
+        """Join the group (``run`` does it when needed)."""
+        if self._consumer is not None:
+            return
+        consumer = self._make_consumer()
+        try:
+            await consumer.start()
+        except BaseException:
+            try:
+                await consumer.stop()
+            except Exception:
+                log.debug("stopping a consumer that never started", exc_info=True)
+            raise
+        self._consumer = consumer
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; the batch in hand is finished and committed first."""
-        if self._consumer is None:
-            await self.start()
-        assert self._consumer is not None
+        self.started_at = time.monotonic()
+        await self.start()
+        consumer = self._consumer
+        assert consumer is not None
         try:
             while not self._stopping:
-                batches = await self._consumer.getmany(
+                batches = await consumer.getmany(
                     timeout_ms=500, max_records=self.settings.leadflow_consumer_batch
                 )
-                if not self.joined.is_set() and self._consumer.assignment():
+                self.last_poll = time.monotonic()
+                assignment = consumer.assignment()
+                self.partitions = len(assignment)
+                if not self.joined.is_set() and assignment:
                     self.joined.set()
                 records = [r for tp in sorted(batches, key=str) for r in batches[tp]]
                 if not records:
@@ -154,138 +320,275 @@ class ConsumerRunner:
                 failpoint(f"{self.source}.after_db_commit")
                 if self.after_commit:
                     self.after_commit()
-                await self._consumer.commit()
+                await self._commit(consumer)
         finally:
-            await self._consumer.stop()
+            # A stopped aiokafka consumer cannot poll again: the next run() builds a new one.
+            self._consumer = None
+            self.partitions = 0
+            try:
+                await consumer.stop()
+            except Exception:
+                log.debug("%s: consumer stop failed", self.group_id, exc_info=True)
 
     async def stop(self) -> None:
         """Ask the loop to finish its batch, commit and leave the group."""
         self._stopping = True
 
-    async def _process(self, records: Sequence[object]) -> None:
-        events: list[CloudEvent] = []
-        bad: list[CloudEvent] = []
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            await consumer.commit()
+        except KafkaError as exc:
+            # A rebalance between poll and commit (CommitFailedError), or a poll interval
+            # overrun during a long outage: whoever gets the partitions is sent the batch
+            # again, and the inbox turns that redelivery into a no-op.
+            COMMIT_FAILED.labels(self.group_id).inc()
+            log.warning(
+                "%s: offset commit failed (%s); the batch may be redelivered and skipped",
+                self.group_id,
+                scrub_error(exc),
+            )
+
+    def health(self, stall_seconds: float, now: float | None = None) -> ConsumerHealth:
+        """Whether this consumer is consuming, and if not, why."""
+        now = time.monotonic() if now is None else now
+        since = None if self.last_poll is None else now - self.last_poll
+        problem = None
+        if self.waiting_for is not None:
+            problem = f"waiting for the database ({self.waiting_for})"
+        else:
+            # Since the last poll, or since this run began (a restart gets a fresh start).
+            ref = max((t for t in (self.last_poll, self.started_at) if t is not None), default=None)
+            if ref is not None and now - ref > stall_seconds:
+                problem = f"no successful poll for {now - ref:.0f}s"
+        return ConsumerHealth(
+            ok=problem is None,
+            problem=problem,
+            partitions=self.partitions,
+            seconds_since_poll=since,
+            waiting_for=self.waiting_for,
+        )
+
+    # -----------------------------------------------------------------------------------------
+
+    async def _process(self, records: Sequence[Any]) -> None:
+        events: list[tuple[Any, CloudEvent]] = []
         for rec in records:
             try:
-                events.append(from_kafka(rec.key, rec.value, rec.headers))  # type: ignore[attr-defined]
+                ev = from_kafka(rec.key, rec.value, rec.headers)
             except InvalidEvent as exc:
-                bad.append(self._deadletter_event(rec, str(exc)))
-        await self._with_retries(self._apply, events, bad, on_failure=self._apply_one_by_one)
+                await self._park_record(rec, f"InvalidEvent: {exc}")
+                continue
+            target = ev.extensions.get(REPLAY_CONSUMER)
+            if target is not None and target != self.group_id:
+                # A dead letter of another consumer group sent back for that group only.
+                CONSUMED.labels(self.group_id, "replay_for_other").inc()
+                continue
+            events.append((rec, restore_replay(ev)))
+        if not events:
+            return
+        err = await self._attempt(self._apply, [ev for _, ev in events])
+        if err is None:
+            return
+        log.warning(
+            "%s: a batch of %d failed (%s); applying its events one by one",
+            self.group_id,
+            len(events),
+            scrub_error(err),
+        )
+        for rec, ev in events:
+            err = await self._attempt(self._apply, [ev])
+            if err is not None:
+                await self._park_event(rec, ev, err)
 
-    async def _with_retries(
-        self,
-        apply: Callable[[Sequence[CloudEvent], Sequence[CloudEvent]], Awaitable[None]],
-        events: Sequence[CloudEvent],
-        bad: Sequence[CloudEvent],
-        *,
-        on_failure: Callable[
-            [Sequence[CloudEvent], Sequence[CloudEvent], BaseException], Awaitable[None]
-        ],
-    ) -> None:
-        """Apply; wait out a database outage; after repeated or hard failures, ``on_failure``.
+    async def _attempt(
+        self, op: Callable[[Sequence[CloudEvent]], Awaitable[None]], events: Sequence[CloudEvent]
+    ) -> BaseException | None:
+        """Run ``op``; wait out availability errors; return an error deterministic for the data.
 
         An IntegrityError is usually a concurrent claim of the same event id by another
-        consumer (the retry then skips it); one that persists is a real failure.
+        consumer (the retry skips it); one that persists is returned.
         """
         delay = 0.2
         conflicts = 0
         while True:
             try:
-                await apply(events, bad)
-                return
-            except IntegrityError as exc:
-                conflicts += 1
-                if conflicts >= 3:
-                    await on_failure(events, bad, exc)
-                    return
-                log.info("%s: concurrent claim, retrying", self.group_id)
-            except DBAPIError as exc:
-                if not (exc.connection_invalidated or _is_transient(exc)):
-                    await on_failure(events, bad, exc)
-                    return
-                if self._stopping:
-                    raise  # leave the offsets uncommitted: the batch is redone after restart
-                log.warning("%s: database unavailable (%s); retrying", self.group_id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await op(events)
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:
-                log.exception("%s: processing failed", self.group_id)
-                await on_failure(events, bad, exc)
-                return
+                kind = classify(exc)
+                if kind == "transient":
+                    if self._stopping:
+                        raise  # leave the offsets uncommitted: the batch is redone after restart
+                    self._note_waiting(exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.max_backoff)
+                    continue
+                if kind == "conflict":
+                    conflicts += 1
+                    if conflicts < 3:
+                        log.info("%s: concurrent claim, retrying", self.group_id)
+                        continue
+                self._done_waiting()
+                return exc
+            self._done_waiting()
+            return None
 
-    async def _apply(self, events: Sequence[CloudEvent], bad: Sequence[CloudEvent]) -> None:
+    def _note_waiting(self, exc: BaseException) -> None:
+        reason = scrub_error(exc, limit=200)
+        if self.waiting_since is None:
+            self.waiting_since = time.monotonic()
+            log.warning("%s: database unavailable (%s); waiting", self.group_id, reason)
+        else:
+            log.debug("%s: still waiting for the database (%s)", self.group_id, reason)
+        self.waiting_for = reason
+
+    def _done_waiting(self) -> None:
+        if self.waiting_since is not None:
+            log.info(
+                "%s: database back after %.1fs",
+                self.group_id,
+                time.monotonic() - self.waiting_since,
+            )
+        self.waiting_since = None
+        self.waiting_for = None
+
+    async def _apply(self, events: Sequence[CloudEvent]) -> None:
         async with self.engine.begin() as conn:
             fresh = await claim(conn, self.group_id, [e.id for e in events])
             todo = [e for e in _first_of_each(events) if e.id in fresh]
             if todo:
                 await self.handler(conn, todo)
-            if bad:
-                await enqueue(conn, self.source, self.deadletter_topic, bad)
         self.processed += len(todo)
         CONSUMED.labels(self.group_id, "ok").inc(len(todo))
         CONSUMED.labels(self.group_id, "duplicate").inc(len(events) - len(todo))
 
-    async def _apply_one_by_one(
-        self, events: Sequence[CloudEvent], bad: Sequence[CloudEvent], _: BaseException
-    ) -> None:
-        """Isolate the failing event of a batch: each alone, a failing one dead-lettered."""
-        if bad:
-            async with self.engine.begin() as conn:
-                await enqueue(conn, self.source, self.deadletter_topic, bad)
-        for ev in events:
-            await self._with_retries(self._apply, [ev], [], on_failure=self._deadletter)
+    @staticmethod
+    def _where(rec: Any) -> str:
+        return "/".join(str(getattr(rec, a, "")) for a in ("topic", "partition", "offset"))
 
-    async def _deadletter(
-        self, events: Sequence[CloudEvent], _: Sequence[CloudEvent], exc: BaseException
-    ) -> None:
-        """Record events as processed and send them to the dead-letter topic, in one transaction."""
-        reason = f"{type(exc).__name__}: {exc}"
-        for ev in events:
-            log.error("%s: event %s (%s) dead-lettered: %s", self.group_id, ev.id, ev.type, reason)
-            CONSUMED.labels(self.group_id, "deadletter").inc()
-            async with self.engine.begin() as conn:
-                if await claim(conn, self.group_id, [ev.id]):
-                    await enqueue(
-                        conn,
-                        self.source,
-                        self.deadletter_topic,
-                        [_as_deadletter(ev, self.group_id, reason)],
-                    )
+    def _dedupe_key(self, rec: Any) -> str:
+        """The same record redelivered (after a crash) is the same dead letter; another record
+        at the same offset (a topic recreated, offsets reset) is not."""
+        digest = hashlib.sha256()
+        for part in (getattr(rec, "key", None), getattr(rec, "value", None)):
+            digest.update(part or b"")
+            digest.update(b"\x1f")
+        for name, raw in getattr(rec, "headers", None) or ():
+            digest.update(str(name).encode("utf-8", "replace") + b"=" + (raw or b"") + b"\x1f")
+        return f"{self.group_id}/{self._where(rec)}/{digest.hexdigest()[:16]}"
 
-    def _deadletter_event(self, rec: object, reason: str) -> CloudEvent:
-        raw = getattr(rec, "value", b"") or b""
-        where = "/".join(str(getattr(rec, a, "")) for a in ("topic", "partition", "offset"))
-        return CloudEvent(
-            type="io.leadflow.deadletter",
+    def _dead_letter(self, rec: Any, kind: str, reason: str, ev: CloudEvent | None) -> DeadLetter:
+        return DeadLetter(
+            kind=kind,
             source=self.source,
-            # The same record redelivered after a crash gives the same id: one dead letter.
-            id=derived_event_id("deadletter", self.group_id, where),
-            data={
-                "topic": getattr(rec, "topic", None),
-                "partition": getattr(rec, "partition", None),
-                "offset": getattr(rec, "offset", None),
-                "value": raw.decode(errors="replace"),
-            },
-            key=(getattr(rec, "key", None) or b"").decode(errors="replace") or None,
-            extensions={"deadletterreason": reason[:500], "deadletterconsumer": self.group_id},
+            consumer=self.group_id,
+            # The same record redelivered after a crash is the same dead letter.
+            dedupe_key=self._dedupe_key(rec),
+            reason=reason,
+            topic=getattr(rec, "topic", None),
+            partition=getattr(rec, "partition", None),
+            offset=getattr(rec, "offset", None),
+            event_id=ev.id if ev else None,
+            ce_type=ev.type if ev else None,
+            key=getattr(rec, "key", None),
+            value=getattr(rec, "value", None),
+            headers=list(getattr(rec, "headers", None) or ()),
         )
 
+    async def _park_record(self, rec: Any, reason: str) -> None:
+        """Park a record that is not a Leadflow CloudEvent."""
+        reason = clean_text(reason)[:500]
+        log.error("%s: record %s dead-lettered: %s", self.group_id, self._where(rec), reason)
+        dead = self._dead_letter(rec, "record", reason, None)
+        row = dead.row()
 
-def _as_deadletter(ev: CloudEvent, consumer: str, reason: str) -> CloudEvent:
-    return CloudEvent(
-        type=ev.type,
-        source=ev.source,
-        data=ev.data,
-        id=f"deadletter:{consumer}:{ev.id}",
-        time=ev.time,
-        subject=ev.subject,
-        key=ev.key,
-        extensions={
-            **ev.extensions,
-            "deadletterreason": reason[:500],
-            "deadletterconsumer": consumer,
-        },
-    )
+        def copy(dead_id: int | None, minimal: bool) -> CloudEvent:
+            data: dict[str, Any] = {
+                "topic": dead.topic,
+                "partition": dead.partition,
+                "offset": dead.offset,
+                "deadletter_id": dead_id,
+            }
+            if not minimal:
+                data.update(
+                    value=row["value"],
+                    value_encoding=row["value_encoding"],
+                    key=row["record_key"],
+                    key_encoding=row["key_encoding"],
+                )
+            key = row["record_key"] if row["key_encoding"] == "utf-8" and not minimal else None
+            return CloudEvent(
+                type="io.leadflow.deadletter",
+                source=self.source,
+                id=derived_event_id("deadletter", dead.dedupe_key),
+                data=data,
+                key=key,
+                extensions={
+                    "deadletterreason": row["reason"] if not minimal else "InvalidEvent",
+                    "deadletterconsumer": self.group_id,
+                },
+            )
+
+        await self._park(dead, copy)
+
+    async def _park_event(self, rec: Any, ev: CloudEvent, exc: BaseException) -> None:
+        """Park an event its handler keeps failing on (not marked processed: see replay)."""
+        reason = scrub_error(exc)
+        log.error("%s: event %s (%s) dead-lettered: %s", self.group_id, ev.id, ev.type, reason)
+        dead = self._dead_letter(rec, "event", reason, ev)
+
+        def copy(dead_id: int | None, minimal: bool) -> CloudEvent:
+            extensions = {} if minimal else dict(clean_json(dict(ev.extensions)))
+            extensions.update(
+                deadletterreason=reason if not minimal else type(exc).__name__,
+                deadletterconsumer=self.group_id,
+                deadletterid=str(dead_id),
+            )
+            return CloudEvent(
+                type=ev.type,
+                source=ev.source,
+                data={} if minimal else clean_json(dict(ev.data)),
+                id=bounded_id(f"deadletter:{self.group_id}:{ev.id}"),
+                time=ev.time,
+                subject=ev.subject,
+                key=clean_text(ev.key) if ev.key is not None else None,
+                extensions=extensions,
+            )
+
+        await self._park(dead, copy)
+
+    async def _park(self, dead: DeadLetter, copy: Callable[[int | None, bool], CloudEvent]) -> None:
+        """Write the dead letter and its topic copy in one transaction; never fail on data.
+
+        Availability errors are waited out as usual. If the full copy is refused (it should
+        not be: it is sanitised), a minimal one is tried; if even that is refused, the record
+        is logged and skipped with a metric rather than stopping the group.
+        """
+
+        for minimal in (False, True):
+
+            async def write(_: Sequence[CloudEvent], minimal: bool = minimal) -> None:
+                async with self.engine.begin() as conn:
+                    dead_id = await insert(conn, dead.minimal() if minimal else dead)
+                    await enqueue(
+                        conn, self.source, self.deadletter_topic, [copy(dead_id, minimal)]
+                    )
+
+            err = await self._attempt(write, [])
+            if err is None:
+                self.deadlettered += 1
+                CONSUMED.labels(self.group_id, "deadletter").inc()
+                return
+            log.error(
+                "%s: could not write the %s dead letter for %s: %s",
+                self.group_id,
+                "minimal" if minimal else "full",
+                dead.dedupe_key,
+                scrub_error(err),
+            )
+        DEADLETTER_LOST.labels(self.group_id).inc()
+        log.error("%s: record %s skipped without a dead letter", self.group_id, dead.dedupe_key)
 
 
 def _first_of_each(events: Sequence[CloudEvent]) -> list[CloudEvent]:
@@ -296,8 +599,3 @@ def _first_of_each(events: Sequence[CloudEvent]) -> list[CloudEvent]:
             seen.add(e.id)
             out.append(e)
     return out
-
-
-def _is_transient(exc: DBAPIError) -> bool:
-    text = str(exc.orig).lower() if exc.orig else str(exc).lower()
-    return any(s in text for s in ("connection", "database is locked", "timeout", "terminating"))

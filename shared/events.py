@@ -171,11 +171,19 @@ class CloudEvent:
 
 _CORE = {"specversion", "id", "source", "type", "time", "subject", "partitionkey"}
 
+#: Longest accepted value of the attributes stored in fixed-width columns (inbox and outbox).
+ATTRIBUTE_LIMITS = {"id": 200, "type": 200, "source": 200, "subject": 200}
+
 
 def from_kafka(
     key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None
 ) -> CloudEvent:
-    """Decode a binary-mode Kafka record; raise :class:`InvalidEvent` if it is not one."""
+    """Decode a binary-mode Kafka record; raise :class:`InvalidEvent` if it is not one.
+
+    Also invalid: ``ce_id``, ``ce_type``, ``ce_source`` or ``ce_subject`` longer than
+    :data:`ATTRIBUTE_LIMITS` allows, or any ``ce_`` header containing NUL; these values are
+    stored in fixed-width, NUL-refusing columns (the inbox and the outbox).
+    """
     attrs: dict[str, str] = {}
     for name, raw in headers or ():
         if name.startswith("ce_"):
@@ -186,6 +194,15 @@ def from_kafka(
     for required in ("id", "source", "type", "specversion"):
         if not attrs.get(required):
             raise InvalidEvent(f"missing ce_{required} header")
+    for name, limit in ATTRIBUTE_LIMITS.items():
+        # These attributes become database keys and columns (inbox, outbox): a value that
+        # cannot be stored there is a bad record, not a reason to stop the consumer.
+        val = attrs.get(name)
+        if val is not None and len(val) > limit:
+            raise InvalidEvent(f"ce_{name} is longer than {limit} characters")
+    for name, val in attrs.items():
+        if "\x00" in val:
+            raise InvalidEvent(f"header ce_{name} contains a NUL character")
     if attrs["specversion"] != SPECVERSION:
         raise InvalidEvent(f"unsupported specversion {attrs['specversion']}")
     try:
@@ -198,7 +215,10 @@ def from_kafka(
         time = parse_time(attrs["time"]) if attrs.get("time") else utcnow()
     except ValueError as exc:
         raise InvalidEvent(f"bad ce_time: {exc}") from exc
-    partition_key = key.decode(errors="replace") if key else attrs.get("partitionkey")
+    # Keys are opaque bytes to Kafka but text in the outbox (which refuses NUL on PostgreSQL).
+    partition_key = (
+        key.decode(errors="replace").replace("\x00", "\ufffd") if key else attrs.get("partitionkey")
+    )
     return CloudEvent(
         type=attrs["type"],
         source=attrs["source"],

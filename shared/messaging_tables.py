@@ -42,3 +42,35 @@ outbox = Table(
     Index("ix_outbox_pending", "source", "sent_at", "id"),
     Index("ix_outbox_sent", "source", "sent_at"),
 )
+
+#: What could not be processed or published, kept so that it can be seen and replayed.
+#: ``kind`` is "record" (not a CloudEvent), "event" (its handler failed for good) or "outbox"
+#: (the broker refused the row on its own). Values and keys that are not NUL-free UTF-8 are
+#: stored base64 (``*_encoding``), so writing a dead letter cannot fail on what it holds.
+deadletters = Table(
+    "deadletters",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    # The same record redelivered, or the same outbox row refused again, is one dead letter.
+    Column("dedupe_key", String(200), nullable=False, unique=True),
+    Column("kind", String(20), nullable=False),
+    Column("source", String(100), nullable=False),
+    Column("consumer", String(100), nullable=False),
+    Column("topic", String(255), nullable=True),
+    Column("kafka_partition", Integer, nullable=True),
+    Column("kafka_offset", BigInteger, nullable=True),
+    Column("event_id", String(200), nullable=True),
+    Column("ce_type", String(200), nullable=True),
+    Column("record_key", Text, nullable=True),
+    Column("key_encoding", String(10), nullable=True),
+    Column("headers", JSONType, nullable=False),
+    Column("value", Text, nullable=True),
+    Column("value_encoding", String(10), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("replayed_at", UTCDateTime(), nullable=True),
+    Column("replay_event_id", String(200), nullable=True),
+    Index("ix_deadletters_created", "created_at"),
+)

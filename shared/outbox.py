@@ -1,30 +1,50 @@
 """The transactional outbox: events are written in the effect's transaction, then relayed to Kafka.
 
-A relay per process publishes its own rows in id order and marks them sent. It is woken right
-after a commit that wrote rows, and polls as a fallback (rows left by a crashed process, or
-written by another replica).
+One relay per source publishes its rows in id order and marks them sent (on PostgreSQL the
+replicas of a service elect it with an advisory lock). It is woken right after a commit that
+wrote rows, and polls as a fallback (rows left by a crashed process, or written by another
+replica). Rows the broker refuses on their own are parked as dead letters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnsupportedForMessageFormatError,
+)
 from prometheus_client import Counter
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import insert_for, is_sqlite
-from shared.events import CloudEvent, utcnow
+from shared.deadletters import DeadLetter, insert, scrub_error
+from shared.events import CloudEvent, derived_event_id, utcnow
 from shared.messaging_tables import outbox
 
 log = logging.getLogger(__name__)
 
 RELAYED = Counter("leadflow_outbox_relayed_total", "Outbox rows published to Kafka", ["source"])
+PARKED = Counter(
+    "leadflow_outbox_parked_total",
+    "Outbox rows the broker refused, parked as dead letters",
+    ["source"],
+)
 
 
 async def enqueue(
@@ -116,8 +136,46 @@ async def publish(producer: AIOKafkaProducer, items: Sequence[tuple[str, CloudEv
     await asyncio.gather(*futures)
 
 
+#: Errors about one record on its own (too large, not serialisable, a topic name the broker
+#: refuses): retrying cannot help, so the row is parked instead of blocking those after it.
+REFUSED: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    InvalidTopicError,
+    CorruptRecordException,
+    UnsupportedForMessageFormatError,
+    TypeError,  # orjson.JSONEncodeError (lone surrogates, unsupported types)
+    ValueError,  # UnicodeEncodeError of a header or key
+)
+
+
+def _lock_key(source: str) -> int:
+    """The PostgreSQL advisory lock (a signed 64-bit key) of one source's relay."""
+    digest = hashlib.sha256(f"leadflow-outbox-relay:{source}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@dataclass
+class _Pass:
+    """What one publishing pass did: acknowledged row ids, refused rows, a broker failure."""
+
+    acked: list[int] = field(default_factory=list)
+    refused: list[tuple[Any, BaseException]] = field(default_factory=list)
+    failure: BaseException | None = None
+
+
 class OutboxRelay:
-    """Publishes one source's outbox rows to Kafka, at least once, in order."""
+    """Publishes one source's outbox rows to Kafka, at least once, in order.
+
+    On PostgreSQL only one replica's relay is active per source: it holds a session advisory
+    lock on a dedicated connection and runs its passes on that connection, so losing the
+    connection loses the lock with it; the other replicas stand by and try the lock each poll,
+    taking over when the holder dies. A row the broker refuses on its own is parked in the
+    ``deadletters`` table (and marked done) rather than blocking every row after it; rows
+    acknowledged in a pass are marked sent even when a later row fails, so they are not
+    published again.
+    """
 
     def __init__(
         self,
@@ -127,15 +185,27 @@ class OutboxRelay:
         *,
         poll_seconds: float = 1.0,
         batch_size: int = 500,
+        deadletter_topic: str | None = None,
+        send_timeout: float = 30.0,
     ) -> None:
         self.engine = engine
+        self.send_timeout = send_timeout
         self.producer = producer
         self.source = source
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
+        self.deadletter_topic = deadletter_topic
         self._wake = asyncio.Event()
         self._stopping = False
         self.healthy = True
+        #: Since when (time.monotonic()) passes have been failing, and why.
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
+        #: Whether this relay holds the source's lock (always True on SQLite).
+        self.active = False
+        self.parked = 0
+        self._conn: AsyncConnection | None = None
+        self._lock_key = _lock_key(source)
 
     def wake(self) -> None:
         """Ask the relay to look for rows now (called after a commit that wrote some)."""
@@ -144,38 +214,50 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until stopped; broker errors back off and retry, nothing is dropped."""
         backoff = 0.1
-        while True:
-            # A stop request still gets this one last drain.
-            stopping = self._stopping
-            try:
-                while await self.relay_once():
-                    pass
-                self.healthy = True
-                backoff = 0.1
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # broker or database down: keep rows, retry
-                self.healthy = False
+        try:
+            while True:
+                # A stop request still gets this one last drain.
+                stopping = self._stopping
+                try:
+                    while await self.relay_once():
+                        pass
+                    self.healthy = True
+                    self.failing_since = None
+                    self.last_error = None
+                    backoff = 0.1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # broker or database down: keep rows, retry
+                    self.healthy = False
+                    self.last_error = scrub_error(exc)
+                    if self.failing_since is None:
+                        self.failing_since = time.monotonic()
+                    if stopping:
+                        break
+                    log.warning(
+                        "outbox relay %s: %s; retrying in %.1fs",
+                        self.source,
+                        self.last_error,
+                        backoff,
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
                 if stopping:
                     break
-                log.warning("outbox relay %s: %s; retrying in %.1fs", self.source, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            if stopping:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-            self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                self._wake.clear()
+        finally:
+            await self._release()
 
     async def stop(self) -> None:
         """Drain what is pending (one last pass), then stop; unsent rows wait for the next start."""
         self._stopping = True
         self._wake.set()
 
-    async def relay_once(self) -> int:
-        """Publish one batch of pending rows; return how many were sent."""
-        query = (
+    def _query(self) -> Any:
+        return (
             select(outbox)
             .where(
                 outbox.c.source == self.source,
@@ -185,24 +267,168 @@ class OutboxRelay:
             .order_by(outbox.c.id)
             .limit(self.batch_size)
         )
+
+    async def relay_once(self) -> int:
+        """Publish one batch of pending rows; return how many were handled (sent or parked).
+
+        A broker failure is raised after the rows acknowledged before it are marked sent.
+        """
         if is_sqlite(self.engine):
+            self.active = True
             # One relay per source on SQLite (dev); keep the write lock out of the publish.
             async with self.engine.connect() as conn:
-                rows = (await conn.execute(query)).all()
+                rows = (await conn.execute(self._query())).all()
             if not rows:
                 return 0
-            await publish(self._live_producer(), [_row_event(r) for r in rows])
+            done = await self._publish_rows(rows)
             async with self.engine.begin() as conn:
-                await self._mark_sent(conn, [r.id for r in rows])
+                await self._record(conn, done)
         else:
-            async with self.engine.begin() as conn:
-                rows = (await conn.execute(query.with_for_update(skip_locked=True))).all()
-                if not rows:
-                    return 0
-                await publish(self._live_producer(), [_row_event(r) for r in rows])
-                await self._mark_sent(conn, [r.id for r in rows])
-        RELAYED.labels(self.source).inc(len(rows))
-        return len(rows)
+            leader = await self._leader()
+            if leader is None:
+                return 0
+            try:
+                async with leader.begin():
+                    rows = (
+                        await leader.execute(self._query().with_for_update(skip_locked=True))
+                    ).all()
+                    if not rows:
+                        return 0
+                    done = await self._publish_rows(rows)
+                    await self._record(leader, done)
+            except BaseException:
+                # The connection may be gone, and the lock with it: start over next pass.
+                await self._release()
+                raise
+        if done.failure is not None:
+            raise done.failure
+        return len(done.acked) + len(done.refused)
+
+    async def _leader(self) -> AsyncConnection | None:
+        """The lock-holding connection, or None while another replica's relay holds it."""
+        if self._conn is None:
+            self._conn = await self.engine.connect()
+        try:
+            if not self.active:
+                got = (
+                    await self._conn.execute(
+                        text("SELECT pg_try_advisory_lock(:key)"), {"key": self._lock_key}
+                    )
+                ).scalar()
+                await self._conn.commit()
+                if not got:
+                    return None
+                self.active = True
+                log.info("outbox relay %s: active on this replica", self.source)
+        except BaseException:
+            await self._release()
+            raise
+        return self._conn
+
+    async def _release(self) -> None:
+        """Close the dedicated connection (which releases the lock)."""
+        conn, self._conn = self._conn, None
+        was_active, self.active = self.active, False
+        if conn is None:
+            return
+        try:
+            if was_active and not conn.invalidated:
+                await conn.rollback()
+                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self._lock_key})
+                await conn.commit()
+        except Exception:
+            log.debug("outbox relay %s: unlocking failed", self.source, exc_info=True)
+        try:
+            await conn.close()
+        except Exception:
+            log.debug("outbox relay %s: closing the lock connection failed", self.source)
+
+    async def _publish_rows(self, rows: Sequence[Any]) -> _Pass:
+        producer = self._live_producer()
+        done = _Pass()
+        sent: list[tuple[Any, asyncio.Future[Any]]] = []
+        for row in rows:
+            topic, ev = _row_event(row)
+            try:
+                value = ev.value()
+                key = ev.key.encode() if ev.key is not None else None
+                # send() waits for metadata and buffer space; bound it so that a broker that
+                # never answers fails the pass (rows kept) instead of hanging the relay.
+                fut = await asyncio.wait_for(
+                    producer.send(topic, value=value, key=key, headers=ev.headers()),
+                    self.send_timeout,
+                )
+            except REFUSED as exc:
+                done.refused.append((row, exc))
+                continue
+            except Exception as exc:  # broker gone, producer stopped: retry from this row
+                done.failure = exc
+                break
+            sent.append((row, fut))
+        for row, fut in sent:
+            try:
+                await fut
+            except REFUSED as exc:
+                done.refused.append((row, exc))
+            except Exception as exc:
+                done.failure = done.failure or exc
+            else:
+                done.acked.append(row.id)
+        return done
+
+    async def _record(self, conn: AsyncConnection, done: _Pass) -> None:
+        if done.acked:
+            await self._mark_sent(conn, done.acked)
+            RELAYED.labels(self.source).inc(len(done.acked))
+        for row, exc in done.refused:
+            await self._park(conn, row, exc)
+
+    async def _park(self, conn: AsyncConnection, row: Any, exc: BaseException) -> None:
+        r = row._mapping
+        reason = scrub_error(exc)
+        log.error(
+            "outbox relay %s: the broker refused event %s (%s); parked as a dead letter: %s",
+            self.source,
+            r["event_id"],
+            r["ce_type"],
+            reason,
+        )
+        value = json.dumps(r["data"], ensure_ascii=True, default=str).encode("ascii")
+        dead = DeadLetter(
+            kind="outbox",
+            source=self.source,
+            consumer=f"relay:{self.source}"[:100],
+            dedupe_key=f"outbox:{r['event_id']}",
+            reason=reason,
+            topic=r["topic"],
+            event_id=r["event_id"],
+            ce_type=r["ce_type"],
+            key=r["partition_key"].encode("utf-8", "replace") if r["partition_key"] else None,
+            value=value,
+        )
+        dead_id = await insert(conn, dead, again=True)
+        # Done as far as the relay is concerned; ``leadflow deadletter replay`` hands it back.
+        await conn.execute(update(outbox).where(outbox.c.id == r["id"]).values(sent_at=utcnow()))
+        self.parked += 1
+        PARKED.labels(self.source).inc()
+        if self.deadletter_topic and r["topic"] != self.deadletter_topic:
+            notice = CloudEvent(
+                type="io.leadflow.deadletter",
+                source=self.source,
+                id=derived_event_id("deadletter", "relay", self.source, r["event_id"]),
+                data={
+                    "topic": r["topic"],
+                    "event_id": r["event_id"],
+                    "ce_type": r["ce_type"],
+                    "deadletter_id": dead_id,
+                },
+                key=r["partition_key"],
+                extensions={
+                    "deadletterreason": reason,
+                    "deadletterconsumer": f"relay:{self.source}",
+                },
+            )
+            await enqueue(conn, self.source, self.deadletter_topic, [notice])
 
     def _live_producer(self) -> AIOKafkaProducer:
         if self.producer is None:

@@ -3,6 +3,18 @@
 Both tables would otherwise grow forever, and a published outbox row still holds the event's
 personal data. Processed ids are kept well past any redelivery window (uncommitted offsets are
 redelivered within minutes; the default keeps two weeks).
+
+The two windows are dedupe windows too, and the defaults are chosen for that:
+
+* ``LEADFLOW_OUTBOX_RETENTION_HOURS`` (default 24): an event id re-emitted within this window
+  is skipped by the outbox (same id, one row); later it would be published again.
+* ``LEADFLOW_INBOX_RETENTION_DAYS`` (default 14): a redelivered event id within this window is
+  skipped by the consumer. It must outlast the broker's topic retention and committed-offset
+  expiry (Kafka's defaults: 7 days each), since with ``auto_offset_reset=earliest`` a group
+  whose offsets expired re-reads the whole topic.
+
+The inbox must keep ids at least as long as the outbox (:func:`check_windows`): a re-emitted
+event the outbox no longer deduplicates is then still caught by the consumers' inbox.
 """
 
 from __future__ import annotations
@@ -16,6 +28,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.events import utcnow
 from shared.loops import DueWorkLoop
 from shared.messaging_tables import outbox, processed_events
+
+
+def check_windows(*, outbox_keep: timedelta, inbox_keep: timedelta) -> None:
+    """Refuse (at start-up) an inbox window shorter than the outbox window."""
+    if inbox_keep < outbox_keep:
+        from shared.settings import SettingsError
+
+        raise SettingsError(
+            "invalid setting LEADFLOW_INBOX_RETENTION_DAYS: processed event ids must be kept at"
+            f" least as long as outbox rows (LEADFLOW_OUTBOX_RETENTION_HOURS); got inbox"
+            f" {inbox_keep} < outbox {outbox_keep}"
+        )
 
 
 class Retention(DueWorkLoop):

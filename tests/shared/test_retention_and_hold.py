@@ -122,3 +122,25 @@ async def test_runtime_purges_at_start(kafka_bootstrap: str, db_url: str) -> Non
         await wait_for(gone, what="retention ran at start")
     finally:
         await runtime.stop()
+
+
+def test_inbox_must_outlast_the_outbox_window() -> None:
+    """L4: an inbox window shorter than the outbox window is refused at start-up."""
+    import pytest
+
+    from shared.settings import SettingsError
+
+    url = "sqlite+aiosqlite:///:memory:"
+    engine = create_engine(url)
+    short = make_settings(
+        "127.0.0.1:1",
+        url,
+        leadflow_outbox_retention_hours=48.0,
+        leadflow_inbox_retention_days=1.0,
+    )
+    with pytest.raises(SettingsError, match="LEADFLOW_INBOX_RETENTION_DAYS"):
+        Runtime("t", short, engine)
+    equal = make_settings(
+        "127.0.0.1:1", url, leadflow_outbox_retention_hours=24.0, leadflow_inbox_retention_days=1.0
+    )
+    assert Runtime("t", equal, engine).retention.inbox_keep == timedelta(days=1)

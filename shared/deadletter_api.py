@@ -1,0 +1,57 @@
+"""Admin HTTP API over a service's dead letters: list, show and replay them.
+
+Every service includes this router; each sees the ``deadletters`` table of its own database.
+Replay is idempotent (see :mod:`shared.deadletters`): the first call puts the event back on its
+topic through the outbox, later calls answer the same replay id and publish nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from shared.deadletters import ReplayError, get_deadletter, list_deadletters, replay
+from shared.http import BearerAuth, RuntimeDep
+from shared.problems import Problem
+
+router = APIRouter(prefix="/v1/deadletters", tags=["operations"], dependencies=[BearerAuth])
+
+# Ids are database keys: bounded so that a huge number is a 422, not a driver overflow (500).
+DeadLetterId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+@router.get("")
+async def list_dead_letters(
+    runtime: RuntimeDep,
+    include_replayed: bool = False,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Dead letters in id order, open ones only unless ``include_replayed``; page with ``after``."""
+    items = await list_deadletters(
+        runtime.engine, include_replayed=include_replayed, limit=limit, after=after
+    )
+    return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
+
+
+@router.get("/{dead_id}")
+async def show_dead_letter(runtime: RuntimeDep, dead_id: DeadLetterId) -> dict[str, Any]:
+    """One dead letter with its key, headers and value (text, or base64 per ``*_encoding``)."""
+    item = await get_deadletter(runtime.engine, dead_id)
+    if item is None:
+        raise Problem(404, f"no dead letter {dead_id}")
+    return item
+
+
+@router.post("/{dead_id}/replay")
+async def replay_dead_letter(runtime: RuntimeDep, dead_id: DeadLetterId) -> dict[str, Any]:
+    """Send the dead letter back to its topic (once, however often this is called)."""
+    try:
+        replay_id = await replay(runtime.engine, dead_id)
+    except LookupError:
+        raise Problem(404, f"no dead letter {dead_id}") from None
+    except ReplayError as exc:
+        raise Problem(409, str(exc)) from None
+    runtime.relay.wake()
+    return {"id": dead_id, "replay_event_id": replay_id}
