@@ -2,20 +2,46 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.routing import iter_route_contexts
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.problems import Problem, install_problem_handlers
+from shared.auth import (
+    ACCESS_OF_DEPENDENCY,
+    LOGIN_PATH,
+    SESSION_COOKIE,
+    Access,
+    AdminAuth,
+    OpsAuth,
+    bearer_of,
+    check,
+    require_admin,
+)
+from shared.logs import register_secrets
+from shared.problems import Problem, install_problem_handlers, problem_response
 from shared.runtime import Runtime
+from shared.settings import Settings
 
 
-def create_app(runtime: Runtime, title: str, routers: Sequence[APIRouter]) -> FastAPI:
-    """A FastAPI app whose lifespan starts and drains ``runtime``."""
+def create_app(
+    runtime: Runtime,
+    title: str,
+    routers: Sequence[APIRouter],
+    *,
+    max_body_bytes: int | None = None,
+) -> FastAPI:
+    """A FastAPI app whose lifespan starts and drains ``runtime``.
+
+    Every request passes the :class:`GuardMiddleware` first: the credential its route needs and
+    the body size limit (``max_body_bytes``, default ``LEADFLOW_MAX_BODY_BYTES``) are checked
+    before any of the body is read.
+    """
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -25,6 +51,8 @@ def create_app(runtime: Runtime, title: str, routers: Sequence[APIRouter]) -> Fa
         finally:
             await runtime.stop()
 
+    # Whatever this process logs from now on is scrubbed of its configured secrets.
+    register_secrets(runtime.settings.secrets)
     app = FastAPI(title=title, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
     install_problem_handlers(app)
@@ -35,21 +63,173 @@ def create_app(runtime: Runtime, title: str, routers: Sequence[APIRouter]) -> Fa
 
     @app.get("/readyz", tags=["operations"])
     async def readyz() -> Response:
-        db = await runtime.check_database()
-        broker = await runtime.check_broker()
-        if db and broker:
-            return Response('{"status":"ready"}', media_type="application/json")
+        from fastapi.responses import JSONResponse
+
+        # The runtime knows what is wrong (dead or stalled consumers, DB, broker, relay).
+        ready, report = await runtime.readiness()
+        if ready:
+            return JSONResponse(report)
         raise Problem(
-            503, f"database {'up' if db else 'down'}, broker {'up' if broker else 'down'}"
+            503,
+            "; ".join(report["problems"]),
+            errors=[{"loc": "/readiness", "msg": p} for p in report["problems"]],
         )
 
-    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    @app.get("/metrics", tags=["operations"], include_in_schema=False, dependencies=[OpsAuth])
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     for router in routers:
         app.include_router(router)
+    app.add_middleware(
+        GuardMiddleware,
+        routes_of=app,
+        settings=runtime.settings,
+        max_body_bytes=max_body_bytes or runtime.settings.leadflow_max_body_bytes,
+    )
     return app
+
+
+_ORDER = [Access.PUBLIC, Access.OPS, Access.READ, Access.SESSION, Access.ADMIN]
+
+
+def access_of(route: Any, docs_paths: frozenset[str]) -> Access:
+    """The access level a route declares through its auth dependencies (the strictest wins)."""
+    dependant = getattr(route, "dependant", None)
+    if dependant is not None:
+        levels = [Access.PUBLIC]
+        stack = list(dependant.dependencies)
+        while stack:
+            dep = stack.pop()
+            if dep.call in ACCESS_OF_DEPENDENCY:
+                levels.append(ACCESS_OF_DEPENDENCY[dep.call])
+            stack.extend(dep.dependencies)
+        return max(levels, key=_ORDER.index)
+    # FastAPI's own /openapi.json, /docs and /redoc are plain routes without dependencies.
+    if getattr(route, "path", None) in docs_paths:
+        return Access.OPS
+    return Access.PUBLIC
+
+
+class GuardMiddleware:
+    """Credential check and body size limit, both before the application reads any body.
+
+    FastAPI reads (and buffers) a whole JSON body before it resolves dependencies, so a bearer
+    dependency alone would read a 200 MB upload before answering 401. This ASGI middleware finds
+    the route of the request, checks the credential that route declares, refuses a declared
+    ``Content-Length`` over the limit, and counts streamed (chunked) bytes so an undeclared
+    oversized body is cut off at the limit with 413.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, routes_of: FastAPI, settings: Settings, max_body_bytes: int
+    ) -> None:
+        self.app = app
+        self.fastapi = routes_of
+        self.settings = settings
+        self.limit = max_body_bytes
+        self._routes: list[tuple[Any, Access]] | None = None
+        self._routes_seen = -1
+
+    def _table(self) -> list[tuple[Any, Access]]:
+        """Every route (included routers flattened) with its access level, built once."""
+        app = self.fastapi
+        if self._routes is None or self._routes_seen != len(app.router.routes):
+            docs = app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url
+            paths = frozenset(p for p in docs if p)
+            self._routes = [
+                (rc, access_of(rc, paths)) for rc in iter_route_contexts(app.router.routes)
+            ]
+            self._routes_seen = len(app.router.routes)
+        return self._routes
+
+    def _route_access(self, scope: Scope) -> Access:
+        partial: list[Access] = []
+        for route, access in self._table():
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return access
+            if match is Match.PARTIAL:
+                partial.append(access)
+        # Only a wrong method matched (405): guard it like the strictest route of that path, so
+        # probing methods needs the same credential as using them.
+        return max(partial, key=_ORDER.index, default=Access.PUBLIC)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        access = self._route_access(scope)
+        try:
+            check(self.settings, access, bearer_of(headers), _cookie(headers, SESSION_COOKIE))
+        except Problem as problem:
+            if access is Access.SESSION and problem.status == 401:
+                # A browser without a session goes to the login form.
+                await _send_redirect(send, LOGIN_PATH)
+            else:
+                await problem_response(problem)(scope, receive, send)
+            return
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(scope, receive, send)
+            return
+        await self._limited(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        problem = Problem(413, f"the body is larger than {self.limit} bytes")
+        await problem_response(problem)(scope, receive, send)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = {"seen": 0, "started": False, "refused": False}
+
+        async def counting_receive() -> Message:
+            if state["refused"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                state["seen"] += len(message.get("body", b""))
+                if state["seen"] > self.limit:
+                    # Answer 413 now (if nothing was sent yet) and tell the app the client left,
+                    # so it stops reading; whatever it tries to send afterwards is dropped.
+                    state["refused"] = True
+                    if not state["started"]:
+                        state["started"] = True
+                        await self._too_large(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if state["refused"]:
+                return
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not state["refused"]:
+                raise
+
+
+def _cookie(headers: dict[str, str], name: str) -> str | None:
+    for part in headers.get("cookie", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name and value:
+            return value
+    return None
+
+
+async def _send_redirect(send: Send, location: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 303,
+            "headers": [(b"location", location.encode()), (b"content-length", b"0")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -61,15 +241,7 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def require_token(request: Request) -> None:
-    """Bearer ``LEADFLOW_API_TOKEN`` check for server-to-server and admin endpoints."""
-    runtime = get_runtime(request)
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Problem(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(token.strip().encode(), runtime.settings.api_token.encode()):
-        raise Problem(403, "the bearer token is not valid")
+BearerAuth = AdminAuth
+"""The admin credential (kept under its old name; see :mod:`shared.auth`)."""
 
-
-BearerAuth = Depends(require_token)
+require_token = require_admin

@@ -10,6 +10,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_API_TOKEN = "dev-token"
 DEV_WRITE_KEY = "dev-write-key"
+MIN_TOKEN_LENGTH = 16
+"""Shortest bearer token accepted outside dev mode (a guessable token is no credential)."""
+
+
+def split_list(value: str | None) -> tuple[str, ...]:
+    """A comma-separated setting as its non-empty, stripped items, in order."""
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
 
 
 class Settings(BaseSettings):
@@ -36,7 +43,21 @@ class Settings(BaseSettings):
     database_url: str | None = None
     leadflow_config: Path | None = None
     leadflow_topic_prefix: str = "leadflow."
-    leadflow_api_token: str | None = None
+    leadflow_api_token: str | None = Field(
+        default=None,
+        description="Admin bearer token(s), comma-separated so a new one can overlap the old.",
+    )
+    leadflow_read_tokens: str | None = Field(
+        default=None, description="Read-only bearer token(s), comma-separated."
+    )
+    leadflow_session_secret: str | None = Field(
+        default=None,
+        description="Key that signs dashboard login cookies (default: derived from the admin "
+        "tokens, so rotating them also ends every session).",
+    )
+    leadflow_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body any service reads."
+    )
     leadflow_write_keys: str | None = None
     leadflow_host: str = "127.0.0.1"
     leadflow_capture_port: int = 8001
@@ -52,6 +73,23 @@ class Settings(BaseSettings):
     leadflow_inbox_retention_days: float = Field(
         default=14.0, gt=0, description="How long processed event ids are kept for dedupe."
     )
+    leadflow_consumer_stall_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="/readyz fails when a consumer has not polled Kafka for this long.",
+    )
+    leadflow_webhook_delivery_retention_days: float = Field(
+        default=30.0, gt=0, description="How long delivered and dead webhook deliveries are kept."
+    )
+    leadflow_timer_retention_days: float = Field(
+        default=7.0, gt=0, description="How long fired and cancelled SLA timers are kept."
+    )
+    leadflow_anonymous_retention_days: float = Field(
+        default=90.0, gt=0, description="Scoring deletes anonymous leads inactive this long."
+    )
+    leadflow_timeline_retention_days: float = Field(
+        default=365.0, gt=0, description="Scoring prunes lead timeline entries older than this."
+    )
 
     meta_app_secret: str | None = None
     meta_verify_token: str | None = None
@@ -61,6 +99,16 @@ class Settings(BaseSettings):
     linkedin_client_secret: str | None = None
     linkedin_access_token: str | None = None
     linkedin_api_url: str = "https://api.linkedin.com"
+    leadflow_trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated proxy IPs/CIDRs whose X-Forwarded-For capture believes "
+        "for rate limiting; empty: the TCP peer is the client.",
+    )
+    leadflow_tracking_origins: str | None = Field(
+        default=None,
+        description="Comma-separated origins allowed to call the tracking API from a browser; "
+        "unset: the forms' allowed origins ('*' in dev mode when there are none).",
+    )
 
     @field_validator("leadflow_topic_prefix")
     @classmethod
@@ -85,20 +133,83 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _secrets_outside_dev(self) -> Settings:
-        if not self.leadflow_dev and not self.leadflow_api_token:
+        # Each message names the variable: it is what the operator has to fix.
+        if self.leadflow_dev:
+            return self
+        if not self.api_tokens:
             raise ValueError("LEADFLOW_API_TOKEN is required outside dev mode (LEADFLOW_DEV=1)")
+        for var, tokens in (
+            ("LEADFLOW_API_TOKEN", self.api_tokens),
+            ("LEADFLOW_READ_TOKENS", self.read_tokens),
+        ):
+            for token in tokens:
+                if token == DEV_API_TOKEN:
+                    raise ValueError(f"{var} must not be the dev token outside dev mode")
+                if len(token) < MIN_TOKEN_LENGTH:
+                    raise ValueError(
+                        f"{var} tokens must be at least {MIN_TOKEN_LENGTH} characters "
+                        "outside dev mode"
+                    )
+        secret = self.leadflow_session_secret
+        if secret is not None and len(secret) < 2 * MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"LEADFLOW_SESSION_SECRET must be at least {2 * MIN_TOKEN_LENGTH} characters "
+                "outside dev mode"
+            )
+        if DEV_WRITE_KEY in split_list(self.leadflow_write_keys):
+            raise ValueError(
+                "LEADFLOW_WRITE_KEYS must not contain the dev write key outside dev mode"
+            )
+        if not self.database_url:
+            raise ValueError(
+                "DATABASE_URL is required outside dev mode (only dev mode falls back to SQLite)"
+            )
         return self
 
     @property
     def api_token(self) -> str:
-        """The bearer token for server-to-server and admin endpoints."""
-        return self.leadflow_api_token or DEV_API_TOKEN
+        """The first admin bearer token (kept for callers that need one to send)."""
+        return self.api_tokens[0] if self.api_tokens else DEV_API_TOKEN
+
+    @property
+    def api_tokens(self) -> tuple[str, ...]:
+        """Every admin bearer token accepted (several while one is being rotated)."""
+        tokens = split_list(self.leadflow_api_token)
+        if not tokens and self.leadflow_dev:
+            return (DEV_API_TOKEN,)
+        return tokens
+
+    @property
+    def read_tokens(self) -> tuple[str, ...]:
+        """Read-only bearer tokens (admin tokens may read as well; see shared.auth)."""
+        return split_list(self.leadflow_read_tokens)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured secret value, for redaction from logs."""
+        values = [
+            *self.api_tokens,
+            *self.read_tokens,
+            *self.write_keys,
+            self.leadflow_session_secret,
+            self.meta_app_secret,
+            self.meta_verify_token,
+            self.meta_access_token,
+            self.google_ads_webhook_key,
+            self.linkedin_client_secret,
+            self.linkedin_access_token,
+        ]
+        if self.database_url and "@" in self.database_url:
+            # The password of postgresql+asyncpg://user:password@host/db.
+            userinfo = self.database_url.split("://", 1)[-1].rsplit("@", 1)[0]
+            values.append(userinfo.partition(":")[2] or None)
+        return tuple(v for v in values if v)
 
     @property
     def write_keys(self) -> frozenset[str]:
         """Write keys the tracking API accepts."""
         if self.leadflow_write_keys:
-            return frozenset(k.strip() for k in self.leadflow_write_keys.split(",") if k.strip())
+            return frozenset(split_list(self.leadflow_write_keys))
         return frozenset({DEV_WRITE_KEY}) if self.leadflow_dev else frozenset()
 
     @property

@@ -20,6 +20,11 @@ from shared.topics import Topics
 
 T = TypeVar("T")
 
+TEST_TOKEN = "test-token"
+"""The admin token of :func:`make_settings` (admin tokens may also read)."""
+AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
+"""Headers that authenticate a test client to scoring and routing."""
+
 
 async def wait_for(
     probe: Callable[[], Awaitable[T]],
@@ -50,7 +55,7 @@ def make_settings(bootstrap: str, database_url: str, **overrides: Any) -> Settin
         kafka_heartbeat_interval_ms=100,
         kafka_rebalance_timeout_ms=1000,
         leadflow_outbox_poll_seconds=0.2,
-        leadflow_api_token="test-token",
+        leadflow_api_token=TEST_TOKEN,
     )
     values.update(overrides)
     return Settings(**values)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from services.routing import handlers
 from services.routing import repository as repo
 from services.routing.messages import RoutingContext
+from shared.auth import ReadAuth
 from shared.events import CloudEvent, derived_event_id, new_event_id, parse_time, rfc3339, utcnow
 from shared.http import BearerAuth, RuntimeDep
 from shared.outbox import enqueue
@@ -49,11 +50,15 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise Problem(400, "cursor is not valid") from None
 
 
-@router.get("/assignments")
+@router.get("/assignments", dependencies=[ReadAuth])
 async def list_assignments(
-    request: Request, runtime: RuntimeDep, owner: str | None = None,
+    request: Request,
+    runtime: RuntimeDep,
+    owner: str | None = None,
     state: Literal["open", "met", "breached", "reassigned", "closed"] | None = None,
-    lead_id: str | None = None, limit: Limit = 50, cursor: str | None = None,
+    lead_id: str | None = None,
+    limit: Limit = 50,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
     """Assignments, newest first, filtered by owner (rep id or email), state or lead."""
     after = _decode_cursor(cursor) if cursor else None
@@ -61,15 +66,18 @@ async def list_assignments(
         reps = ctx_of(request).config.reps.values()
         owner = next((r.id for r in reps if r.email.lower() == owner.lower()), owner)
     async with runtime.engine.connect() as conn:
-        rows = await repo.list_assignments(conn, owner=owner, state=state, lead_id=lead_id,
-                                           limit=limit + 1, after=after)
+        rows = await repo.list_assignments(
+            conn, owner=owner, state=state, lead_id=lead_id, limit=limit + 1, after=after
+        )
     more = len(rows) > limit
     rows = rows[:limit]
-    return {"items": [repo.assignment_resource(r) for r in rows],
-            "next_cursor": _encode_cursor(rows[-1]) if more else None}
+    return {
+        "items": [repo.assignment_resource(r) for r in rows],
+        "next_cursor": _encode_cursor(rows[-1]) if more else None,
+    }
 
 
-@router.get("/assignments/{assignment_id}")
+@router.get("/assignments/{assignment_id}", dependencies=[ReadAuth])
 async def get_assignment(assignment_id: str, runtime: RuntimeDep) -> dict[str, Any]:
     """One assignment."""
     async with runtime.engine.connect() as conn:
@@ -91,14 +99,18 @@ def _when(value: datetime | None) -> datetime:
     now = utcnow()
     at = aware(value) or now
     if at > now + timedelta(minutes=5):
-        raise Problem(422, "occurred_at is in the future",
-                      errors=[{"loc": "/body/occurred_at", "msg": "must not be in the future"}])
+        raise Problem(
+            422,
+            "occurred_at is in the future",
+            errors=[{"loc": "/body/occurred_at", "msg": "must not be in the future"}],
+        )
     return at
 
 
 @router.post("/assignments/{assignment_id}/first-touch", dependencies=[BearerAuth])
-async def post_first_touch(assignment_id: str, request: Request, runtime: RuntimeDep,
-                           body: FirstTouch | None = None) -> dict[str, Any]:
+async def post_first_touch(
+    assignment_id: str, request: Request, runtime: RuntimeDep, body: FirstTouch | None = None
+) -> dict[str, Any]:
     """Stop the SLA clock: the rep reached the lead."""
     ctx = ctx_of(request)
     at = _when(body.occurred_at if body else None)
@@ -116,8 +128,9 @@ async def post_first_touch(assignment_id: str, request: Request, runtime: Runtim
 class SalesActivity(BaseModel):
     """A sales activity, as sales tools put it on ``leadflow.sales``."""
 
-    type: Literal["contacted", "meeting_booked", "opportunity_created", "won", "lost",
-                  "disqualified"]
+    type: Literal[
+        "contacted", "meeting_booked", "opportunity_created", "won", "lost", "disqualified"
+    ]
     lead_id: str = Field(min_length=1, max_length=200)
     rep_id: str | None = Field(default=None, max_length=100)
     assignment_id: str | None = Field(default=None, max_length=64)
@@ -128,7 +141,9 @@ class SalesActivity(BaseModel):
 
 @router.post("/sales/activities", status_code=202, dependencies=[BearerAuth])
 async def post_sales_activity(
-    body: SalesActivity, request: Request, runtime: RuntimeDep,
+    body: SalesActivity,
+    request: Request,
+    runtime: RuntimeDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict[str, Any]:
     """Publish ``io.leadflow.sales.<type>`` (scoring consumes it) and apply it to the clock."""
@@ -140,16 +155,29 @@ async def post_sales_activity(
             row = await repo.get_assignment(conn, body.assignment_id)
         row = row or await repo.active_assignment(conn, body.lead_id)
         key = (row or {}).get("lead_key") or (body.email or "").strip().lower() or body.lead_id
-        data = {"lead_id": body.lead_id, "email": body.email,
-                "assignment_id": body.assignment_id or (row or {}).get("id"),
-                "rep_id": body.rep_id, "occurred_at": rfc3339(at), "note": body.note}
-        eid = derived_event_id("sales-activity", idempotency_key) if idempotency_key \
+        data = {
+            "lead_id": body.lead_id,
+            "email": body.email,
+            "assignment_id": body.assignment_id or (row or {}).get("id"),
+            "rep_id": body.rep_id,
+            "occurred_at": rfc3339(at),
+            "note": body.note,
+        }
+        eid = (
+            derived_event_id("sales-activity", idempotency_key)
+            if idempotency_key
             else new_event_id()
-        ev = CloudEvent(type=f"io.leadflow.sales.{body.type}", source="/leadflow/routing",
-                        data=data, id=eid, time=at, subject=body.lead_id, key=key)
+        )
+        ev = CloudEvent(
+            type=f"io.leadflow.sales.{body.type}",
+            source="/leadflow/routing",
+            data=data,
+            id=eid,
+            time=at,
+            subject=body.lead_id,
+            key=key,
+        )
         await enqueue(conn, ctx.source, ctx.topics.sales, [ev])
         await handlers.handle_event(conn, ctx, ev)
     ctx.after_commit()
     return {"event_id": eid, "type": ev.type, "status": "accepted"}
-
-

@@ -16,6 +16,8 @@ from services.routing.domain.model import effective_calendar, effective_weight
 from services.routing.domain.rules import can_take
 from services.routing.domain.sla import report
 from services.routing.messages import RoutingContext
+from services.routing.webhooks import url_host
+from shared.auth import ReadAuth
 from shared.events import rfc3339, utcnow
 from shared.http import BearerAuth, RuntimeDep
 from shared.problems import Problem
@@ -31,8 +33,11 @@ def calendar_hours(cal: Calendar) -> str | dict[str, list[str]]:
     """A calendar's weekly hours in the config format (``"24x7"`` or ``{mon: [...]}``)."""
     if all(list(cal.weekly.get(i, ())) == [(time(0), None)] for i in range(7)):
         return "24x7"
-    return {DAYS[i]: [f"{_span(a)}-{_span(b)}" for a, b in cal.weekly[i]]
-            for i in sorted(cal.weekly) if cal.weekly[i]}
+    return {
+        DAYS[i]: [f"{_span(a)}-{_span(b)}" for a, b in cal.weekly[i]]
+        for i in sorted(cal.weekly)
+        if cal.weekly[i]
+    }
 
 
 def _rep_resource(ctx: RoutingContext, rid: str, state: Any, now: datetime) -> dict[str, Any]:
@@ -40,32 +45,41 @@ def _rep_resource(ctx: RoutingContext, rid: str, state: Any, now: datetime) -> d
     why = can_take(rep, state, now)
     cal = effective_calendar(rep, state)
     return {
-        "id": rep.id, "name": rep.name, "email": rep.email, "team": rep.team,
-        "weight": effective_weight(rep, state), "timezone": cal.tz.key,
+        "id": rep.id,
+        "name": rep.name,
+        "email": rep.email,
+        "team": rep.team,
+        "weight": effective_weight(rep, state),
+        "timezone": cal.tz.key,
         "working_hours": {
-            "timezone": cal.tz.key, "hours": calendar_hours(cal),
+            "timezone": cal.tz.key,
+            "hours": calendar_hours(cal),
             "holidays": sorted(d.isoformat() for d in cal.holidays),
             "source": "override" if state.calendar is not None else "config",
         },
         "paused": state.paused,
         "out_of_office": [{"from": rfc3339(a), "to": rfc3339(b)} for a, b in state.out_of_office],
-        "capacity": {"max_open": state.max_open if state.max_open is not None else rep.max_open,
-                     "max_per_day": state.max_per_day if state.max_per_day is not None
-                     else rep.max_per_day},
+        "capacity": {
+            "max_open": state.max_open if state.max_open is not None else rep.max_open,
+            "max_per_day": state.max_per_day if state.max_per_day is not None else rep.max_per_day,
+        },
         "load": {"open": state.open_count, "today": state.today_count},
-        "available": why is None, "unavailable_reason": why,
+        "available": why is None,
+        "unavailable_reason": why,
     }
 
 
-@router.get("/reps")
+@router.get("/reps", dependencies=[ReadAuth])
 async def list_reps(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
     """Every rep with availability, capacity and current load."""
     ctx, now = ctx_of(request), utcnow()
-    async with runtime.engine.begin() as conn:
-        await repo.ensure_rep_states(conn, ctx.config.reps, now)
+    # A read: reps without a state row yet are shown with the configured defaults.
+    async with runtime.engine.connect() as conn:
         states = await repo.load_rep_states(conn, ctx.config, now, lock=False)
-    return {"items": [_rep_resource(ctx, rid, states[rid], now) for rid in ctx.config.reps],
-            "next_cursor": None}
+    return {
+        "items": [_rep_resource(ctx, rid, states[rid], now) for rid in ctx.config.reps],
+        "next_cursor": None,
+    }
 
 
 class Range(BaseModel):
@@ -92,8 +106,9 @@ class WorkingHours(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     timezone: str | None = Field(default=None, max_length=64)
-    hours: Literal["24x7"] | dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                                   list[Span]]
+    hours: (
+        Literal["24x7"] | dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], list[Span]]
+    )
     holidays: list[date] | None = Field(default=None, max_length=1000)
 
 
@@ -109,8 +124,9 @@ class RepPatch(BaseModel):
 
 
 @router.patch("/reps/{rep_id}", dependencies=[BearerAuth])
-async def patch_rep(rep_id: str, body: RepPatch, request: Request,
-                    runtime: RuntimeDep) -> dict[str, Any]:
+async def patch_rep(
+    rep_id: str, body: RepPatch, request: Request, runtime: RuntimeDep
+) -> dict[str, Any]:
     """Pause or resume a rep, set out-of-office ranges, or override capacity."""
     ctx, now = ctx_of(request), utcnow()
     if rep_id not in ctx.config.reps:
@@ -124,8 +140,11 @@ async def patch_rep(rep_id: str, body: RepPatch, request: Request,
             a, b = aware(r.from_), aware(r.to)
             assert a is not None and b is not None
             if b <= a:
-                raise Problem(422, "an out-of-office range must end after it starts", errors=[
-                    {"loc": f"/body/out_of_office/{i}/to", "msg": "must be after 'from'"}])
+                raise Problem(
+                    422,
+                    "an out-of-office range must end after it starts",
+                    errors=[{"loc": f"/body/out_of_office/{i}/to", "msg": "must be after 'from'"}],
+                )
             ranges.append({"from": rfc3339(a), "to": rfc3339(b)})
         values["out_of_office"] = ranges
     if body.capacity is not None:
@@ -143,27 +162,35 @@ async def patch_rep(rep_id: str, body: RepPatch, request: Request,
     return _rep_resource(ctx, rep_id, states[rep_id], now)
 
 
-def _working_hours(ctx: RoutingContext, rep_id: str,
-                   wh: WorkingHours | None) -> dict[str, Any] | None:
+def _working_hours(
+    ctx: RoutingContext, rep_id: str, wh: WorkingHours | None
+) -> dict[str, Any] | None:
     """The override to store (checked by building its calendar), or None to go back."""
     if wh is None:
         return None
     configured = ctx.config.reps[rep_id].calendar
     tz = wh.timezone or configured.tz.key
-    holidays = ([d.isoformat() for d in wh.holidays] if wh.holidays is not None
-                else sorted(d.isoformat() for d in configured.holidays))
+    holidays = (
+        [d.isoformat() for d in wh.holidays]
+        if wh.holidays is not None
+        else sorted(d.isoformat() for d in configured.holidays)
+    )
     hours: Any = wh.hours
     try:
         make_calendar(tz, hours, holidays)
     except ValueError as exc:
-        loc = ("/body/working_hours/timezone" if "time zone" in str(exc)
-               else "/body/working_hours/hours")
-        raise Problem(422, f"invalid working_hours: {exc}",
-                      errors=[{"loc": loc, "msg": str(exc)}]) from None
+        loc = (
+            "/body/working_hours/timezone"
+            if "time zone" in str(exc)
+            else "/body/working_hours/hours"
+        )
+        raise Problem(
+            422, f"invalid working_hours: {exc}", errors=[{"loc": loc, "msg": str(exc)}]
+        ) from None
     return {"timezone": tz, "hours": hours, "holidays": holidays}
 
 
-@router.get("/sla/report")
+@router.get("/sla/report", dependencies=[ReadAuth])
 async def sla_report(
     runtime: RuntimeDep,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
@@ -173,28 +200,44 @@ async def sla_report(
     end = aware(to) or utcnow()
     start = aware(from_) or end - timedelta(days=30)
     if start >= end:
-        raise Problem(422, "'from' must be before 'to'",
-                      errors=[{"loc": "/query/from", "msg": "must be before 'to'"}])
+        raise Problem(
+            422,
+            "'from' must be before 'to'",
+            errors=[{"loc": "/query/from", "msg": "must be before 'to'"}],
+        )
     async with runtime.engine.connect() as conn:
         rows = await repo.report_rows(conn, start, end)
     return {"from": rfc3339(start), "to": rfc3339(end), **report(rows)}
 
 
-@router.get("/queue")
-async def list_queue(runtime: RuntimeDep, queue: str | None = None,
-                     limit: Limit = 100) -> dict[str, Any]:
+@router.get("/queue", dependencies=[ReadAuth])
+async def list_queue(
+    runtime: RuntimeDep, queue: str | None = None, limit: Limit = 100
+) -> dict[str, Any]:
     """Leads waiting for an owner (``unassigned``) or escalated (``escalations``)."""
     async with runtime.engine.connect() as conn:
         rows = await repo.queued(conn, queue, limit)
-    return {"items": [{"lead_id": r["lead_id"], "queue": r["queue"], "reason": r["reason"],
-                       "attempts": r["attempts"], "queued_at": rfc3339(r["created_at"])}
-                      for r in rows], "next_cursor": None}
+    return {
+        "items": [
+            {
+                "lead_id": r["lead_id"],
+                "queue": r["queue"],
+                "reason": r["reason"],
+                "attempts": r["attempts"],
+                "queued_at": rfc3339(r["created_at"]),
+            }
+            for r in rows
+        ],
+        "next_cursor": None,
+    }
 
 
-@router.get("/webhooks/deliveries")
+@router.get("/webhooks/deliveries", dependencies=[ReadAuth])
 async def list_deliveries(
-    runtime: RuntimeDep, state: Literal["pending", "delivered", "dead"] | None = None,
-    limit: Limit = 50, cursor: str | None = None,
+    runtime: RuntimeDep,
+    state: Literal["pending", "delivered", "dead"] | None = None,
+    limit: Limit = 50,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
     """The outbound webhook delivery log, newest first."""
     if cursor is not None and not cursor.isdigit():
@@ -204,11 +247,22 @@ async def list_deliveries(
         rows = await queues.list_deliveries(conn, state=state, limit=limit + 1, before_id=before)
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [{"id": str(r["id"]), "webhook": r["webhook"], "url": r["url"],
-              "event_id": r["event_id"], "event_type": r["event_type"], "state": r["state"],
-              "attempts": r["attempts"], "last_status": r["last_status"],
-              "last_error": r["last_error"], "created_at": rfc3339(r["created_at"]),
-              "next_attempt_at": rfc3339(r["next_attempt_at"]),
-              "delivered_at": rfc3339(r["delivered_at"]) if r["delivered_at"] else None}
-             for r in rows]
+    # Only the host: for Slack, Zapier and the like the URL's path is the credential.
+    items = [
+        {
+            "id": str(r["id"]),
+            "webhook": r["webhook"],
+            "host": url_host(r["url"]),
+            "event_id": r["event_id"],
+            "event_type": r["event_type"],
+            "state": r["state"],
+            "attempts": r["attempts"],
+            "last_status": r["last_status"],
+            "last_error": r["last_error"],
+            "created_at": rfc3339(r["created_at"]),
+            "next_attempt_at": rfc3339(r["next_attempt_at"]),
+            "delivered_at": rfc3339(r["delivered_at"]) if r["delivered_at"] else None,
+        }
+        for r in rows
+    ]
     return {"items": items, "next_cursor": str(rows[-1]["id"]) if more else None}

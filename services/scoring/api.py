@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.scoring import commands, queries
 from services.scoring.domain.identity import normalise_email
+from shared.auth import ReadAuth
 from shared.events import utcnow
 from shared.http import BearerAuth, RuntimeDep
 from shared.problems import Problem
@@ -51,7 +52,7 @@ def _not_found(lead_id: str) -> Problem:
     return Problem(404, f"lead {lead_id} not found")
 
 
-@router.get("")
+@router.get("", dependencies=[ReadAuth])
 async def list_leads(
     runtime: RuntimeDep,
     email: str | None = None,
@@ -90,7 +91,7 @@ async def list_leads(
     return {"items": [lead.to_resource() for lead in page], "next_cursor": next_cursor}
 
 
-@router.get("/{lead_id}")
+@router.get("/{lead_id}", dependencies=[ReadAuth])
 async def get_lead(runtime: RuntimeDep, lead_id: str) -> dict[str, Any]:
     """One lead (a lead merged into another answers with the surviving lead)."""
     _no_nul(lead_id=lead_id)
@@ -101,7 +102,7 @@ async def get_lead(runtime: RuntimeDep, lead_id: str) -> dict[str, Any]:
     return lead.to_resource()
 
 
-@router.get("/{lead_id}/timeline")
+@router.get("/{lead_id}/timeline", dependencies=[ReadAuth])
 async def get_timeline(
     runtime: RuntimeDep,
     lead_id: str,

@@ -6,11 +6,12 @@ import html
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.scoring import kpis, queries
+from shared.auth import SESSION_COOKIE, SESSION_SECONDS, ReadAuth, SessionAuth, issue_session
 from shared.events import parse_time, rfc3339, utcnow
 from shared.http import BearerAuth, RuntimeDep
 from shared.problems import Problem
@@ -59,7 +60,7 @@ def _window(start: str | None, end: str | None) -> tuple[datetime, datetime]:
     return frm, to
 
 
-@router.get("/v1/kpis")
+@router.get("/v1/kpis", dependencies=[ReadAuth])
 async def get_kpis(
     runtime: RuntimeDep,
     from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
@@ -90,7 +91,9 @@ async def post_ad_spend(runtime: RuntimeDep, body: AdSpendBatch | AdSpend) -> di
     return {"items": [{**r, "day": r["day"].isoformat()} for r in rows], "next_cursor": None}
 
 
-@router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+@router.get(
+    "/dashboard", response_class=HTMLResponse, include_in_schema=False, dependencies=[SessionAuth]
+)
 async def dashboard(runtime: RuntimeDep) -> HTMLResponse:
     """A one-page overview: leads by stage and temperature, the 30-day funnel, newest SQLs."""
     end = utcnow()
@@ -119,6 +122,7 @@ async def dashboard(runtime: RuntimeDep) -> HTMLResponse:
 <style>body{{font-family:sans-serif;margin:2rem}}table{{border-collapse:collapse;margin-bottom:2rem}}
 td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}}</style></head><body>
 <h1>Leadflow scoring</h1>
+<form method="post" action="/logout"><button id="logout">Log out</button></form>
 <h2>Leads by stage and temperature</h2>
 <table><tr><th></th>{"".join(f"<th>{t}</th>" for t in temps)}</tr>{stage_rows}</table>
 <h2>Last 30 days by source</h2>
@@ -131,3 +135,60 @@ td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}}</style></hea
 
 def _cell(value: Any) -> str:
     return "" if value is None else html.escape(str(value))
+
+
+# --- the dashboard's browser login ------------------------------------------------------------
+
+_LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Leadflow login</title>
+<style>body{{font-family:sans-serif;margin:2rem}}</style></head><body>
+<h1>Leadflow scoring</h1>{message}
+<form method="post" action="/login"><label>Token <input type="password" name="token"
+autocomplete="current-password" required></label> <button id="login">Log in</button></form>
+</body></html>"""
+
+
+def _login_page(message: str = "", status: int = 200) -> HTMLResponse:
+    note = f'<p role="alert">{html.escape(message)}</p>' if message else ""
+    # The page holds a password field: never let a cache or a frame keep it.
+    headers = {"Cache-Control": "no-store", "X-Frame-Options": "DENY"}
+    return HTMLResponse(_LOGIN_PAGE.format(message=note), status_code=status, headers=headers)
+
+
+@router.get("/login", response_class=HTMLResponse, include_in_schema=False)
+async def login_form() -> HTMLResponse:
+    """The login form of the dashboard."""
+    return _login_page()
+
+
+@router.post("/login", include_in_schema=False, response_model=None)
+async def login(
+    request: Request,
+    runtime: RuntimeDep,
+    token: Annotated[str, Form(max_length=1000)] = "",
+) -> HTMLResponse | RedirectResponse:
+    """Exchange a read or admin token for a signed session cookie (HttpOnly, SameSite=Lax,
+    Secure over https), then go to the dashboard."""
+    cookie = issue_session(runtime.settings, token.strip())
+    if cookie is None:
+        return _login_page("That token is not valid.", status=403)
+    response = RedirectResponse("/dashboard", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout", include_in_schema=False)
+async def logout(request: Request) -> RedirectResponse:
+    """End the browser session and go back to the login form."""
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(
+        SESSION_COOKIE, httponly=True, samesite="lax", secure=request.url.scheme == "https"
+    )
+    return response

@@ -1,0 +1,56 @@
+"""Start-up refuses dev credentials, weak tokens and a missing database outside dev mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.settings import SettingsError, load_settings
+
+STRONG = "a-strong-admin-token-0123456789"
+PROD: dict[str, Any] = dict(
+    leadflow_dev=False,
+    leadflow_api_token=STRONG,
+    database_url="postgresql://u:p@db/leadflow",
+)
+
+
+@pytest.mark.parametrize(
+    ("override", "variable"),
+    [
+        ({"leadflow_api_token": "dev-token"}, "LEADFLOW_API_TOKEN"),
+        ({"leadflow_api_token": "short-token"}, "LEADFLOW_API_TOKEN"),
+        ({"leadflow_api_token": f"{STRONG},dev-token"}, "LEADFLOW_API_TOKEN"),
+        ({"leadflow_api_token": None}, "LEADFLOW_API_TOKEN"),
+        ({"leadflow_read_tokens": "dev-token"}, "LEADFLOW_READ_TOKENS"),
+        ({"leadflow_read_tokens": "reader"}, "LEADFLOW_READ_TOKENS"),
+        ({"leadflow_write_keys": "wk-site-1,dev-write-key"}, "LEADFLOW_WRITE_KEYS"),
+        ({"database_url": None}, "DATABASE_URL"),
+        ({"leadflow_session_secret": "too-short"}, "LEADFLOW_SESSION_SECRET"),
+    ],
+)
+def test_outside_dev_mode_weak_or_missing_settings_stop_start_up(
+    override: dict[str, Any], variable: str
+) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(**{**PROD, **override})
+    assert variable in str(err.value)
+
+
+def test_dev_mode_keeps_its_conveniences() -> None:
+    dev = load_settings(leadflow_dev=True, leadflow_api_token="test-token")
+    assert dev.api_tokens == ("test-token",)
+    assert load_settings(leadflow_dev=True).api_tokens == ("dev-token",)
+    assert load_settings(leadflow_dev=True).db_url.startswith("sqlite+aiosqlite:///")
+
+
+def test_several_tokens_at_once_for_rotation() -> None:
+    other = "the-next-admin-token-9876543210"
+    reader = "a-read-only-token-abcdefghijkl"
+    settings = load_settings(
+        **{**PROD, "leadflow_api_token": f"{STRONG}, {other}", "leadflow_read_tokens": reader}
+    )
+    assert settings.api_tokens == (STRONG, other)
+    assert settings.read_tokens == (reader,)
+    assert {STRONG, other, reader} <= set(settings.secrets)
