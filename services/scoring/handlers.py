@@ -18,8 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.scoring import commands, repository
 from services.scoring.domain import lifecycle, profile
 from services.scoring.domain.identity import (
+    ANON,
     EMAIL,
     MERGED,
+    PHONE,
     Identifiers,
     identifier_hash,
     identifiers_of,
@@ -119,7 +121,6 @@ class ScoringHandler:
         hashes_of = {
             eid: [identifier_hash(k, v) for k, v in ids.pairs()] for eid, ids in ids_of.items()
         }
-        erased = await repository.erased_among(conn, [h for hs in hashes_of.values() for h in hs])
         refs = [
             str(e.data["lead_id"])
             for e in events
@@ -133,6 +134,14 @@ class ScoringHandler:
         index = await repo.find_identities(pairs)
         await repo.load(set(index.values()) | set(refs))
         await _settle(repo, index)
+        # Read the erasure block only now, holding the leads' locks: an erasure that committed
+        # while we waited for a lock (PostgreSQL) has remembered its hashes and dropped the
+        # lead's identifiers, so the index read before the lock is stale for that lead. Using
+        # it would put the person's data back on the erased lead (review H2).
+        for pair, lead_id in list(index.items()):
+            if repo.loaded[lead_id].erased_at is not None:
+                del index[pair]
+        erased = await repository.erased_among(conn, [h for hs in hashes_of.values() for h in hs])
         out: list[CloudEvent] = []
         merges: list[tuple[str, str]] = []
         consented: list[str] = []
@@ -197,6 +206,11 @@ class ScoringHandler:
             log.info("event %s has no email, phone or anonymous id; ignored", ev.id)
             return []
         res = resolve(ids, index, repo.loaded)
+        # identifiers the lead (or those it absorbs) may drop to stay bounded, see below
+        candidates = {p for p in ids.pairs() if p[0] in (EMAIL, PHONE, ANON)}
+        for lead_id in [res.lead_id, *res.merge_ids]:
+            if lead_id is not None:
+                candidates |= profile.identifier_pairs(repo.loaded[lead_id])
         changes: list[Change] = []
         if res.lead_id is None:
             lead = profile.new_lead(derived_event_id(ev.id, "lead", ids.key or ""), ids, now)
@@ -219,6 +233,15 @@ class ScoringHandler:
                 repo.add_identity(pair[0], pair[1], lead.id)
         # identifiers that belong to someone else are not taken over (see resolution)
         profile.add_identifiers(lead, ids.without(res.foreign))
+        # The lead keeps only its latest identifiers (review C5); the index rows of those it
+        # dropped go too, so neither the state nor the index grows without bound.
+        kept = profile.identifier_pairs(lead)
+        for pair in candidates - kept:
+            # not in this batch's index: an identifier the lead listed, so its row is the
+            # lead's (the delete checks the owner anyway)
+            if index.get(pair, lead.id) == lead.id:
+                index.pop(pair, None)
+                repo.drop_identity(pair[0], pair[1], lead.id)
         at = profile.event_time(ev.data, ev.time)
         changes += lifecycle.apply_interaction(lead, ev.id, ev.type, ev.data, at, self.rules, now)
         repo.touch(lead)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -10,10 +11,12 @@ from services.scoring.api import router
 from services.scoring.api_reports import router as reports_router
 from services.scoring.domain.rules import Rules, parse_rules
 from services.scoring.handlers import ScoringHandler
+from services.scoring.retention import ScoringRetention
 from services.scoring.sweep import DecaySweep
 from shared.bus import ConsumerRunner
 from shared.config import load_config, load_schema, validate_section
 from shared.db import create_engine
+from shared.deadletter_api import router as deadletter_router
 from shared.http import create_app
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -40,7 +43,7 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
     runtime.add_worker(
         ConsumerRunner(
             settings=settings,
-            engine=runtime.engine,
+            engine=runtime.consumer_engine,
             topics=[topics.interactions, topics.routing, topics.sales],
             group_id=GROUP_ID,
             handler=ScoringHandler(rules, topics),
@@ -49,4 +52,11 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
         )
     )
     runtime.add_worker(DecaySweep(runtime.engine, rules, topics, wake=runtime.relay.wake))
-    return create_app(runtime, "Leadflow scoring", [router, reports_router])
+    runtime.add_worker(
+        ScoringRetention(
+            runtime.engine,
+            anonymous_keep=timedelta(days=settings.leadflow_anonymous_retention_days),
+            timeline_keep=timedelta(days=settings.leadflow_timeline_retention_days),
+        )
+    )
+    return create_app(runtime, "Leadflow scoring", [router, reports_router, deadletter_router])

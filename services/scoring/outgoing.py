@@ -17,8 +17,13 @@ CE_SOURCE = "/leadflow/scoring"
 def lead_events(
     lead: Lead, changes: Sequence[Change], cause_id: str, cause_type: str, now: datetime
 ) -> list[CloudEvent]:
-    """The ``leadflow.leads`` events for changes of one lead caused by one event."""
-    snapshot = lead.to_resource()
+    """The ``leadflow.leads`` events for changes of one lead caused by one event.
+
+    Keyed by the lead key, as the public contract says. That key can change (a visitor
+    identifies; an erasure resets it to the lead id), so ``lead.erased`` may reach a consumer
+    before an earlier ``lead.qualified``: routing keeps a tombstone of erased ids for that.
+    """
+    snapshot = lead.to_snapshot()
     out = []
     for change in changes:
         data: dict[str, Any] = {

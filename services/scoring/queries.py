@@ -131,10 +131,19 @@ async def lead_timeline(
 
 
 async def leads_to_sweep(conn: AsyncConnection, after_id: str, limit: int) -> list[Lead]:
-    """Leads whose engagement can still decay, in id order (skipping ones another replica holds)."""
+    """Leads whose engagement can still decay, in id order (skipping ones another replica holds).
+
+    A cold anonymous lead (no email, no phone) is left out: its decay is news to no one (only
+    a temperature change is announced, and it has none left to lose), and most leads are such
+    visitors (review M7). Its score is brought up to date by its next interaction.
+    """
+    known = or_(leads.c.email.is_not(None), leads.c.phone.is_not(None))
     query = (
         select(leads.c.state)
-        .where(leads.c.id > after_id, or_(leads.c.engagement > 0, leads.c.temperature != "cold"))
+        .where(
+            leads.c.id > after_id,
+            or_(leads.c.temperature != "cold", and_(leads.c.engagement > 0, known)),
+        )
         .order_by(leads.c.id)
         .limit(limit)
     )

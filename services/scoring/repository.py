@@ -54,6 +54,8 @@ class LeadRepository:
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
         self._identities: list[dict[str, Any]] = []
+        self._dropped: list[dict[str, Any]] = []
+        self._pending: dict[tuple[str, str], dict[str, Any]] = {}
         self._timeline: list[dict[str, Any]] = []
 
     async def find_identities(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -101,7 +103,17 @@ class LeadRepository:
 
     def add_identity(self, kind: str, value: str, lead_id: str) -> None:
         """A new identifier for a lead (a concurrent insert of the same one fails the batch)."""
-        self._identities.append({"kind": kind, "value": value, "lead_id": lead_id})
+        row = {"kind": kind, "value": value, "lead_id": lead_id}
+        self._identities.append(row)
+        self._pending[(kind, value)] = row
+
+    def drop_identity(self, kind: str, value: str, lead_id: str) -> None:
+        """An identifier the lead no longer keeps (its lists are bounded): forget its row."""
+        pending = self._pending.pop((kind, value), None)
+        if pending is not None:  # added in this batch, not stored yet: just don't insert it
+            pending["dropped"] = True
+        else:
+            self._dropped.append({"kind": kind, "value": value, "lead_id": lead_id})
 
     def add_timeline(
         self,
@@ -128,7 +140,7 @@ class LeadRepository:
         """Write everything back with bulk statements; ``merges`` are (from, into) lead ids."""
         conn = self.conn
         into = dict(merges)
-        for rows in (self._identities, self._timeline):
+        for rows in (self._identities, self._dropped, self._timeline):
             for row in rows:  # rows queued for a lead merged away later in the same batch
                 while row["lead_id"] in into:
                     row["lead_id"] = into[row["lead_id"]]
@@ -140,6 +152,13 @@ class LeadRepository:
             )
             await conn.execute(
                 update(timeline).where(timeline.c.lead_id == old).values(lead_id=new)
+            )
+        for chunk in _chunks(self._dropped, 500):  # before inserts: one may come back
+            keys = [(r["kind"], r["value"], r["lead_id"]) for r in chunk]
+            await conn.execute(
+                delete(identities).where(
+                    tuple_(identities.c.kind, identities.c.value, identities.c.lead_id).in_(keys)
+                )
             )
         if self._new:
             await conn.execute(
@@ -153,14 +172,17 @@ class LeadRepository:
                 .values({c.name: bindparam(c.name) for c in leads.columns if c.name != "id"})
             )
             await conn.execute(stmt, rows)
-        if self._identities:
-            await conn.execute(insert_for(conn)(identities), self._identities)
+        fresh = [r for r in self._identities if not r.get("dropped")]
+        if fresh:
+            await conn.execute(insert_for(conn)(identities), fresh)
         if self._timeline:
             await conn.execute(insert_for(conn)(timeline), self._timeline)
         self._new.clear()
         self._dirty.clear()
         self._deleted.clear()
         self._identities.clear()
+        self._dropped.clear()
+        self._pending.clear()
         self._timeline.clear()
 
 

@@ -76,6 +76,8 @@ timeline = Table(
     Column("event_id", String(200), nullable=True),
     Column("data", JSONType, nullable=False),
     Index("ix_scoring_timeline_lead", "lead_id", "id"),
+    # scoring_0003: retention prunes by age
+    Index("ix_scoring_timeline_at", "at"),
 )
 
 #: Hashes of erased emails: such a person is not re-created without a new consent.

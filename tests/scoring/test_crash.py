@@ -24,7 +24,7 @@ from shared.outbox import pending_count
 from shared.topics import Topics
 from tests.scoring.helpers import VP_SALES, interaction
 from tests.scoring.test_service import produce
-from tests.support import make_settings, read_topic, wait_for
+from tests.support import AUTH, make_settings, read_topic, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,6 +42,8 @@ def _start(settings: object, port: int, failpoints: str | None) -> subprocess.Po
         "KAFKA_REBALANCE_TIMEOUT_MS": "1000",
         "LEADFLOW_OUTBOX_POLL_SECONDS": "0.2",
         "LEADFLOW_SCORING_PORT": str(port),
+        # the API now wants a token for reads too: the one the test client sends (AUTH)
+        "LEADFLOW_API_TOKEN": s.leadflow_api_token,  # type: ignore[attr-defined]
     }
     env.pop("LEADFLOW_FAILPOINTS", None)
     if failpoints:
@@ -84,7 +86,7 @@ async def test_crash_after_db_commit_counts_the_event_once(
 
     second = _start(settings, port, None)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=AUTH) as client:
 
             async def ready() -> bool:
                 try:

@@ -16,11 +16,13 @@ from sqlalchemy import select
 
 from services.scoring.domain.identity import email_hash, identifier_hash
 from services.scoring.handlers import ScoringHandler
+from services.scoring.main import GROUP_ID
 from services.scoring.tables import erased_emails, leads, timeline
 from shared.bus import claim
 from shared.db import create_engine
 from shared.event_schemas import schema_errors
 from shared.events import CloudEvent, InteractionType, LeadType
+from shared.messaging_tables import processed_events
 from shared.topics import Topics
 from tests.scoring.helpers import VP_SALES, default_rules, interaction
 from tests.scoring.test_service import lead_by_email, produce, running
@@ -45,6 +47,26 @@ def erasure_request(**ids: Any) -> CloudEvent:
     )
 
 
+async def _wait_processed(db_url: str, event_id: str) -> None:
+    """Wait until the scoring consumer has committed ``event_id`` (its inbox row)."""
+    engine = create_engine(db_url)
+
+    async def seen() -> bool:
+        async with engine.connect() as conn:
+            row = await conn.execute(
+                select(processed_events.c.event_id).where(
+                    processed_events.c.consumer == GROUP_ID,
+                    processed_events.c.event_id == event_id,
+                )
+            )
+            return row.first() is not None
+
+    try:
+        await wait_for(seen, what=f"event {event_id} processed")
+    finally:
+        await engine.dispose()
+
+
 async def _timeline(client: httpx.AsyncClient, lead_id: str) -> list[dict[str, Any]]:
     return list((await client.get(f"/v1/leads/{lead_id}/timeline")).json()["items"])
 
@@ -65,7 +87,13 @@ async def test_erasure_request_erases_the_lead_like_delete(
 
         # found by the phone alone; delivered twice, erased (and announced) once
         request = erasure_request(phone="(415) 555-0123", country="US")
-        await produce(kafka_bootstrap, topics.interactions, [request, request])
+        # Barrier: a second request under the same Kafka key (so the same partition, behind
+        # both copies) that matches no lead any more and changes nothing; once the consumer
+        # has claimed it, both copies were handled.
+        marker = erasure_request(phone="(415) 555-0123", country="US")
+        assert marker.key == request.key
+        await produce(kafka_bootstrap, topics.interactions, [request, request, marker])
+        await _wait_processed(db_url, marker.id)
 
         async def erased() -> dict[str, Any] | None:
             got = (await client.get(f"/v1/leads/{lead['id']}")).json()
@@ -145,6 +173,8 @@ async def test_erasure_request_without_a_lead_blocks_the_person(
             assert hashes == {
                 email_hash("ghost@nowhere.io"),
                 identifier_hash("anon", "cookie-g"),
+                # the platform's lead too (review M4): its ad lead is not re-created either
+                identifier_hash("ad", "linkedin:li-1"),
             }
         finally:
             await engine.dispose()

@@ -83,7 +83,8 @@ def test_caps_hold(hs: list[Hit], offset: float) -> None:
         by_rule[r["rule"]] = by_rule.get(r["rule"], 0) + r["points"]
     assert by_rule.get("a", 0) + by_rule.get("a:cap", 0) <= 30 + 0.01
     assert by_rule.get("c", 0) + by_rule.get("c:cap", 0) <= 18 + 0.01
-    assert abs(sum(r["points"] for r in reasons) - total) <= 1
+    # reasons are rounded to cents, the score to a whole number: that is the whole gap
+    assert abs(sum(r["points"] for r in reasons) - total) <= 0.5 + 0.005 * len(reasons)
 
 
 EVENT = st.one_of(

@@ -53,7 +53,9 @@ async def test_kpis_ad_spend_and_dashboard(kafka_bootstrap: str, db_url: str) ->
             )
         today = utcnow().date().isoformat()
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers=AUTH
+        ) as client:
             spend = {
                 "items": [
                     {"day": today, "source": "google", "campaign": "q4", "amount": 100},
@@ -61,7 +63,10 @@ async def test_kpis_ad_spend_and_dashboard(kafka_bootstrap: str, db_url: str) ->
                     {"day": today, "source": "bing", "campaign": "x", "amount": 10},
                 ]
             }
-            assert (await client.post("/v1/ad-spend", json=spend)).status_code == 401
+            no_auth = {"Authorization": ""}
+            assert (
+                await client.post("/v1/ad-spend", json=spend, headers=no_auth)
+            ).status_code == 401
             bad = await client.post(
                 "/v1/ad-spend", headers=AUTH, json={"day": today, "source": "g", "amount": -1}
             )

@@ -1,4 +1,4 @@
-"""Normalised identifiers of a person: email, phone and anonymous id."""
+"""Normalised identifiers of a person: email, phone, anonymous id and ad-platform lead id."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ ANON = "anon"
 MAX_ID_LENGTH = 320
 #: A lead id that was merged into another lead keeps pointing at its survivor.
 MERGED = "merged"
+#: An ad platform's lead id (``linkedin:<id>``): a platform's later deletion notice may name
+#: only this, after capture has dropped the email and phone it kept (review M4).
+AD = "ad"
 
 
 def normalise_email(value: object) -> str | None:
@@ -70,9 +73,11 @@ class Identifiers:
     email: str | None
     phone: str | None
     anonymous_id: str | None
+    #: ``<platform>:<platform lead id>`` of an ad lead, weakest of all
+    ad_lead: str | None = None
 
     def pairs(self) -> list[tuple[str, str]]:
-        """(kind, value) pairs, in resolution priority: email, phone, anonymous id."""
+        """(kind, value) pairs, in resolution priority: email, phone, anonymous id, ad lead."""
         out = []
         if self.email:
             out.append((EMAIL, self.email))
@@ -80,6 +85,8 @@ class Identifiers:
             out.append((PHONE, self.phone))
         if self.anonymous_id:
             out.append((ANON, self.anonymous_id))
+        if self.ad_lead:
+            out.append((AD, self.ad_lead))
         return out
 
     def without(self, pairs: Collection[tuple[str, str]]) -> Identifiers:
@@ -88,6 +95,7 @@ class Identifiers:
             None if (EMAIL, self.email) in pairs else self.email,
             None if (PHONE, self.phone) in pairs else self.phone,
             None if (ANON, self.anonymous_id) in pairs else self.anonymous_id,
+            None if (AD, self.ad_lead) in pairs else self.ad_lead,
         )
 
     @property
@@ -108,7 +116,18 @@ def identifiers_of(data: dict[str, object], partition_key: str | None = None) ->
         if fallback:
             email = normalise_email(fallback)
             anonymous_id = None if email else fallback
-    return Identifiers(email, phone, anonymous_id)
+    return Identifiers(email, phone, anonymous_id, ad_lead_of(data.get("ad")))
+
+
+def ad_lead_of(ad: object) -> str | None:
+    """``<platform>:<lead id>`` of an event's ``ad`` part (as capture builds its lead key)."""
+    if not isinstance(ad, dict):
+        return None
+    platform, lead_id = _plain_id(ad.get("platform")), _plain_id(ad.get("lead_id"))
+    if not (platform and lead_id):
+        return None
+    value = f"{platform.lower()}:{lead_id}"
+    return value if len(value) <= MAX_ID_LENGTH else None
 
 
 def _plain_id(value: object) -> str | None:

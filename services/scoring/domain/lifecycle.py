@@ -13,7 +13,7 @@ from typing import Any
 
 from services.scoring.domain import scoring
 from services.scoring.domain.model import PROFILE_FIELDS, Hit, Lead, status_moves_forward
-from services.scoring.domain.profile import text_value, update_profile
+from services.scoring.domain.profile import text_value, trim_identifiers, update_profile
 from services.scoring.domain.rules import Rules
 from shared.events import LeadType, SalesType
 
@@ -63,8 +63,9 @@ def _keep_latest(lead: Lead, rule_id: str) -> None:
     """Bound a repeatable rule's history: its oldest hits (the most decayed) go first."""
     mine = [h for h in lead.hits if h.rule == rule_id]
     if len(mine) > MAX_HITS_PER_RULE:
-        oldest = min(mine, key=lambda h: (h.at, h.event_id))
-        lead.hits.remove(oldest)
+        drop = sorted(mine, key=lambda h: (h.at, h.event_id))[: len(mine) - MAX_HITS_PER_RULE]
+        gone = {id(h) for h in drop}
+        lead.hits = [h for h in lead.hits if id(h) not in gone]
 
 
 def refresh(
@@ -148,6 +149,10 @@ def merge(into: Lead, other: Lead, rules: Rules, now: datetime) -> list[Change]:
         ):
             continue
         into.hits.append(hit)
+    # two bounded histories joined can exceed the bound (review C5)
+    for rule_id in {h.rule for h in into.hits}:
+        _keep_latest(into, rule_id)
+    trim_identifiers(into)
     for name in PROFILE_FIELDS:
         if getattr(into, name) is None and getattr(other, name) is not None:
             setattr(into, name, getattr(other, name))

@@ -113,6 +113,16 @@ class Lead:
             "erased": self.erased_at is not None,
         }
 
+    def to_snapshot(self) -> dict[str, Any]:
+        """The lead in ``leadflow.leads`` events: the resource without its anonymous ids.
+
+        An event needs who the person is (email, phone), not every cookie that led to them;
+        the list is also the part anyone with the public write key can grow (review C5).
+        """
+        out = self.to_resource()
+        del out["anonymous_ids"]
+        return out
+
     def to_state(self) -> dict[str, Any]:
         """JSON-safe state for storage (times as RFC 3339 strings)."""
         # Field by field rather than dataclasses.asdict: asdict deep-copies every value, and

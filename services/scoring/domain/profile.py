@@ -11,9 +11,21 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from services.scoring.domain.identity import Identifiers
+from services.scoring.domain.identity import ANON, EMAIL, PHONE, Identifiers
 from services.scoring.domain.model import PROFILE_FIELDS, Lead
 from shared.events import parse_time
+
+#: A lead keeps at most this many identifiers of each kind, the latest ones (plus its primary
+#: email, phone and key). Anyone with the public write key can attach anonymous ids to a lead,
+#: and an unbounded list grew a lead's state and events past Kafka's 1 MB limit (review C5).
+MAX_EMAILS = 10
+MAX_PHONES = 10
+MAX_ANONYMOUS_IDS = 50
+_LISTS = (
+    (EMAIL, "emails", MAX_EMAILS),
+    (PHONE, "phones", MAX_PHONES),
+    (ANON, "anonymous_ids", MAX_ANONYMOUS_IDS),
+)
 
 
 def event_time(data: Mapping[str, Any], fallback: datetime) -> datetime:
@@ -32,8 +44,11 @@ def new_lead(lead_id: str, ids: Identifiers, now: datetime) -> Lead:
     return Lead(id=lead_id, key=ids.key or lead_id, created_at=now)
 
 
-def add_identifiers(lead: Lead, ids: Identifiers) -> None:
-    """Attach identifiers to the lead; the first email and phone become the primary ones."""
+def add_identifiers(lead: Lead, ids: Identifiers) -> list[tuple[str, str]]:
+    """Attach identifiers to the lead; the first email and phone become the primary ones.
+
+    Returns the (kind, value) pairs dropped to keep the lists bounded (:func:`trim_identifiers`).
+    """
     if ids.email and ids.email not in lead.emails:
         lead.emails.append(ids.email)
     if ids.phone and ids.phone not in lead.phones:
@@ -45,6 +60,35 @@ def add_identifiers(lead: Lead, ids: Identifiers) -> None:
     lead.key = (
         lead.email or lead.phone or (lead.anonymous_ids[0] if lead.anonymous_ids else lead.key)
     )
+    return trim_identifiers(lead)
+
+
+def identifier_pairs(lead: Lead) -> set[tuple[str, str]]:
+    """The (kind, value) pairs of the lead's email, phone and anonymous id lists."""
+    return {(kind, v) for kind, name, _ in _LISTS for v in getattr(lead, name)}
+
+
+def trim_identifiers(lead: Lead) -> list[tuple[str, str]]:
+    """Keep the latest identifiers of each kind (lists are oldest first); return those dropped.
+
+    The primary email and phone and the lead key are never dropped: they say who the lead is.
+    """
+    dropped: list[tuple[str, str]] = []
+    pinned = {lead.email, lead.phone, lead.key}
+    for kind, name, limit in _LISTS:
+        values: list[str] = getattr(lead, name)
+        excess = len(values) - limit
+        if excess <= 0:
+            continue
+        kept = []
+        for value in values:
+            if excess > 0 and value not in pinned:
+                dropped.append((kind, value))
+                excess -= 1
+            else:
+                kept.append(value)
+        setattr(lead, name, kept)
+    return dropped
 
 
 def _company_size(value: Any) -> int | None:
