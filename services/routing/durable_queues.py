@@ -8,11 +8,11 @@ exactly one caller wins.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.routing.tables import deliveries, timers
@@ -27,65 +27,101 @@ def _rows(result: Any) -> list[Row]:
 
 # ---- timers ----------------------------------------------------------------------------------
 
-async def add_timers(conn: AsyncConnection, assignment_id: str, warn_at: datetime,
-                     due_at: datetime) -> None:
+
+async def add_timers(
+    conn: AsyncConnection, assignment_id: str, warn_at: datetime, due_at: datetime
+) -> None:
     """One pending warn timer and one pending breach timer for an assignment."""
-    await conn.execute(timers.insert(), [
-        {"assignment_id": assignment_id, "kind": kind, "due_at": at, "state": "pending"}
-        for kind, at in (("warn", warn_at), ("breach", due_at))
-    ])
+    await conn.execute(
+        timers.insert(),
+        [
+            {"assignment_id": assignment_id, "kind": kind, "due_at": at, "state": "pending"}
+            for kind, at in (("warn", warn_at), ("breach", due_at))
+        ],
+    )
 
 
-async def add_timer(conn: AsyncConnection, assignment_id: str, kind: str,
-                    due_at: datetime) -> None:
+async def add_timer(conn: AsyncConnection, assignment_id: str, kind: str, due_at: datetime) -> None:
     """One more pending timer of an assignment (an escalation step); once per kind."""
-    await conn.execute(insert_for(conn)(timers).on_conflict_do_nothing(
-        index_elements=["assignment_id", "kind"]).values(
-        assignment_id=assignment_id, kind=kind, due_at=due_at, state="pending"))
+    await conn.execute(
+        insert_for(conn)(timers)
+        .on_conflict_do_nothing(index_elements=["assignment_id", "kind"])
+        .values(assignment_id=assignment_id, kind=kind, due_at=due_at, state="pending")
+    )
 
 
 async def cancel_timers(conn: AsyncConnection, assignment_id: str) -> None:
     """Cancel an assignment's pending timers (its clock stopped)."""
-    await conn.execute(update(timers).where(
-        timers.c.assignment_id == assignment_id, timers.c.state == "pending",
-    ).values(state="cancelled"))
+    await conn.execute(
+        update(timers)
+        .where(
+            timers.c.assignment_id == assignment_id,
+            timers.c.state == "pending",
+        )
+        .values(state="cancelled")
+    )
 
 
-async def claim_due_timers(conn: AsyncConnection, owner: str, now: datetime, limit: int,
-                           lease_seconds: float) -> list[Row]:
+async def claim_due_timers(
+    conn: AsyncConnection, owner: str, now: datetime, limit: int, lease_seconds: float
+) -> list[Row]:
     """Due timers to fire; on PostgreSQL also leased to ``owner`` so replicas share the work."""
-    q = (select(timers).where(timers.c.state == "pending", timers.c.due_at <= now,
-                              or_(timers.c.lease_until.is_(None), timers.c.lease_until < now))
-         .order_by(timers.c.due_at, timers.c.id).limit(limit))
+    q = (
+        select(timers)
+        .where(
+            timers.c.state == "pending",
+            timers.c.due_at <= now,
+            or_(timers.c.lease_until.is_(None), timers.c.lease_until < now),
+        )
+        .order_by(timers.c.due_at, timers.c.id)
+        .limit(limit)
+    )
     if is_sqlite(conn):
         return _rows(await conn.execute(q))
     rows = _rows(await conn.execute(q.with_for_update(skip_locked=True)))
     if rows:
-        await conn.execute(update(timers).where(timers.c.id.in_([r["id"] for r in rows])).values(
-            lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds)))
+        await conn.execute(
+            update(timers)
+            .where(timers.c.id.in_([r["id"] for r in rows]))
+            .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
+        )
     return rows
 
 
 async def defer_timer(conn: AsyncConnection, timer_id: int, until: datetime) -> None:
     """Firing failed: retry this timer at ``until`` (not in a hot loop, not a lease later)."""
-    await conn.execute(update(timers).where(timers.c.id == timer_id)
-                       .values(lease_owner=None, lease_until=until))
+    await conn.execute(
+        update(timers).where(timers.c.id == timer_id).values(lease_owner=None, lease_until=until)
+    )
 
 
 async def mark_fired(conn: AsyncConnection, timer_id: int, now: datetime) -> bool:
     """Mark a timer fired if it is still pending; True only for the one caller that does."""
-    res = await conn.execute(update(timers).where(
-        timers.c.id == timer_id, timers.c.state == "pending").values(state="fired", fired_at=now))
+    res = await conn.execute(
+        update(timers)
+        .where(timers.c.id == timer_id, timers.c.state == "pending")
+        .values(state="fired", fired_at=now)
+    )
     return bool(res.rowcount)
 
 
 async def next_timer_due(conn: AsyncConnection, now: datetime) -> datetime | None:
     """When a pending timer next becomes claimable (its due time, or its lease's end)."""
-    free = (await conn.execute(select(func.min(timers.c.due_at)).where(
-        timers.c.state == "pending",
-        or_(timers.c.lease_until.is_(None), timers.c.lease_until < now)))).scalar_one_or_none()
-    leased = (await conn.execute(select(func.min(timers.c.lease_until)).where(
-        timers.c.state == "pending", timers.c.lease_until >= now))).scalar_one_or_none()
+    free = (
+        await conn.execute(
+            select(func.min(timers.c.due_at)).where(
+                timers.c.state == "pending",
+                or_(timers.c.lease_until.is_(None), timers.c.lease_until < now),
+            )
+        )
+    ).scalar_one_or_none()
+    leased = (
+        await conn.execute(
+            select(func.min(timers.c.lease_until)).where(
+                timers.c.state == "pending", timers.c.lease_until >= now
+            )
+        )
+    ).scalar_one_or_none()
     return min((t for t in (free, leased) if t is not None), default=None)
 
 
@@ -96,42 +132,129 @@ async def timers_of(conn: AsyncConnection, assignment_id: str) -> list[Row]:
 
 # ---- webhook deliveries -----------------------------------------------------------------------
 
+
 async def add_deliveries(conn: AsyncConnection, rows: Sequence[Row]) -> None:
     """Queue webhook deliveries (a repeated event for the same webhook is ignored)."""
     if rows:
-        await conn.execute(insert_for(conn)(deliveries).on_conflict_do_nothing(
-            index_elements=["webhook", "event_id"]), list(rows))
+        await conn.execute(
+            insert_for(conn)(deliveries).on_conflict_do_nothing(
+                index_elements=["webhook", "event_id"]
+            ),
+            list(rows),
+        )
 
 
-async def claim_deliveries(conn: AsyncConnection, now: datetime, limit: int,
-                           lease_seconds: float) -> list[Row]:
-    """Due deliveries, pushed ``lease_seconds`` ahead so no one else sends them meanwhile."""
-    q = (select(deliveries).where(deliveries.c.state == "pending",
-                                  deliveries.c.next_attempt_at <= now)
-         .order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit))
+async def claim_deliveries(
+    conn: AsyncConnection,
+    now: datetime,
+    limit: int,
+    lease_seconds: float,
+    token: str,
+    *,
+    webhooks: Sequence[str] | None = None,
+) -> list[Row]:
+    """Due deliveries (of ``webhooks``, if given), leased to ``token`` for ``lease_seconds``.
+
+    The lease pushes ``next_attempt_at`` ahead, so nobody else claims the rows meanwhile; the
+    caller sends them at once and records each outcome with :func:`finish_delivery` under the
+    same token.
+    """
+    q = (
+        select(deliveries)
+        .where(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= now)
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+        .limit(limit)
+    )
+    if webhooks is not None:
+        q = q.where(deliveries.c.webhook.in_(list(webhooks)))
     if not is_sqlite(conn):
         q = q.with_for_update(skip_locked=True)
     rows = _rows(await conn.execute(q))
     if rows:
-        await conn.execute(update(deliveries).where(deliveries.c.id.in_([r["id"] for r in rows]))
-                           .values(next_attempt_at=now + timedelta(seconds=lease_seconds)))
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_([r["id"] for r in rows]))
+            .values(next_attempt_at=now + timedelta(seconds=lease_seconds), lease_token=token)
+        )
     return rows
 
 
-async def update_delivery(conn: AsyncConnection, delivery_id: int,
-                          values: Mapping[str, Any]) -> None:
-    """Record a delivery attempt's outcome."""
+async def finish_delivery(
+    conn: AsyncConnection, delivery_id: int, token: str, values: Mapping[str, Any]
+) -> bool:
+    """Record a delivery attempt's outcome, only while ``token`` still holds its lease (and it
+    is still pending); False when the lease was lost or the delivery was cancelled meanwhile."""
+    res = await conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.id == delivery_id,
+            deliveries.c.lease_token == token,
+            deliveries.c.state == "pending",
+        )
+        .values(**values, lease_token=None)
+    )
+    return bool(res.rowcount)
+
+
+async def update_delivery(
+    conn: AsyncConnection, delivery_id: int, values: Mapping[str, Any]
+) -> None:
+    """Change a delivery unconditionally (operator actions, tests)."""
     await conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
 
 
-async def next_delivery_due(conn: AsyncConnection) -> datetime | None:
-    """When the next pending delivery is due."""
-    return (await conn.execute(select(func.min(deliveries.c.next_attempt_at)).where(
-        deliveries.c.state == "pending"))).scalar_one_or_none()
+async def next_delivery_due(
+    conn: AsyncConnection, webhooks: Sequence[str] | None = None
+) -> datetime | None:
+    """When the next pending delivery (of ``webhooks``, if given) is due."""
+    q = select(func.min(deliveries.c.next_attempt_at)).where(deliveries.c.state == "pending")
+    if webhooks is not None:
+        q = q.where(deliveries.c.webhook.in_(list(webhooks)))
+    return (await conn.execute(q)).scalar_one_or_none()
 
 
-async def list_deliveries(conn: AsyncConnection, *, state: str | None, limit: int,
-                          before_id: int | None) -> list[Row]:
+async def scrub_deliveries(
+    conn: AsyncConnection, lead_ids: Sequence[str], scrub: Callable[[str], str], now: datetime
+) -> int:
+    """Erasure: remove the leads' personal data from their delivery bodies; deliveries not
+    sent yet are given up (a receiver must not learn about an erased person)."""
+    rows = _rows(
+        await conn.execute(
+            select(deliveries.c.id, deliveries.c.body, deliveries.c.state).where(
+                deliveries.c.lead_id.in_(list(lead_ids))
+            )
+        )
+    )
+    for row in rows:
+        values: dict[str, Any] = {"body": scrub(str(row["body"]))}
+        if row["state"] == "pending":
+            values.update(state="dead", last_error="lead erased before delivery", lease_token=None)
+        await conn.execute(update(deliveries).where(deliveries.c.id == row["id"]).values(**values))
+    return len(rows)
+
+
+async def purge_finished(
+    conn: AsyncConnection, *, deliveries_before: datetime, timers_before: datetime
+) -> tuple[int, int]:
+    """Retention: delete delivered and dead deliveries created before ``deliveries_before`` and
+    fired or cancelled timers due before ``timers_before``; return (deliveries, timers)."""
+    d = await conn.execute(
+        delete(deliveries).where(
+            deliveries.c.state.in_(["delivered", "dead"]),
+            deliveries.c.created_at < deliveries_before,
+        )
+    )
+    t = await conn.execute(
+        delete(timers).where(
+            timers.c.state.in_(["fired", "cancelled"]), timers.c.due_at < timers_before
+        )
+    )
+    return int(d.rowcount or 0), int(t.rowcount or 0)
+
+
+async def list_deliveries(
+    conn: AsyncConnection, *, state: str | None, limit: int, before_id: int | None
+) -> list[Row]:
     """The delivery log, newest first."""
     q = select(deliveries).order_by(deliveries.c.id.desc()).limit(limit)
     if state:

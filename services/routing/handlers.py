@@ -30,6 +30,8 @@ from services.routing.messages import (
     clock_event,
     emit,
     event,
+    scrub_body,
+    scrub_data,
     sla_block,
     unassigned_event,
 )
@@ -66,10 +68,18 @@ def team_calendar(ctx: RoutingContext, team: str) -> Calendar:
     return t.calendar if t else _ALWAYS
 
 
-async def assign(conn: AsyncConnection, ctx: RoutingContext, lead: Mapping[str, Any],
-                 cause: Sequence[str], now: datetime, *, exclude: Sequence[str] = (),
-                 reason: str | None = None, previous: Mapping[str, Any] | None = None,
-                 level: int = 0) -> Mapping[str, Any] | None:
+async def assign(
+    conn: AsyncConnection,
+    ctx: RoutingContext,
+    lead: Mapping[str, Any],
+    cause: Sequence[str],
+    now: datetime,
+    *,
+    exclude: Sequence[str] = (),
+    reason: str | None = None,
+    previous: Mapping[str, Any] | None = None,
+    level: int = 0,
+) -> Mapping[str, Any] | None:
     """Route ``lead`` and store the assignment with its SLA timers; None if nobody can take it."""
     await repo.ensure_rep_states(conn, ctx.config.reps, now)
     states = await repo.load_rep_states(conn, ctx.config, now)
@@ -81,13 +91,25 @@ async def assign(conn: AsyncConnection, ctx: RoutingContext, lead: Mapping[str, 
     dl = deadlines(now, policy.seconds, ctx.config.warn_fraction, team_calendar(ctx, decision.team))
     row: dict[str, Any] = {
         "id": derived_event_id(*cause, "assignment"),
-        "lead_id": str(lead["id"]), "lead_key": lead.get("key"), "owner_id": rep.id,
+        "lead_id": str(lead["id"]),
+        "lead_key": lead.get("key"),
+        "owner_id": rep.id,
         "owner": {"id": rep.id, "name": rep.name, "email": rep.email, "team": rep.team},
-        "team": decision.team, "state": "open", "policy": policy.name,
-        "warn_at": dl.warn_at, "due_at": dl.due_at, "met_at": None, "breached": False,
-        "response_seconds": None, "business_seconds": None, "assigned_at": now,
-        "reason": reason or decision.reason, "lead": dict(lead), "escalation_level": level,
-        "previous_assignment_id": previous["id"] if previous else None, "updated_at": now,
+        "team": decision.team,
+        "state": "open",
+        "policy": policy.name,
+        "warn_at": dl.warn_at,
+        "due_at": dl.due_at,
+        "met_at": None,
+        "breached": False,
+        "response_seconds": None,
+        "business_seconds": None,
+        "assigned_at": now,
+        "reason": reason or decision.reason,
+        "lead": dict(lead),
+        "escalation_level": level,
+        "previous_assignment_id": previous["id"] if previous else None,
+        "updated_at": now,
     }
     await repo.insert_assignment(conn, row)
     await queues.add_timers(conn, row["id"], dl.warn_at, dl.due_at)
@@ -102,35 +124,68 @@ async def on_qualified(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEven
     lead = ev.data.get("lead")
     if not isinstance(lead, Mapping) or not lead.get("id"):
         raise ValueError("lead.qualified without data.lead.id")
-    if await repo.lead_known(conn, str(lead["id"])):
+    # ``erased`` and ``merged`` are keyed by other identifiers than this event, so they may
+    # have been consumed first: an erased person is never assigned (nor their data stored),
+    # and a merged-away lead is routed as the lead it lives on in.
+    lead_id, erased = await repo.resolve_lead(conn, str(lead["id"]))
+    if erased:
+        log.info("lead %s was erased; its qualified event is ignored", lead["id"])
+        return
+    if lead_id != lead["id"]:
+        lead = {**lead, "id": lead_id}
+    if await repo.lead_known(conn, lead_id):
         return  # assigned (or queued) before: a repeated qualified changes nothing
     now = utcnow()
     if await assign(conn, ctx, lead, [ev.id], now) is None:
-        await repo.queue_lead(conn, {
-            "lead_id": str(lead["id"]), "lead_key": lead.get("key"), "lead": dict(lead),
-            "reason": "no_available_rep", "queue": UNASSIGNED_QUEUE, "escalation_level": 0,
-            "exclude": [], "attempts": 0, "created_at": now})
-        await emit(conn, ctx, [unassigned_event(lead, "no_available_rep", UNASSIGNED_QUEUE,
-                                                ev.id, at=now)], now)
+        await repo.queue_lead(
+            conn,
+            {
+                "lead_id": str(lead["id"]),
+                "lead_key": lead.get("key"),
+                "lead": dict(lead),
+                "reason": "no_available_rep",
+                "queue": UNASSIGNED_QUEUE,
+                "escalation_level": 0,
+                "exclude": [],
+                "attempts": 0,
+                "created_at": now,
+            },
+        )
+        await emit(
+            conn,
+            ctx,
+            [unassigned_event(lead, "no_available_rep", UNASSIGNED_QUEUE, ev.id, at=now)],
+            now,
+        )
 
 
-async def retry_queued(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, Any],
-                       now: datetime) -> bool:
+async def retry_queued(
+    conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, Any], now: datetime
+) -> bool:
     """Try again to assign a queued lead; True when it got an owner."""
     # Taking the row first makes a concurrent retry by another replica wait, then find nothing.
     if not await repo.take_from_queue(conn, row["lead_id"]):
         return False
     cause = [row["lead_id"], "retry", str(row["attempts"]), row["created_at"].isoformat()]
-    made = await assign(conn, ctx, row["lead"], cause, now, exclude=row["exclude"] or [],
-                        reason=None, level=row["escalation_level"])
+    made = await assign(
+        conn,
+        ctx,
+        row["lead"],
+        cause,
+        now,
+        exclude=row["exclude"] or [],
+        reason=None,
+        level=row["escalation_level"],
+    )
     if made is None:
         await repo.queue_lead(conn, {**row, "attempts": int(row["attempts"]) + 1})
         return False
     return True
 
 
-async def first_touch(conn: AsyncConnection, ctx: RoutingContext, assignment_id: str,
-                      at: datetime, *, via: str) -> Mapping[str, Any]:
+async def first_touch(
+    conn: AsyncConnection, ctx: RoutingContext, assignment_id: str, at: datetime, *, via: str
+) -> Mapping[str, Any]:
     """Stop the SLA clock at the first touch; emit ``sla_met`` if it came in time."""
     row = await repo.get_assignment(conn, assignment_id, lock=True)
     if row is None:
@@ -147,8 +202,21 @@ async def first_touch(conn: AsyncConnection, ctx: RoutingContext, assignment_id:
     if await repo.transition(conn, row["id"], ["open"], {**values, "state": "met"}):
         await queues.cancel_timers(conn, row["id"])
         row = {**row, **values, "state": "met"}
-        await emit(conn, ctx, [clock_event(RoutingType.SLA_MET, row, at, response_seconds=wall,
-                                           business_seconds=biz, via=via)], now)
+        await emit(
+            conn,
+            ctx,
+            [
+                clock_event(
+                    RoutingType.SLA_MET,
+                    row,
+                    at,
+                    response_seconds=wall,
+                    business_seconds=biz,
+                    via=via,
+                )
+            ],
+            now,
+        )
     elif await repo.transition(conn, row["id"], ["breached"], values):
         await queues.cancel_timers(conn, row["id"])  # pending escalation steps stop
         row = {**row, **values}  # late touch: recorded for the report, the breach stands
@@ -157,8 +225,9 @@ async def first_touch(conn: AsyncConnection, ctx: RoutingContext, assignment_id:
 
 async def close(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, Any]) -> None:
     """Close an active assignment (the lead was won, lost or disqualified)."""
-    if await repo.transition(conn, row["id"], ["open", "breached"],
-                             {"state": "closed", "updated_at": utcnow()}):
+    if await repo.transition(
+        conn, row["id"], ["open", "breached"], {"state": "closed", "updated_at": utcnow()}
+    ):
         await queues.cancel_timers(conn, row["id"])
 
 
@@ -169,7 +238,8 @@ async def on_sales(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -
     if data.get("assignment_id"):
         row = await repo.get_assignment(conn, str(data["assignment_id"]))
     if (row is None or row["state"] in ("reassigned", "closed")) and data.get("lead_id"):
-        row = await repo.active_assignment(conn, str(data["lead_id"]))
+        lead_id, _ = await repo.resolve_lead(conn, str(data["lead_id"]))  # merged: survivor
+        row = await repo.active_assignment(conn, lead_id)
     if row is None or row["state"] in ("reassigned", "closed"):
         return
     at = ev.time
@@ -189,8 +259,9 @@ async def on_sales(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -
 ESCALATE_PREFIX = "escalate:"
 
 
-async def fire_timer(conn: AsyncConnection, ctx: RoutingContext, timer: Mapping[str, Any],
-                     now: datetime) -> bool:
+async def fire_timer(
+    conn: AsyncConnection, ctx: RoutingContext, timer: Mapping[str, Any], now: datetime
+) -> bool:
     """Fire one due timer exactly once: warning, breach plus the escalation ladder, or a timed
     escalation step."""
     # Lock order everywhere: assignment, then its timers (first touch does the same).
@@ -201,17 +272,19 @@ async def fire_timer(conn: AsyncConnection, ctx: RoutingContext, timer: Mapping[
     if kind.startswith(ESCALATE_PREFIX):
         if row is None or row["state"] not in ("open", "breached") or row["met_at"] is not None:
             return False  # touched, closed or reassigned meanwhile: the ladder stops
-        index = int(kind[len(ESCALATE_PREFIX):])
-        await take_step(conn, ctx, row, index, [row["id"], kind], "escalation",
-                        timer["due_at"], now)
+        index = int(kind[len(ESCALATE_PREFIX) :])
+        await take_step(
+            conn, ctx, row, index, [row["id"], kind], "escalation", timer["due_at"], now
+        )
         return True
     if row is None or row["state"] != "open":
         return False
     if kind == "warn":
         await emit(conn, ctx, [clock_event(RoutingType.SLA_WARNING, row, timer["due_at"])], now)
         return True
-    if not await repo.transition(conn, row["id"], ["open"],
-                                 {"state": "breached", "breached": True, "updated_at": now}):
+    if not await repo.transition(
+        conn, row["id"], ["open"], {"state": "breached", "breached": True, "updated_at": now}
+    ):
         return False
     await escalate(conn, ctx, {**row, "state": "breached", "breached": True}, timer["due_at"], now)
     return True
@@ -222,8 +295,9 @@ def _manager(ctx: RoutingContext, team_id: str) -> dict[str, Any] | None:
     return dict(team.manager) if team and team.manager else None
 
 
-async def escalate(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, Any],
-                   due: datetime, now: datetime) -> None:
+async def escalate(
+    conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, Any], due: datetime, now: datetime
+) -> None:
     """Emit the breach, notify the manager, and take the ladder's step for this breach (a step
     with its own timer is left to that timer)."""
     level = int(row["escalation_level"])
@@ -231,8 +305,16 @@ async def escalate(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str,
     timed = step is not None and step.after_seconds is not None and level > 0
     action = step.action if step is not None else "none"
     manager = _manager(ctx, row["team"])
-    events = [clock_event(RoutingType.SLA_BREACHED, row, due, escalation=action,
-                          escalation_on="timer" if timed else "breach", manager=manager)]
+    events = [
+        clock_event(
+            RoutingType.SLA_BREACHED,
+            row,
+            due,
+            escalation=action,
+            escalation_on="timer" if timed else "breach",
+            manager=manager,
+        )
+    ]
     if ctx.config.notify_manager and manager:
         events.append(clock_event(ESCALATED, row, due, action="notify_manager", manager=manager))
     await emit(conn, ctx, events, now)
@@ -241,9 +323,16 @@ async def escalate(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str,
     await take_step(conn, ctx, row, level, [row["id"], "sla_breach"], "sla_breach", due, now)
 
 
-async def take_step(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, Any],
-                    index: int, cause: Sequence[str], reason: str, due: datetime,
-                    now: datetime) -> None:
+async def take_step(
+    conn: AsyncConnection,
+    ctx: RoutingContext,
+    row: Mapping[str, Any],
+    index: int,
+    cause: Sequence[str],
+    reason: str,
+    due: datetime,
+    now: datetime,
+) -> None:
     """Take ladder step ``index`` for the active assignment ``row``, then arm the next step's
     timer (if it has one) on whichever assignment is active afterwards."""
     step = ctx.config.ladder_step(index)
@@ -255,10 +344,20 @@ async def take_step(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str
     if action == "reassign":
         exclude = await repo.previous_owners(conn, row["lead_id"])
         # Release the lead first: only one active assignment per lead may exist.
-        await repo.transition(conn, row["id"], ["open", "breached"],
-                              {"state": "reassigned", "updated_at": now})
-        made = await assign(conn, ctx, lead, cause, now, exclude=exclude, reason=reason,
-                            previous=row, level=index + 1)
+        await repo.transition(
+            conn, row["id"], ["open", "breached"], {"state": "reassigned", "updated_at": now}
+        )
+        made = await assign(
+            conn,
+            ctx,
+            lead,
+            cause,
+            now,
+            exclude=exclude,
+            reason=reason,
+            previous=row,
+            level=index + 1,
+        )
         if made is not None:
             await queues.cancel_timers(conn, row["id"])  # the old owner's clock is over
             active = made
@@ -267,23 +366,40 @@ async def take_step(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str
             action = "queue"  # nobody else can take it: escalate to the queue instead
     if action == "notify_manager":
         manager = _manager(ctx, row["team"])
-        data = {"assignment_id": row["id"], "lead_id": row["lead_id"], "owner": row["owner"],
-                "team": row["team"], "sla": sla_block(row), "at": rfc3339(due),
-                "action": "notify_manager", "manager": manager, "step": index}
+        data = {
+            "assignment_id": row["id"],
+            "lead_id": row["lead_id"],
+            "owner": row["owner"],
+            "team": row["team"],
+            "sla": sla_block(row),
+            "at": rfc3339(due),
+            "action": "notify_manager",
+            "manager": manager,
+            "step": index,
+        }
         # Its own id (the breach's notification has the assignment's): one event per step.
-        await emit(conn, ctx, [event(ESCALATED, row, data, *cause, f"step:{index}", at=due)],
-                   now)
+        await emit(conn, ctx, [event(ESCALATED, row, data, *cause, f"step:{index}", at=due)], now)
     elif action == "queue":
         queue = ctx.config.escalation_queue
-        if await repo.queue_lead(conn, {
-            "lead_id": row["lead_id"], "lead_key": row["lead_key"], "lead": dict(lead),
-            "reason": reason, "queue": queue, "escalation_level": index + 1,
-            "exclude": [], "attempts": 0, "created_at": now,
-        }):
+        if await repo.queue_lead(
+            conn,
+            {
+                "lead_id": row["lead_id"],
+                "lead_key": row["lead_key"],
+                "lead": dict(lead),
+                "reason": reason,
+                "queue": queue,
+                "escalation_level": index + 1,
+                "exclude": [],
+                "attempts": 0,
+                "created_at": now,
+            },
+        ):
             await emit(conn, ctx, [unassigned_event(lead, reason, queue, *cause, at=now)], now)
     if active is row:
-        await repo.transition(conn, row["id"], ["open", "breached"],
-                              {"escalation_level": index + 1})
+        await repo.transition(
+            conn, row["id"], ["open", "breached"], {"escalation_level": index + 1}
+        )
     nxt = ctx.config.ladder_step(index + 1)
     if nxt is not None and nxt.after_seconds is not None:
         base = max(due, active["assigned_at"]) if active is not row else due
@@ -299,14 +415,77 @@ async def on_lead_gone(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEven
     if not lead_id:
         return
     if ev.type == LeadType.STATUS_CHANGED and (
-            not isinstance(lead, Mapping) or lead.get("status") != "disqualified"):
+        not isinstance(lead, Mapping) or lead.get("status") != "disqualified"
+    ):
         return
+    if ev.type != LeadType.ERASED:
+        lead_id, erased = await repo.resolve_lead(conn, lead_id)
+        if erased:
+            return
+        await _release(conn, ctx, lead_id)
+        return
+    now = utcnow()
+    # The tombstone makes a later (or redelivered) qualified of this person a no-op; what was
+    # kept under ids merged into this lead is this person's data too.
+    await repo.add_tombstone(conn, lead_id, "erased", now)
+    ids = [lead_id, *await repo.merged_into(conn, lead_id)]
+    for lid in ids:
+        await _release(conn, ctx, lid)
+        await repo.scrub_lead(conn, lid)
+        await repo.scrub_outbox(conn, ctx.source, lid, scrub_data)
+    await queues.scrub_deliveries(conn, ids, scrub_body, now)
+
+
+async def _release(conn: AsyncConnection, ctx: RoutingContext, lead_id: str) -> None:
+    """Close the lead's active assignment (its timers stop) and drop it from every queue."""
     row = await repo.active_assignment(conn, lead_id)
     if row is not None:
         await close(conn, ctx, row)
     await repo.take_from_queue(conn, lead_id)
-    if ev.type == LeadType.ERASED:
-        await repo.scrub_lead(conn, lead_id)
+
+
+async def on_merged(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
+    """Scoring merged leads into one person: that person keeps at most one live assignment.
+
+    A merged-away lead's live assignment is handed to the survivor when the survivor has none
+    (same owner, same SLA clock), else closed with its timers; its queue entry likewise moves
+    or goes. A tombstone makes the merged-away id follow the survivor from now on.
+    """
+    data = ev.data
+    lead = data.get("lead")
+    change = data.get("change")
+    if not isinstance(lead, Mapping) or not isinstance(change, Mapping):
+        raise ValueError("lead.merged without data.lead or data.change")
+    into = str(change.get("into") or lead.get("id") or ev.subject or "")
+    merged = change.get("merged_ids")
+    if not into or not isinstance(merged, list):
+        raise ValueError("lead.merged without change.into or change.merged_ids")
+    survivor, erased = await repo.resolve_lead(conn, into)
+    now = utcnow()
+    for other in (str(m) for m in merged if m and str(m) != into):
+        await repo.add_tombstone(conn, other, "merged", now, into=into)
+        if erased:
+            await _release(conn, ctx, other)  # the survivor is gone: so is this
+            continue
+        snapshot = {**lead, "id": survivor}
+        old = await repo.active_assignment(conn, other)
+        keep = await repo.active_assignment(conn, survivor)
+        if old is not None and keep is None:
+            await repo.repoint_assignment(conn, old["id"], survivor, snapshot, now)
+            await repo.take_from_queue(conn, survivor)  # it has an owner now
+        elif old is not None:
+            await close(conn, ctx, old)
+        queued = await repo.take_from_queue_row(conn, other)
+        if (
+            queued is not None
+            and old is None
+            and keep is None
+            and not await repo.lead_known(conn, survivor)
+        ):
+            await repo.queue_lead(
+                conn,
+                {**queued, "lead_id": survivor, "lead_key": snapshot.get("key"), "lead": snapshot},
+            )
 
 
 async def handle_event(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
@@ -315,13 +494,17 @@ async def handle_event(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEven
         await on_qualified(conn, ctx, ev)
     elif ev.type in (LeadType.ERASED, LeadType.STATUS_CHANGED):
         await on_lead_gone(conn, ctx, ev)
+    elif ev.type == LeadType.MERGED:
+        await on_merged(conn, ctx, ev)
     elif ev.type in TOUCH_TYPES or ev.type in CLOSE_TYPES:
         await on_sales(conn, ctx, ev)
 
 
 def batch_handler(ctx: RoutingContext) -> Any:
     """The ConsumerRunner handler: every event of the batch in the batch's transaction."""
+
     async def handle(conn: AsyncConnection, events: Sequence[CloudEvent]) -> None:
         for ev in events:
             await handle_event(conn, ctx, ev)
+
     return handle

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,10 +15,11 @@ from services.routing.domain.model import RoutingConfig
 from services.routing.handlers import batch_handler
 from services.routing.messages import RoutingContext
 from services.routing.webhooks import WebhookWorker
-from services.routing.workers import QueueRetrier, TimerWorker, compose
+from services.routing.workers import QueueRetrier, RoutingRetention, TimerWorker, compose
 from shared.bus import ConsumerRunner
 from shared.config import ConfigError, load_config, load_schema, validate_section
 from shared.db import create_engine
+from shared.deadletter_api import router as deadletter_router
 from shared.http import create_app
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -50,14 +52,24 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
     webhooks = WebhookWorker(engine, ctx)
     ctx.wakers = [runtime.relay.wake, timers.wake, retrier.wake, webhooks.wake]
     consumer = ConsumerRunner(
-        settings=settings, engine=engine, topics=[topics.leads, topics.sales],
-        group_id="leadflow-routing", source=SERVICE_NAME, handler=batch_handler(ctx),
+        settings=settings,
+        engine=runtime.consumer_engine,
+        topics=[topics.leads, topics.sales],
+        group_id="leadflow-routing",
+        source=SERVICE_NAME,
+        handler=batch_handler(ctx),
         after_commit=compose(*ctx.wakers),
     )
-    for worker in (consumer, timers, retrier, webhooks):
+    retention = RoutingRetention(
+        engine,
+        deliveries_keep=timedelta(days=settings.leadflow_webhook_delivery_retention_days),
+        timers_keep=timedelta(days=settings.leadflow_timer_retention_days),
+    )
+    for worker in (consumer, timers, retrier, webhooks, retention):
         runtime.add_worker(worker)
-    runtime.state.update(routing=ctx, timers=timers, retrier=retrier, webhooks=webhooks,
-                         consumer=consumer)
-    app = create_app(runtime, "Leadflow routing", [router, admin_router])
+    runtime.state.update(
+        routing=ctx, timers=timers, retrier=retrier, webhooks=webhooks, consumer=consumer
+    )
+    app = create_app(runtime, "Leadflow routing", [router, admin_router, deadletter_router])
     app.state.routing = ctx
     return app

@@ -8,7 +8,7 @@ count says who won, so each transition happens exactly once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.routing.domain.business_time import Calendar, local_day_start, make_calendar
 from services.routing.domain.model import ACTIVE_STATES, RepState, RoutingConfig
-from services.routing.tables import assignments, rep_states, unassigned
+from services.routing.tables import assignments, rep_states, tombstones, unassigned
 from shared.db import insert_for, is_sqlite
 from shared.events import parse_time, rfc3339
+from shared.messaging_tables import outbox
 
 Row = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -31,17 +32,30 @@ def _rows(result: Any) -> list[Row]:
 
 # ---- reps -------------------------------------------------------------------------------------
 
+
 async def ensure_rep_states(conn: AsyncConnection, rep_ids: Iterable[str], now: datetime) -> None:
     """Create the run-time state row of every configured rep that has none yet."""
-    rows: list[Row] = [{"rep_id": r, "paused": False, "out_of_office": [], "max_open": None,
-             "max_per_day": None, "credit": 0.0, "updated_at": now} for r in rep_ids]
+    rows: list[Row] = [
+        {
+            "rep_id": r,
+            "paused": False,
+            "out_of_office": [],
+            "max_open": None,
+            "max_per_day": None,
+            "credit": 0.0,
+            "updated_at": now,
+        }
+        for r in rep_ids
+    ]
     if rows:
-        await conn.execute(insert_for(conn)(rep_states).on_conflict_do_nothing(
-            index_elements=["rep_id"]), rows)
+        await conn.execute(
+            insert_for(conn)(rep_states).on_conflict_do_nothing(index_elements=["rep_id"]), rows
+        )
 
 
-async def rep_state_rows(conn: AsyncConnection, rep_ids: Sequence[str] | None = None,
-                         *, lock: bool = False) -> dict[str, Row]:
+async def rep_state_rows(
+    conn: AsyncConnection, rep_ids: Sequence[str] | None = None, *, lock: bool = False
+) -> dict[str, Row]:
     """Raw rep state rows by id (locked FOR UPDATE on PostgreSQL when ``lock``)."""
     q = select(rep_states).order_by(rep_states.c.rep_id)
     if rep_ids is not None:
@@ -66,12 +80,16 @@ def _ooo(raw: Any) -> list[tuple[datetime, datetime]]:
     return [(parse_time(x["from"]), parse_time(x["to"])) for x in raw or []]
 
 
-async def load_rep_states(conn: AsyncConnection, config: RoutingConfig, now: datetime,
-                          *, lock: bool = True) -> dict[str, RepState]:
+async def load_rep_states(
+    conn: AsyncConnection, config: RoutingConfig, now: datetime, *, lock: bool = True
+) -> dict[str, RepState]:
     """Every configured rep's state with current load (open and assigned-today counts)."""
     raw = await rep_state_rows(conn, list(config.reps), lock=lock)
-    active = select(assignments.c.owner_id, func.count()).where(
-        assignments.c.state.in_(ACTIVE_STATES)).group_by(assignments.c.owner_id)
+    active = (
+        select(assignments.c.owner_id, func.count())
+        .where(assignments.c.state.in_(ACTIVE_STATES))
+        .group_by(assignments.c.owner_id)
+    )
     open_counts = {k: int(v) for k, v in (await conn.execute(active)).all()}
     # Assigned today, where "today" is each rep's local day: one grouped count per day start.
     by_start: dict[datetime, list[str]] = {}
@@ -79,9 +97,11 @@ async def load_rep_states(conn: AsyncConnection, config: RoutingConfig, now: dat
         by_start.setdefault(local_day_start(now, rep.calendar.tz), []).append(rid)
     today: dict[str, int] = {}
     for start, rids in by_start.items():
-        q = (select(assignments.c.owner_id, func.count())
-             .where(assignments.c.assigned_at >= start, assignments.c.owner_id.in_(rids))
-             .group_by(assignments.c.owner_id))
+        q = (
+            select(assignments.c.owner_id, func.count())
+            .where(assignments.c.assigned_at >= start, assignments.c.owner_id.in_(rids))
+            .group_by(assignments.c.owner_id)
+        )
         today.update({k: int(v) for k, v in (await conn.execute(q)).all()})
     out = {}
     for rid in config.reps:
@@ -105,8 +125,11 @@ async def load_rep_states(conn: AsyncConnection, config: RoutingConfig, now: dat
 async def save_credits(conn: AsyncConnection, credits: Mapping[str, float], now: datetime) -> None:
     """Persist the round-robin credits after a pick."""
     for rid, credit in credits.items():
-        await conn.execute(update(rep_states).where(rep_states.c.rep_id == rid)
-                           .values(credit=credit, updated_at=now))
+        await conn.execute(
+            update(rep_states)
+            .where(rep_states.c.rep_id == rid)
+            .values(credit=credit, updated_at=now)
+        )
 
 
 async def update_rep_state(conn: AsyncConnection, rep_id: str, values: Mapping[str, Any]) -> None:
@@ -116,13 +139,15 @@ async def update_rep_state(conn: AsyncConnection, rep_id: str, values: Mapping[s
 
 # ---- assignments ------------------------------------------------------------------------------
 
+
 async def insert_assignment(conn: AsyncConnection, row: Row) -> None:
     """Store a new assignment."""
     await conn.execute(assignments.insert().values(**row))
 
 
-async def get_assignment(conn: AsyncConnection, assignment_id: str, *,
-                         lock: bool = False) -> Row | None:
+async def get_assignment(
+    conn: AsyncConnection, assignment_id: str, *, lock: bool = False
+) -> Row | None:
     """One assignment by id."""
     q = select(assignments).where(assignments.c.id == assignment_id)
     if lock and not is_sqlite(conn):
@@ -133,15 +158,21 @@ async def get_assignment(conn: AsyncConnection, assignment_id: str, *,
 
 async def active_assignment(conn: AsyncConnection, lead_id: str) -> Row | None:
     """The lead's open or breached assignment, if any."""
-    rows = _rows(await conn.execute(select(assignments).where(
-        assignments.c.lead_id == lead_id, assignments.c.state.in_(ACTIVE_STATES))))
+    rows = _rows(
+        await conn.execute(
+            select(assignments).where(
+                assignments.c.lead_id == lead_id, assignments.c.state.in_(ACTIVE_STATES)
+            )
+        )
+    )
     return rows[0] if rows else None
 
 
 async def lead_known(conn: AsyncConnection, lead_id: str) -> bool:
     """Whether the lead was ever assigned or queued (a repeated qualified then does nothing)."""
     a = await conn.execute(
-        select(assignments.c.id).where(assignments.c.lead_id == lead_id).limit(1))
+        select(assignments.c.id).where(assignments.c.lead_id == lead_id).limit(1)
+    )
     if a.first() is not None:
         return True
     u = await conn.execute(select(unassigned.c.lead_id).where(unassigned.c.lead_id == lead_id))
@@ -150,29 +181,146 @@ async def lead_known(conn: AsyncConnection, lead_id: str) -> bool:
 
 async def scrub_lead(conn: AsyncConnection, lead_id: str) -> None:
     """Erasure: keep only the lead id in every stored snapshot of the lead."""
-    await conn.execute(update(assignments).where(assignments.c.lead_id == lead_id).values(
-        lead={"id": lead_id}, lead_key=None))
+    await conn.execute(
+        update(assignments)
+        .where(assignments.c.lead_id == lead_id)
+        .values(lead={"id": lead_id}, lead_key=None)
+    )
+
+
+async def scrub_outbox(
+    conn: AsyncConnection,
+    source: str,
+    lead_id: str,
+    scrub: Callable[[Mapping[str, Any]], dict[str, Any]],
+) -> int:
+    """Erasure: rewrite the data of this service's outbox rows about the lead with ``scrub``.
+
+    Consumers of routing events read the owner and ids, never the lead snapshot, so an unsent
+    row stays meaningful. Only sent rows lose their partition key (an email or phone): an
+    unsent row keeps it so that it still lands on the lead's partition, in order.
+    """
+    rows = _rows(
+        await conn.execute(
+            select(outbox.c.id, outbox.c.data, outbox.c.sent_at).where(
+                outbox.c.source == source, outbox.c.ce_subject == lead_id
+            )
+        )
+    )
+    for row in rows:
+        values: dict[str, Any] = {"data": scrub(row["data"] or {})}
+        if row["sent_at"] is not None:
+            values["partition_key"] = lead_id
+        await conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(**values))
+    return len(rows)
+
+
+async def repoint_assignment(
+    conn: AsyncConnection, assignment_id: str, lead_id: str, lead: Mapping[str, Any], now: datetime
+) -> None:
+    """A merge: the assignment now belongs to the surviving lead (same owner, same clock)."""
+    await conn.execute(
+        update(assignments)
+        .where(assignments.c.id == assignment_id)
+        .values(lead_id=lead_id, lead_key=lead.get("key"), lead=dict(lead), updated_at=now)
+    )
+
+
+# ---- tombstones: erased and merged-away leads -------------------------------------------------
+
+#: How long a chain of merges is followed (a cycle would be a bug upstream; stop anyway).
+_MAX_HOPS = 20
+
+
+async def add_tombstone(
+    conn: AsyncConnection, lead_id: str, kind: str, now: datetime, into: str | None = None
+) -> None:
+    """Remember that ``lead_id`` was erased or merged ``into`` another lead.
+
+    An erasure wins over an earlier merge record; a merge never overwrites an erasure.
+    """
+    ins = insert_for(conn)(tombstones).values(
+        lead_id=lead_id, kind=kind, into_id=into, created_at=now
+    )
+    if kind == "erased":
+        stmt = ins.on_conflict_do_update(
+            index_elements=["lead_id"], set_={"kind": "erased", "into_id": None}
+        )
+    else:
+        stmt = ins.on_conflict_do_nothing(index_elements=["lead_id"])
+    await conn.execute(stmt)
+
+
+async def resolve_lead(conn: AsyncConnection, lead_id: str) -> tuple[str, bool]:
+    """The lead ``lead_id`` lives on as (following merges), and whether that lead was erased."""
+    seen: set[str] = set()
+    current = lead_id
+    while current not in seen and len(seen) < _MAX_HOPS:
+        seen.add(current)
+        row = (
+            await conn.execute(
+                select(tombstones.c.kind, tombstones.c.into_id).where(
+                    tombstones.c.lead_id == current
+                )
+            )
+        ).first()
+        if row is None:
+            return current, False
+        if row.kind == "erased":
+            return current, True
+        if not row.into_id:
+            return current, False
+        current = row.into_id
+    return current, False
+
+
+async def merged_into(conn: AsyncConnection, lead_id: str) -> list[str]:
+    """Every lead id merged, directly or through others, into ``lead_id``."""
+    out: list[str] = []
+    frontier = [lead_id]
+    while frontier and len(out) < 10_000:
+        rows = await conn.execute(
+            select(tombstones.c.lead_id).where(
+                tombstones.c.kind == "merged", tombstones.c.into_id.in_(frontier)
+            )
+        )
+        frontier = [r[0] for r in rows if r[0] not in out and r[0] != lead_id]
+        out.extend(frontier)
+    return out
 
 
 async def previous_owners(conn: AsyncConnection, lead_id: str) -> list[str]:
     """Every rep the lead was assigned to so far."""
     rows = await conn.execute(
-        select(assignments.c.owner_id).where(assignments.c.lead_id == lead_id))
+        select(assignments.c.owner_id).where(assignments.c.lead_id == lead_id)
+    )
     return [r[0] for r in rows]
 
 
-async def transition(conn: AsyncConnection, assignment_id: str, from_states: Sequence[str],
-                     values: Mapping[str, Any]) -> bool:
+async def transition(
+    conn: AsyncConnection, assignment_id: str, from_states: Sequence[str], values: Mapping[str, Any]
+) -> bool:
     """Change an assignment only if it is still in one of ``from_states``; True if it was."""
-    res = await conn.execute(update(assignments).where(
-        assignments.c.id == assignment_id, assignments.c.state.in_(list(from_states)),
-    ).values(**values))
+    res = await conn.execute(
+        update(assignments)
+        .where(
+            assignments.c.id == assignment_id,
+            assignments.c.state.in_(list(from_states)),
+        )
+        .values(**values)
+    )
     return bool(res.rowcount)
 
 
-async def list_assignments(conn: AsyncConnection, *, owner: str | None, state: str | None,
-                           lead_id: str | None, limit: int,
-                           after: tuple[datetime, str] | None) -> list[Row]:
+async def list_assignments(
+    conn: AsyncConnection,
+    *,
+    owner: str | None,
+    state: str | None,
+    lead_id: str | None,
+    limit: int,
+    after: tuple[datetime, str] | None,
+) -> list[Row]:
     """Assignments, newest first, keyset-paginated on (assigned_at, id)."""
     q = select(assignments).order_by(assignments.c.assigned_at.desc(), assignments.c.id.desc())
     if owner:
@@ -183,25 +331,41 @@ async def list_assignments(conn: AsyncConnection, *, owner: str | None, state: s
         q = q.where(assignments.c.lead_id == lead_id)
     if after:
         at, aid = after
-        q = q.where(or_(assignments.c.assigned_at < at,
-                        and_(assignments.c.assigned_at == at, assignments.c.id < aid)))
+        q = q.where(
+            or_(
+                assignments.c.assigned_at < at,
+                and_(assignments.c.assigned_at == at, assignments.c.id < aid),
+            )
+        )
     return _rows(await conn.execute(q.limit(limit)))
 
 
 async def report_rows(conn: AsyncConnection, start: datetime, end: datetime) -> list[Row]:
     """Assignments made in [start, end) for the SLA report."""
-    return _rows(await conn.execute(select(
-        assignments.c.team, assignments.c.owner_id, assignments.c.state, assignments.c.breached,
-        assignments.c.response_seconds, assignments.c.business_seconds,
-    ).where(assignments.c.assigned_at >= start, assignments.c.assigned_at < end)))
+    return _rows(
+        await conn.execute(
+            select(
+                assignments.c.team,
+                assignments.c.owner_id,
+                assignments.c.state,
+                assignments.c.breached,
+                assignments.c.response_seconds,
+                assignments.c.business_seconds,
+            ).where(assignments.c.assigned_at >= start, assignments.c.assigned_at < end)
+        )
+    )
 
 
 # ---- unassigned and queues --------------------------------------------------------------------
 
+
 async def queue_lead(conn: AsyncConnection, row: Row) -> bool:
     """Put a lead in a queue (unassigned or escalation); False if it is queued already."""
-    res = await conn.execute(insert_for(conn)(unassigned).on_conflict_do_nothing(
-        index_elements=["lead_id"]).values(**row))
+    res = await conn.execute(
+        insert_for(conn)(unassigned)
+        .on_conflict_do_nothing(index_elements=["lead_id"])
+        .values(**row)
+    )
     return bool(res.rowcount)
 
 
@@ -213,6 +377,20 @@ async def queued(conn: AsyncConnection, queue: str | None = None, limit: int = 1
     return _rows(await conn.execute(q))
 
 
+async def queued_lead(conn: AsyncConnection, lead_id: str) -> Row | None:
+    """The lead's queue row, if it is queued."""
+    rows = _rows(await conn.execute(select(unassigned).where(unassigned.c.lead_id == lead_id)))
+    return rows[0] if rows else None
+
+
+async def take_from_queue_row(conn: AsyncConnection, lead_id: str) -> Row | None:
+    """Remove a lead from its queue and return its row (None if it was not queued)."""
+    row = await queued_lead(conn, lead_id)
+    if row is not None and not await take_from_queue(conn, lead_id):
+        return None  # someone else took it meanwhile
+    return row
+
+
 async def take_from_queue(conn: AsyncConnection, lead_id: str) -> bool:
     """Remove a lead from its queue; True if this caller removed it."""
     res = await conn.execute(delete(unassigned).where(unassigned.c.lead_id == lead_id))
@@ -221,16 +399,27 @@ async def take_from_queue(conn: AsyncConnection, lead_id: str) -> bool:
 
 def assignment_resource(row: Mapping[str, Any]) -> dict[str, Any]:
     """The public assignment resource of a row."""
+
     def t(v: datetime | None) -> str | None:
         return rfc3339(v) if v else None
+
     return {
-        "id": row["id"], "lead_id": row["lead_id"], "owner": row["owner"], "team": row["team"],
+        "id": row["id"],
+        "lead_id": row["lead_id"],
+        "owner": row["owner"],
+        "team": row["team"],
         "state": row["state"],
-        "sla": {"policy": row["policy"], "due_at": t(row["due_at"]), "warn_at": t(row["warn_at"]),
-                "met_at": t(row["met_at"]), "breached": bool(row["breached"]),
-                "response_seconds": row["response_seconds"],
-                "business_seconds": row["business_seconds"]},
-        "assigned_at": t(row["assigned_at"]), "reason": row["reason"],
+        "sla": {
+            "policy": row["policy"],
+            "due_at": t(row["due_at"]),
+            "warn_at": t(row["warn_at"]),
+            "met_at": t(row["met_at"]),
+            "breached": bool(row["breached"]),
+            "response_seconds": row["response_seconds"],
+            "business_seconds": row["business_seconds"],
+        },
+        "assigned_at": t(row["assigned_at"]),
+        "reason": row["reason"],
         "previous_assignment_id": row["previous_assignment_id"],
         "escalation_level": row["escalation_level"],
     }

@@ -110,6 +110,22 @@ deliveries = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("delivered_at", UTCDateTime(), nullable=True),
+    # routing_0003: whose delivery it is (erasure scrubs by it) and the worker's claim on it.
+    Column("lead_id", String(200), nullable=True),
+    Column("lease_token", String(64), nullable=True),
     UniqueConstraint("webhook", "event_id", name="uq_routing_deliveries_webhook_event"),
     Index("ix_routing_deliveries_due", "state", "next_attempt_at"),
+    Index("ix_routing_deliveries_lead", "lead_id"),
+    Index("ix_routing_deliveries_finished", "state", "created_at"),
+)
+
+#: Leads routing saw erased (never assigned again) or merged into another lead (routing_0003).
+tombstones = Table(
+    "routing_lead_tombstones",
+    metadata,
+    Column("lead_id", String(200), primary_key=True),
+    Column("kind", String(20), nullable=False),
+    Column("into_id", String(200), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_routing_lead_tombstones_into", "into_id"),
 )

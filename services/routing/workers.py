@@ -34,8 +34,15 @@ TIMERS_FIRED = Counter("leadflow_routing_timers_fired_total", "SLA timers fired"
 class TimerWorker(DueWorkLoop):
     """Fires due SLA warning and breach timers."""
 
-    def __init__(self, engine: AsyncEngine, ctx: RoutingContext, *, batch: int = 50,
-                 lease_seconds: float = 30.0, max_sleep: float = 30.0) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        ctx: RoutingContext,
+        *,
+        batch: int = 50,
+        lease_seconds: float = 30.0,
+        max_sleep: float = 30.0,
+    ) -> None:
         super().__init__(max_sleep)
         self.engine = engine
         self.ctx = ctx
@@ -48,8 +55,9 @@ class TimerWorker(DueWorkLoop):
         while True:
             now = utcnow()
             async with self.engine.begin() as conn:
-                due = await queues.claim_due_timers(conn, self.owner, now, self.batch,
-                                                  self.lease_seconds)
+                due = await queues.claim_due_timers(
+                    conn, self.owner, now, self.batch, self.lease_seconds
+                )
             if due:
                 try:
                     await self._fire(due)
@@ -62,14 +70,16 @@ class TimerWorker(DueWorkLoop):
                         except Exception:
                             log.exception("timer %s failed; retrying it shortly", timer["id"])
                             async with self.engine.begin() as conn:
-                                await queues.defer_timer(conn, int(timer["id"]),
-                                                         utcnow() + timedelta(seconds=5))
+                                await queues.defer_timer(
+                                    conn, int(timer["id"]), utcnow() + timedelta(seconds=5)
+                                )
                 self.ctx.after_commit()
-            if len(due) < self.batch:
+            # Once stopping, the backlog is left to the next start (or another replica):
+            # claiming batch after batch would hold SIGTERM up for as long as it lasts.
+            if len(due) < self.batch or self._stopping:
                 break
         async with self.engine.connect() as conn:
             return await queues.next_timer_due(conn, utcnow())
-
 
     async def _fire(self, due: list[dict[str, object]]) -> None:
         """Fire timers in one transaction (each flips pending -> fired at most once)."""
@@ -104,6 +114,8 @@ class QueueRetrier(DueWorkLoop):
             rows = await repo.queued(conn, handlers.UNASSIGNED_QUEUE)
         assigned = 0
         for row in rows:
+            if self._stopping:
+                return None  # the rest waits for the next start
             try:
                 async with self.engine.begin() as conn:
                     if await handlers.retry_queued(conn, self.ctx, row, utcnow()):
@@ -122,10 +134,44 @@ class QueueRetrier(DueWorkLoop):
         return next_available_at(self.ctx.config, states, now)
 
 
+class RoutingRetention(DueWorkLoop):
+    """Deletes delivered and dead webhook deliveries and fired or cancelled timers once past
+    their retention, hourly: both tables would otherwise grow with every assignment."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        deliveries_keep: timedelta,
+        timers_keep: timedelta,
+        every: float = 3600.0,
+    ) -> None:
+        super().__init__(max_sleep=every, error_pause=60.0)
+        self.engine = engine
+        self.deliveries_keep = deliveries_keep
+        self.timers_keep = timers_keep
+        self.every = every
+
+    async def step(self) -> datetime | None:
+        await self.purge()
+        return utcnow() + timedelta(seconds=self.every)
+
+    async def purge(self, now: datetime | None = None) -> tuple[int, int]:
+        """Delete what is past retention; return (deliveries, timers) deleted."""
+        now = now or utcnow()
+        async with self.engine.begin() as conn:
+            return await queues.purge_finished(
+                conn,
+                deliveries_before=now - self.deliveries_keep,
+                timers_before=now - self.timers_keep,
+            )
+
+
 def compose(*wakers: Callable[[], None]) -> Callable[[], None]:
     """One after-commit callback calling several."""
+
     def wake() -> None:
         for w in wakers:
             w()
-    return wake
 
+    return wake

@@ -24,20 +24,34 @@ async def test_qualified_lead_is_assigned_once(kafka_bootstrap: str, db_url: str
         await publish(app, topics.leads, [ev])
         await publish(app, topics.leads, [qualified(the_lead)])
         events = await wait_for_events(
-            kafka_bootstrap, topics.routing,
-            lambda evs: bool(_of_type(evs, RoutingType.ASSIGNED)))
+            kafka_bootstrap, topics.routing, lambda evs: bool(_of_type(evs, RoutingType.ASSIGNED))
+        )
         assigned = _of_type(events, RoutingType.ASSIGNED)[0]
         assert assigned.source == "/leadflow/routing"
         assert assigned.subject == the_lead["id"]
         assert assigned.key == the_lead["key"]
         data = assigned.data
-        assert set(data) >= {"assignment_id", "lead_id", "owner", "lead", "sla", "assigned_at",
-                             "reason"}
+        assert set(data) >= {
+            "assignment_id",
+            "lead_id",
+            "owner",
+            "lead",
+            "sla",
+            "assigned_at",
+            "reason",
+        }
         assert data["owner"]["team"] == "emea" and data["owner"]["id"] in {"anna", "ben"}
         assert set(data["owner"]) == {"id", "name", "email", "team"}
-        assert data["lead"] == {"email": the_lead["email"], "first_name": "Jane",
-                                "last_name": "Doe", "company": "Acme", "job_title": "VP Sales",
-                                "temperature": "warm", "stage": "SQL", "score": 87}
+        assert data["lead"] == {
+            "email": the_lead["email"],
+            "first_name": "Jane",
+            "last_name": "Doe",
+            "company": "Acme",
+            "job_title": "VP Sales",
+            "temperature": "warm",
+            "stage": "SQL",
+            "score": 87,
+        }
         assert data["sla"]["policy"] == "warm"
         assert data["reason"] == "rule:emea"
 
@@ -70,10 +84,13 @@ async def test_qualified_lead_is_assigned_once(kafka_bootstrap: str, db_url: str
         assert bad.status_code == 422
         assert bad.headers["content-type"].startswith("application/problem+json")
         assert (await client.get("/v1/assignments", params={"cursor": "%%%"})).status_code == 400
-        assert (await client.post(f"/v1/assignments/{data['assignment_id']}/first-touch")
-                ).status_code == 401
-        r = await client.post(f"/v1/assignments/{data['assignment_id']}/first-touch",
-                              headers=AUTH)
+        assert (
+            await client.post(
+                f"/v1/assignments/{data['assignment_id']}/first-touch",
+                headers={"Authorization": ""},
+            )
+        ).status_code == 401
+        r = await client.post(f"/v1/assignments/{data['assignment_id']}/first-touch", headers=AUTH)
         assert r.status_code == 200 and r.json()["state"] == "met"
 
 

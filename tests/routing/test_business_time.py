@@ -25,22 +25,25 @@ def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("start", "seconds", "expected"), [
-    # Thursday 10:00 Berlin (09:00Z) + 1h = 11:00 Berlin
-    (utc(2026, 11, 26, 9), 3600, utc(2026, 11, 26, 10)),
-    # Thursday 16:30 Berlin + 1h: 30 min today, 30 min Friday from 09:00 Berlin (08:00Z)
-    (utc(2026, 11, 26, 15, 30), 3600, utc(2026, 11, 27, 8, 30)),
-    # Friday 16:00 Berlin + 2h: 1 h Friday, then Monday 09:00 + 1h
-    (utc(2026, 11, 27, 15), 7200, utc(2026, 11, 30, 9)),
-    # Saturday night: counting starts Monday 09:00 Berlin
-    (utc(2026, 11, 28, 23), 300, utc(2026, 11, 30, 8, 5)),
-    # Thursday 24 Dec 16:00 Berlin + 2h: Friday 25th is a holiday -> Monday 28th 10:00 Berlin
-    (utc(2026, 12, 24, 15), 7200, utc(2026, 12, 28, 9)),
-    # Summer time: 09:00 Berlin is 07:00Z
-    (utc(2026, 7, 1, 7), 60, utc(2026, 7, 1, 7, 1)),
-    # Zero seconds: the start itself, even outside hours
-    (utc(2026, 11, 28, 23), 0, utc(2026, 11, 28, 23)),
-])
+@pytest.mark.parametrize(
+    ("start", "seconds", "expected"),
+    [
+        # Thursday 10:00 Berlin (09:00Z) + 1h = 11:00 Berlin
+        (utc(2026, 11, 26, 9), 3600, utc(2026, 11, 26, 10)),
+        # Thursday 16:30 Berlin + 1h: 30 min today, 30 min Friday from 09:00 Berlin (08:00Z)
+        (utc(2026, 11, 26, 15, 30), 3600, utc(2026, 11, 27, 8, 30)),
+        # Friday 16:00 Berlin + 2h: 1 h Friday, then Monday 09:00 + 1h
+        (utc(2026, 11, 27, 15), 7200, utc(2026, 11, 30, 9)),
+        # Saturday night: counting starts Monday 09:00 Berlin
+        (utc(2026, 11, 28, 23), 300, utc(2026, 11, 30, 8, 5)),
+        # Thursday 24 Dec 16:00 Berlin + 2h: Friday 25th is a holiday -> Monday 28th 10:00 Berlin
+        (utc(2026, 12, 24, 15), 7200, utc(2026, 12, 28, 9)),
+        # Summer time: 09:00 Berlin is 07:00Z
+        (utc(2026, 7, 1, 7), 60, utc(2026, 7, 1, 7, 1)),
+        # Zero seconds: the start itself, even outside hours
+        (utc(2026, 11, 28, 23), 0, utc(2026, 11, 28, 23)),
+    ],
+)
 def test_add_business_time_cases(start: datetime, seconds: int, expected: datetime) -> None:
     assert add_business_time(start, seconds, BERLIN) == expected
 
@@ -92,8 +95,9 @@ calendars = st.sampled_from([BERLIN, NEW_YORK, ALWAYS_BERLIN])
 
 @settings(max_examples=300, deadline=None)
 @given(start=instants, seconds=st.integers(min_value=0, max_value=30 * 86400), cal=calendars)
-def test_add_then_measure_gives_the_same_duration(start: datetime, seconds: int,
-                                                  cal: object) -> None:
+def test_add_then_measure_gives_the_same_duration(
+    start: datetime, seconds: int, cal: object
+) -> None:
     end = add_business_time(start, seconds, cal)  # type: ignore[arg-type]
     assert end >= start
     assert business_seconds_between(start, end, cal) == pytest.approx(seconds, abs=1e-6)  # type: ignore[arg-type]

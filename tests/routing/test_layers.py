@@ -8,8 +8,19 @@ from pathlib import Path
 import services.routing
 
 ROOT = Path(services.routing.__file__).parent
-FORBIDDEN_IN_DOMAIN = ("sqlalchemy", "aiokafka", "fastapi", "httpx", "asyncpg", "aiosqlite",
-                       "shared.db", "shared.bus", "shared.outbox", "shared.runtime", "shared.http")
+FORBIDDEN_IN_DOMAIN = (
+    "sqlalchemy",
+    "aiokafka",
+    "fastapi",
+    "httpx",
+    "asyncpg",
+    "aiosqlite",
+    "shared.db",
+    "shared.bus",
+    "shared.outbox",
+    "shared.runtime",
+    "shared.http",
+)
 
 
 def imports(path: Path) -> set[str]:
@@ -27,7 +38,8 @@ def test_domain_is_pure() -> None:
     for path in (ROOT / "domain").rglob("*.py"):
         for name in imports(path):
             assert not any(name == f or name.startswith(f + ".") for f in FORBIDDEN_IN_DOMAIN), (
-                f"{path.name} imports {name}")
+                f"{path.name} imports {name}"
+            )
 
 
 def test_routing_imports_no_other_service() -> None:

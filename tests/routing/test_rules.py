@@ -21,29 +21,41 @@ def make(**overrides: object) -> object:
     return parse_routing_config(config(**overrides)["routing"])
 
 
-CFG = parse_routing_config(config(
-    segments={"enterprise": {"min": 1000}, "smb": {"max": 999}},
-    rules=[
-        {"name": "emea-enterprise", "team": "emea",
-         "when": {"territory": "emea", "segment": "enterprise"}, "sla_policy": "hot"},
-        {"name": "us-software", "team": "americas",
-         "when": {"country": ["us"], "industry": "Software", "source": "google"}},
-        {"name": "cold-to-desk", "team": "desk", "when": {"temperature": "cold"}},
-        {"name": "emea", "team": "emea", "when": {"territory": "emea"}},
+CFG = parse_routing_config(
+    config(
+        segments={"enterprise": {"min": 1000}, "smb": {"max": 999}},
+        rules=[
+            {
+                "name": "emea-enterprise",
+                "team": "emea",
+                "when": {"territory": "emea", "segment": "enterprise"},
+                "sla_policy": "hot",
+            },
+            {
+                "name": "us-software",
+                "team": "americas",
+                "when": {"country": ["us"], "industry": "Software", "source": "google"},
+            },
+            {"name": "cold-to-desk", "team": "desk", "when": {"temperature": "cold"}},
+            {"name": "emea", "team": "emea", "when": {"territory": "emea"}},
+        ],
+    )["routing"]
+)
+
+
+@pytest.mark.parametrize(
+    ("the_lead", "rule"),
+    [
+        (lead("DE", company_size=5000), "emea-enterprise"),
+        (lead("DE", company_size=50), "emea"),
+        (lead("US"), "us-software"),
+        (lead("US", industry="retail"), None),
+        (lead("US", first_touch={"source": "bing"}), None),
+        (lead("CA", temperature="cold"), "cold-to-desk"),
+        (lead("FR", temperature="cold", company_size=2000), "emea-enterprise"),
+        (lead(None), None),
     ],
-)["routing"])
-
-
-@pytest.mark.parametrize(("the_lead", "rule"), [
-    (lead("DE", company_size=5000), "emea-enterprise"),
-    (lead("DE", company_size=50), "emea"),
-    (lead("US"), "us-software"),
-    (lead("US", industry="retail"), None),
-    (lead("US", first_touch={"source": "bing"}), None),
-    (lead("CA", temperature="cold"), "cold-to-desk"),
-    (lead("FR", temperature="cold", company_size=2000), "emea-enterprise"),
-    (lead(None), None),
-])
+)
 def test_first_matching_rule_wins(the_lead: dict, rule: str | None) -> None:
     matched = next((r.name for r in CFG.rules if rule_matches(r, the_lead, CFG)), None)
     assert matched == rule
@@ -77,11 +89,16 @@ def test_weights_are_respected_over_many_leads() -> None:
 def test_paused_absent_and_capped_reps_are_skipped() -> None:
     states = {"anna": RepState("anna", paused=True)}
     assert _assign_many(CFG, 10, states, lead("GB")) == {"ben": 10}
-    states = {"anna": RepState("anna", out_of_office=[(NOW - timedelta(hours=1),
-                                                       NOW + timedelta(hours=1))])}
+    states = {
+        "anna": RepState(
+            "anna", out_of_office=[(NOW - timedelta(hours=1), NOW + timedelta(hours=1))]
+        )
+    }
     assert _assign_many(CFG, 10, states, lead("GB")) == {"ben": 10}
-    states = {"anna": RepState("anna", max_open=3, open_count=3),
-              "ben": RepState("ben", max_per_day=2, today_count=2)}
+    states = {
+        "anna": RepState("anna", max_open=3, open_count=3),
+        "ben": RepState("ben", max_per_day=2, today_count=2),
+    }
     d = route(lead("GB"), CFG, states, NOW)
     assert (d.rep.id if d.rep else None, d.reason) == ("desk", "fallback:emea")
     states["desk"] = RepState("desk", paused=True)
@@ -90,13 +107,27 @@ def test_paused_absent_and_capped_reps_are_skipped() -> None:
 
 
 def test_working_hours_decide_availability() -> None:
-    cfg = make(reps=[
-        {"id": "early", "name": "E", "email": "e@x", "team": "emea", "timezone": "Europe/Berlin",
-         "hours": {"thu": ["08:00-12:00"]}},
-        {"id": "late", "name": "L", "email": "l@x", "team": "emea", "timezone": "Europe/Berlin",
-         "hours": {"thu": ["12:00-20:00"]}},
-        {"id": "desk", "name": "D", "email": "d@x", "team": "desk", "hours": "24x7"},
-    ])
+    cfg = make(
+        reps=[
+            {
+                "id": "early",
+                "name": "E",
+                "email": "e@x",
+                "team": "emea",
+                "timezone": "Europe/Berlin",
+                "hours": {"thu": ["08:00-12:00"]},
+            },
+            {
+                "id": "late",
+                "name": "L",
+                "email": "l@x",
+                "team": "emea",
+                "timezone": "Europe/Berlin",
+                "hours": {"thu": ["12:00-20:00"]},
+            },
+            {"id": "desk", "name": "D", "email": "d@x", "team": "desk", "hours": "24x7"},
+        ]
+    )
     assert route(lead("DE"), cfg, {}, NOW).rep.id == "early"  # 11:00 Berlin
     assert route(lead("DE"), cfg, {}, NOW + timedelta(hours=2)).rep.id == "late"
     assert route(lead("DE"), cfg, {}, NOW + timedelta(hours=12)).rep.id == "desk"
@@ -110,8 +141,7 @@ def test_exclude_skips_previous_owners() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(weights=st.lists(st.integers(1, 5), min_size=1, max_size=5),
-       rounds=st.integers(1, 4))
+@given(weights=st.lists(st.integers(1, 5), min_size=1, max_size=5), rounds=st.integers(1, 4))
 def test_smooth_round_robin_is_exactly_proportional(weights: list[int], rounds: int) -> None:
     reps = [(f"r{i}", w) for i, w in enumerate(weights)]
     credits: dict[str, float] = {}
@@ -122,11 +152,17 @@ def test_smooth_round_robin_is_exactly_proportional(weights: list[int], rounds: 
     assert counts == {rid: w * rounds for rid, w in reps}
 
 
-@pytest.mark.parametrize(("overrides", "key"), [
-    ({"fallback_team": "nope"}, "routing.fallback_team"),
-    ({"rules": [{"name": "x", "team": "ghost"}]}, "routing.rules[0].team"),
-    ({"calendars": {"bad": {"timezone": "Mars/Base", "hours": "24x7"}}}, "routing.calendars.bad"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"fallback_team": "nope"}, "routing.fallback_team"),
+        ({"rules": [{"name": "x", "team": "ghost"}]}, "routing.rules[0].team"),
+        (
+            {"calendars": {"bad": {"timezone": "Mars/Base", "hours": "24x7"}}},
+            "routing.calendars.bad",
+        ),
+    ],
+)
 def test_config_errors_name_the_key(overrides: dict, key: str) -> None:
     with pytest.raises(RoutingConfigError) as err:
         make(**overrides)

@@ -36,8 +36,11 @@ class Calendar:
             if day not in self.holidays:
                 for begin, end in self.weekly.get(day.weekday(), ()):
                     a = _utc(day, begin, self.tz)
-                    b = _utc(day + timedelta(days=1), time(0), self.tz) if end is None else _utc(
-                        day, end, self.tz)
+                    b = (
+                        _utc(day + timedelta(days=1), time(0), self.tz)
+                        if end is None
+                        else _utc(day, end, self.tz)
+                    )
                     if last_end is not None and a < last_end:
                         a = last_end  # a DST fold can make local spans overlap in UTC
                     if b > a:

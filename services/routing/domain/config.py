@@ -120,8 +120,9 @@ def parse_routing_config(
             raise RoutingConfigError(key, str(exc)) from None
 
     teams = {
-        name: Team(name, calendar(spec["calendar"], f"routing.teams.{name}.calendar"),
-                   spec.get("manager"))
+        name: Team(
+            name, calendar(spec["calendar"], f"routing.teams.{name}.calendar"), spec.get("manager")
+        )
         for name, spec in (section.get("teams") or {}).items()
     }
     reps: dict[str, Rep] = {}
@@ -136,17 +137,23 @@ def parse_routing_config(
             tz = spec.get("timezone", team_cal.tz.key)
             # Without their own holidays, reps are off on the team's holidays.
             holidays = spec.get("holidays", sorted(d.isoformat() for d in team_cal.holidays))
-            cal = calendar({"timezone": tz, "hours": spec["hours"], "holidays": holidays},
-                           f"{key}.hours")
+            cal = calendar(
+                {"timezone": tz, "hours": spec["hours"], "holidays": holidays}, f"{key}.hours"
+            )
         elif "calendar" in spec:
             cal = calendar(spec["calendar"], f"{key}.calendar")
         else:
             cal = team_cal
         cap = spec.get("capacity") or {}
         reps[spec["id"]] = Rep(
-            id=spec["id"], name=spec["name"], email=spec["email"], team=spec["team"],
-            weight=int(spec.get("weight", 1)), calendar=cal,
-            max_open=cap.get("max_open"), max_per_day=cap.get("max_per_day"),
+            id=spec["id"],
+            name=spec["name"],
+            email=spec["email"],
+            team=spec["team"],
+            weight=int(spec.get("weight", 1)),
+            calendar=cal,
+            max_open=cap.get("max_open"),
+            max_per_day=cap.get("max_per_day"),
             hours=spec.get("hours"),
         )
     sla = section.get("sla") or {}
@@ -173,25 +180,39 @@ def parse_routing_config(
     if fallback is not None and fallback not in teams:
         raise RoutingConfigError("routing.fallback_team", f"unknown team {fallback!r}")
     esc = section.get("escalation") or {}
-    webhooks = []
+    webhooks: list[Webhook] = []
     for i, spec in enumerate(section.get("webhooks") or []):
         secret = spec.get("secret") or env.get(spec.get("secret_env", ""), "")
         if not secret:
             raise RoutingConfigError(f"routing.webhooks[{i}]", "no secret (or secret_env unset)")
-        webhooks.append(Webhook(
-            name=spec.get("name", f"webhook-{i}"), url=spec["url"], secret=secret,
-            events=frozenset(spec.get("events") or []),
-            max_attempts=int(spec.get("max_attempts", 8)),
-            backoff_seconds=float(spec.get("backoff_seconds", 2.0)),
-        ))
+        name = spec.get("name", f"webhook-{i}")
+        # Deliveries are unique per (webhook, event) and signed with the named hook's secret:
+        # two hooks with one name would silently share (and lose) deliveries.
+        if any(h.name == name for h in webhooks):
+            raise RoutingConfigError(
+                f"routing.webhooks[{i}].name", f"duplicate webhook name {name!r}"
+            )
+        webhooks.append(
+            Webhook(
+                name=name,
+                url=spec["url"],
+                secret=secret,
+                events=frozenset(spec.get("events") or []),
+                max_attempts=int(spec.get("max_attempts", 8)),
+                backoff_seconds=float(spec.get("backoff_seconds", 2.0)),
+            )
+        )
     return RoutingConfig(
         teams=teams,
         reps=reps,
         rules=rules,
-        territories={k: frozenset(c.upper() for c in v)
-                     for k, v in (section.get("territories") or {}).items()},
-        segments={k: (v.get("min"), v.get("max"))
-                  for k, v in (section.get("segments") or {}).items()},
+        territories={
+            k: frozenset(c.upper() for c in v)
+            for k, v in (section.get("territories") or {}).items()
+        },
+        segments={
+            k: (v.get("min"), v.get("max")) for k, v in (section.get("segments") or {}).items()
+        },
         fallback_team=fallback,
         policies=policies,
         default_policy=default_policy,

@@ -64,9 +64,14 @@ def rule_matches(rule: Rule, lead: Mapping[str, Any], config: RoutingConfig) -> 
             ok = _one_of(segment_of(lead.get("company_size"), config.segments), expected)
         elif cond == "company_size":
             size = lead.get("company_size")
-            ok = isinstance(size, int | float) and not isinstance(size, bool) and (
-                size >= expected.get("min", float("-inf"))
-                and size <= expected.get("max", float("inf")))
+            ok = (
+                isinstance(size, int | float)
+                and not isinstance(size, bool)
+                and (
+                    size >= expected.get("min", float("-inf"))
+                    and size <= expected.get("max", float("inf"))
+                )
+            )
         elif cond == "source":
             ok = _one_of(lead_source(lead), expected)
         elif cond in ("industry", "temperature", "stage", "status", "job_title"):
@@ -108,7 +113,10 @@ def pick_weighted(
 
 
 def choose_in_team(
-    team: str, config: RoutingConfig, states: Mapping[str, RepState], now: datetime,
+    team: str,
+    config: RoutingConfig,
+    states: Mapping[str, RepState],
+    now: datetime,
     exclude: Iterable[str] = (),
 ) -> tuple[Rep | None, dict[str, float]]:
     """The next available rep of ``team`` and the updated credits (empty if nobody)."""
@@ -117,8 +125,9 @@ def choose_in_team(
     def state(r: Rep) -> RepState:
         return states.get(r.id) or RepState(r.id)
 
-    reps = [r for r in config.team_reps(team)
-            if r.id not in skip and can_take(r, state(r), now) is None]
+    reps = [
+        r for r in config.team_reps(team) if r.id not in skip and can_take(r, state(r), now) is None
+    ]
     if not reps:
         return None, {}
     credits = {r.id: state(r).credit for r in reps}
@@ -135,7 +144,10 @@ def policy_for(lead: Mapping[str, Any], rule: Rule | None, config: RoutingConfig
 
 
 def route(
-    lead: Mapping[str, Any], config: RoutingConfig, states: Mapping[str, RepState], now: datetime,
+    lead: Mapping[str, Any],
+    config: RoutingConfig,
+    states: Mapping[str, RepState],
+    now: datetime,
     exclude: Iterable[str] = (),
 ) -> Decision:
     """Route a lead: first matching rule's team, then the fallback team, else nobody."""

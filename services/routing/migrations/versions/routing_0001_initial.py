@@ -43,7 +43,10 @@ def upgrade() -> None:
     )
     # At most one active (open or breached) assignment per lead, whatever the code does.
     op.create_index(
-        "uq_routing_assignments_active_lead", "routing_assignments", ["lead_id"], unique=True,
+        "uq_routing_assignments_active_lead",
+        "routing_assignments",
+        ["lead_id"],
+        unique=True,
         postgresql_where=sa.text("state IN ('open', 'breached')"),
         sqlite_where=sa.text("state IN ('open', 'breached')"),
     )
