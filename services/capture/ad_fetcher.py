@@ -6,6 +6,12 @@ rows, fetches the details with retries and exponential backoff, and on success s
 marks the row done. After ``max_attempts`` failures the row is dead-lettered. A finished row
 keeps no fetched answers: only, for LinkedIn, the normalised email/phone that a later
 ``DELETED`` notification needs, for ``keep_identifiers_days``.
+
+Platform answers are cleaned like webhook bodies (no NUL, no lone surrogates, no ``Decimal``),
+and a failure to store the result costs an attempt like a failed call, so one bad answer is
+retried with backoff and dead-lettered instead of blocking the rows behind it. Platform ids go
+into URLs percent-escaped, so an id can never steer a call to another API path. The Meta token
+travels in the ``Authorization`` header with its ``appsecret_proof``, never in a logged URL.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 import re
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -23,11 +30,13 @@ from services.capture.context import SOURCE_URI
 from services.capture.domain.ads import (
     InvalidPayload,
     ad_interaction,
+    hmac_hex,
     id_str,
     linkedin_fields,
     loads_exact,
     meta_fields,
 )
+from services.capture.domain.jsonsafe import clean
 from shared.events import CloudEvent, InteractionType, derived_event_id, rfc3339, utcnow
 from shared.loops import DueWorkLoop
 from shared.outbox import enqueue
@@ -45,6 +54,11 @@ _LI_FORM = re.compile(r"urn:li:leadGenForm:([^,)]+)")
 
 class FetchFailed(Exception):
     """A platform API call failed; it is retried later."""
+
+
+def _seg(value: str) -> str:
+    """One URL path segment: ``/``, ``..``, ``?`` and ``#`` in an id stay inside the segment."""
+    return quote(value, safe="")
 
 
 def ad_event_id(platform: str, lead_id: str) -> str:
@@ -78,6 +92,8 @@ class AdFetcher(DueWorkLoop):
         self.transport = transport
         self.topics = Topics(settings.leadflow_topic_prefix)
         self._client: httpx.AsyncClient | None = None
+        #: Completed passes over the due rows (tests wait on it to know the fetcher is idle).
+        self.passes = 0
         # A webhook wakes the loop when it stores a fetch; otherwise it sleeps until the next
         # retry is due. The floor keeps a row leased by another replica from spinning us.
         super().__init__(max_sleep=30.0, min_sleep=0.05, error_pause=2.0)
@@ -91,7 +107,9 @@ class AdFetcher(DueWorkLoop):
     async def step(self) -> datetime | None:
         """Attempt what is due; return when the next fetch is due."""
         assert self._client is not None
-        if await self.fetch_due(self._client):
+        attempted = await self.fetch_due(self._client)
+        self.passes += 1
+        if attempted:
             return utcnow()
         async with self.runtime.engine.connect() as conn:
             due: datetime | None = await repository.next_fetch_due(conn)
@@ -115,17 +133,24 @@ class AdFetcher(DueWorkLoop):
             return
         contact = event.data.get("contact") or {}
         keep = row.platform in ERASABLE  # only these platforms send erasure requests later
-        async with self.runtime.engine.begin() as conn:
-            finished = await repository.finish_fetch(
-                conn,
-                row.id,
-                event.id,
-                email=contact.get("email") if keep else None,
-                phone=contact.get("phone") if keep else None,
-                keep_until=utcnow() + timedelta(days=self.policy.keep_identifiers_days),
-            )
-            if finished:  # else the lead was deleted while we fetched it: publish nothing
-                await enqueue(conn, repository.SOURCE, self.topics.interactions, [event])
+        try:
+            async with self.runtime.engine.begin() as conn:
+                finished = await repository.finish_fetch(
+                    conn,
+                    row.id,
+                    event.id,
+                    email=contact.get("email") if keep else None,
+                    phone=contact.get("phone") if keep else None,
+                    keep_until=utcnow() + timedelta(days=self.policy.keep_identifiers_days),
+                )
+                if finished:  # else the lead was deleted while we fetched it: publish nothing
+                    await enqueue(conn, repository.SOURCE, self.topics.interactions, [event])
+        except Exception as exc:
+            # The answer could not be stored (a value the database refuses, or the database
+            # away): one failed attempt, so the row backs off and is dead-lettered in the end,
+            # and the rows claimed behind it are still fetched in this pass.
+            await self._failed(row, f"storing the fetched lead failed: {type(exc).__name__}")
+            return
         if finished:
             self.runtime.relay.wake()
 
@@ -167,19 +192,29 @@ class AdFetcher(DueWorkLoop):
         resp = await client.get(url, **kwargs)
         if resp.status_code != 200:
             raise FetchFailed(f"GET {url.split('?')[0]} answered {resp.status_code}")
-        return loads_exact(resp.content)
+        # Exact ids first, then the webhook cleaning: NUL, lone surrogates and Decimals would
+        # be refused by PostgreSQL or by the relay's serialiser later.
+        return clean(loads_exact(resp.content))
+
+    def _meta_auth(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Headers and query for a Graph API call: the token as a bearer header (URLs are
+        logged) plus ``appsecret_proof`` when the app secret is known."""
+        token = self.settings.meta_access_token or ""
+        params = {"fields": META_FIELDS}
+        if self.settings.meta_app_secret:
+            params["appsecret_proof"] = hmac_hex(self.settings.meta_app_secret, token.encode())
+        return {"Authorization": f"Bearer {token}"}, params
 
     async def _fetch_event(
         self, client: httpx.AsyncClient, platform: str, lead_id: str, notification: dict[str, Any]
     ) -> CloudEvent:
         if platform == "meta":
+            headers, params = self._meta_auth()
             lead = await self._get(
                 client,
-                f"{self.settings.meta_graph_url.rstrip('/')}/{lead_id}",
-                params={
-                    "fields": META_FIELDS,
-                    "access_token": self.settings.meta_access_token or "",
-                },
+                f"{self.settings.meta_graph_url.rstrip('/')}/{_seg(lead_id)}",
+                headers=headers,
+                params=params,
             )
             if not isinstance(lead, dict):
                 raise InvalidPayload("the Graph API answer is not an object")
@@ -217,7 +252,7 @@ class AdFetcher(DueWorkLoop):
             "LinkedIn-Version": "202405",
         }
         response = await self._get(
-            client, f"{base}/rest/leadFormResponses/{lead_id}", headers=headers
+            client, f"{base}/rest/leadFormResponses/{_seg(lead_id)}", headers=headers
         )
         if not isinstance(response, dict):
             raise InvalidPayload("the Lead Sync answer is not an object")
@@ -231,7 +266,7 @@ class AdFetcher(DueWorkLoop):
         form: Any = {}
         if match:
             form = await self._get(
-                client, f"{base}/rest/leadForms/{match.group(1)}", headers=headers
+                client, f"{base}/rest/leadForms/{_seg(match.group(1))}", headers=headers
             )
         creative = (notification.get("associatedEntity") or {}).get("sponsoredCreative")
         ad = {

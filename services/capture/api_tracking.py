@@ -109,10 +109,22 @@ def _event(call: TrackedCall, now_iso: str) -> Submission:
     return Submission(event, "segment" if key else None)
 
 
+def _allowed_origin(ctx: CaptureContext, request: Request) -> str | None:
+    """The request's Origin when it may read the answer (configured, or any in dev mode)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None
+    if "*" in ctx.tracking_origins or origin.rstrip("/").lower() in ctx.tracking_origins:
+        return origin
+    return None
+
+
 async def _accept(ctx: CaptureContext, request: Request, calls: list[TrackedCall]) -> Response:
     now_iso = rfc3339(utcnow())
     await ctx.intake.accept([_event(c, now_iso) for c in calls])
-    return JSONResponse({"success": True}, headers=cors_headers(request.headers.get("origin")))
+    # Write keys are public, so CORS is not access control here; but only the configured
+    # sites' scripts get to read the answer (no echo of an arbitrary Origin).
+    return JSONResponse({"success": True}, headers=cors_headers(_allowed_origin(ctx, request)))
 
 
 async def _single(ctx: CaptureContext, request: Request, call_type: str) -> Response:
@@ -125,10 +137,13 @@ async def _single(ctx: CaptureContext, request: Request, call_type: str) -> Resp
 
 
 @router.options("/v1/{call}", include_in_schema=False)
-async def tracking_preflight(call: str, request: Request) -> Response:
+async def tracking_preflight(call: str, request: Request, ctx: ContextDep) -> Response:
     if call not in ("track", "identify", "page", "screen", "batch"):
         raise Problem(404, "not found")
-    return preflight_response(request.headers.get("origin") or "*", "Content-Type, Authorization")
+    origin = _allowed_origin(ctx, request)
+    if origin is None:
+        raise Problem(403, "this origin may not call the tracking API")
+    return preflight_response(origin, "Content-Type, Authorization")
 
 
 @router.post("/v1/track", openapi_extra=_SEGMENT_BODY)
@@ -164,6 +179,9 @@ async def batch(request: Request, ctx: ContextDep) -> Response:
         raise Problem(422, "batch must be a list", errors=[{"loc": "/body/batch", "msg": "list"}])
     if len(items) > BATCH_EVENTS:
         raise Problem(413, f"a batch holds at most {BATCH_EVENTS} events")
+    # One token was taken for the request; the others are charged per event, so a batch
+    # cannot carry 2,500 events for the price of one (the client's next requests wait).
+    ctx.limiter.charge(request, len(items) - 1)
     shared_context = body.get("context") if isinstance(body.get("context"), dict) else None
     received = rfc3339(utcnow())
     calls, errors = [], []

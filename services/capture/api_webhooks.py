@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +51,10 @@ from shared.topics import Topics
 
 router = APIRouter(tags=["ad platforms"])
 WEBHOOK_LIMIT = 2 * 1024 * 1024
+#: LinkedIn's ``challengeCode`` is a UUID. Signing nothing else matters: the validation HMAC
+#: uses the same key and construction as ``X-LI-Signature``, so signing arbitrary text would
+#: sign a forged notification body for anyone who asks.
+_LI_CHALLENGE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
 def _configured(value: str | None, platform: str) -> str:
@@ -165,6 +170,8 @@ async def linkedin_validate(request: Request, ctx: ContextDep) -> Response:
     code = request.query_params.get("challengeCode")
     if not code:
         raise Problem(422, "challengeCode is required")
+    if not _LI_CHALLENGE.fullmatch(code):
+        raise Problem(400, "challengeCode is not a LinkedIn challenge (a UUID)")
     return JSONResponse(
         {"challengeCode": code, "challengeResponse": hmac_hex(secret, code.encode())}
     )

@@ -19,6 +19,8 @@ class AdFetchPolicy:
     max_retry_seconds: float = 600.0
     #: How long a fetched LinkedIn lead's email/phone are kept for a ``DELETED`` notification.
     keep_identifiers_days: float = 30.0
+    #: How long finished (done, dead, deleted) fetch rows are kept to ignore redeliveries.
+    keep_finished_days: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,5 +81,6 @@ def parse_config(config: Mapping[str, Any]) -> CaptureConfig:
             first_retry_seconds=float(fetch.get("first_retry_seconds", 2)),
             max_retry_seconds=float(fetch.get("max_retry_seconds", 600)),
             keep_identifiers_days=float(fetch.get("keep_identifiers_days", 30)),
+            keep_finished_days=float(fetch.get("keep_finished_days", 30)),
         ),
     )

@@ -26,6 +26,8 @@ class CaptureContext:
     intake: Intake
     limiter: RateLimiter
     fetcher: Any = None  # services.capture.ad_fetcher.AdFetcher, set when wired
+    #: Origins whose browser scripts may read tracking API answers; ``{"*"}`` allows any.
+    tracking_origins: frozenset[str] = frozenset()
 
     def form(self, form_id: str) -> FormSettings:
         """The configured form, or 404."""

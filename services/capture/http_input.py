@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -11,10 +12,13 @@ from urllib.parse import parse_qsl, urlsplit
 from fastapi import Request, Response
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from services.capture.domain import jsonsafe
-from services.capture.domain.ratelimit import TokenBuckets
+from services.capture.domain.ratelimit import TokenBuckets, client_address, parse_networks
 from shared.problems import Problem
+
+log = logging.getLogger(__name__)
 
 FORM_TYPES = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -31,18 +35,37 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise Problem(413, f"the body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Problem(413, f"the body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client hung up mid-body: an everyday event on the public internet, not a server
+        # fault. Nothing is stored; the answer goes nowhere, but it must not be a 500 traceback.
+        log.info("client disconnected before sending the whole body (%d bytes read)", size)
+        raise Problem(400, "the client disconnected before the body was complete") from None
     return b"".join(chunks)
 
 
-def parse_json_object(body: bytes, what: str = "body") -> dict[str, Any]:
-    """A JSON object from bytes: 400 if not JSON, 422 if not an object."""
+def _control_characters(loc: str) -> Problem:
+    return Problem(
+        422,
+        f"{loc.rsplit('/', 1)[-1]} must not contain control characters",
+        errors=[{"loc": loc, "msg": "must not contain control characters"}],
+    )
+
+
+def parse_json_object(
+    body: bytes, what: str = "body", identity_keys: Collection[str] = jsonsafe.IDENTITY_KEYS
+) -> dict[str, Any]:
+    """A JSON object from bytes: 400 if not JSON, 422 if not an object or if an identity field
+    (``identity_keys``, at any depth) holds control characters."""
     try:
-        value = jsonsafe.loads(body)
+        value = jsonsafe.loads(body, identity_keys)
+    except jsonsafe.ControlCharacters as exc:
+        raise _control_characters(f"/body{exc.loc}") from None
     except ValueError as exc:
         raise Problem(400, f"the {what} is not valid JSON: {exc}"[:300]) from None
     if not isinstance(value, dict):
@@ -62,6 +85,8 @@ def _collect(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     # A repeated name (a group of checkboxes) keeps all its values as a list.
     out: dict[str, Any] = {}
     for key, value in pairs:
+        if key in jsonsafe.IDENTITY_KEYS and jsonsafe.has_control_characters(value):
+            raise _control_characters(f"/body/{key}")
         key, value = jsonsafe.clean_str(key), jsonsafe.clean_str(value)
         if key in out:
             prev = out[key]
@@ -104,26 +129,40 @@ async def parse_fields(request: Request, body: bytes) -> dict[str, Any]:
     )
 
 
-def client_ip(request: Request) -> str:
-    """The client address (the proxy in front is expected to set the peer address)."""
-    return request.client.host if request.client else "unknown"
-
-
 class RateLimiter:
-    """Per-IP token buckets; raises 429 with ``Retry-After`` when a client exceeds its rate."""
+    """Per-IP token buckets; raises 429 with ``Retry-After`` when a client exceeds its rate.
 
-    def __init__(self, rate: float, burst: int) -> None:
+    The client is the TCP peer, unless the peer is one of ``trusted_proxies`` (IPs or CIDRs):
+    then it is the rightmost untrusted address of ``X-Forwarded-For`` (see
+    :func:`~services.capture.domain.ratelimit.client_address`).
+    """
+
+    def __init__(self, rate: float, burst: int, trusted_proxies: str | None = None) -> None:
         self.buckets = TokenBuckets(rate, burst)
+        self.trusted = parse_networks(trusted_proxies or "")
+
+    def client_ip(self, request: Request) -> str:
+        """The address this request is charged to."""
+        peer = request.client.host if request.client else "unknown"
+        if not self.trusted:
+            return peer
+        return client_address(peer, request.headers.getlist("x-forwarded-for"), self.trusted)
 
     def check(self, request: Request) -> None:
         """Take a token for this request's client or refuse it."""
-        wait = self.buckets.take(client_ip(request), time.monotonic())
+        wait = self.buckets.take(self.client_ip(request), time.monotonic())
         if wait > 0:
             raise Problem(
                 429,
                 "too many requests from this address; slow down",
                 headers={"Retry-After": TokenBuckets.retry_after(wait)},
             )
+
+    def charge(self, request: Request, cost: float) -> None:
+        """Charge ``cost`` more tokens for work found inside an admitted request (the events of
+        a tracking batch): the bucket may go into debt, so the client's next requests wait."""
+        if cost > 0:
+            self.buckets.charge(self.client_ip(request), cost, time.monotonic())
 
 
 def origin_of(url: str) -> str | None:

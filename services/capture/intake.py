@@ -184,8 +184,14 @@ class Intake:
             log.error("spooling %d events failed: %s", len(events), exc)
             if in_doubt is not None:
                 in_doubt.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+            # An in-doubt send may still land, so the event may arrive after all: a retry with
+            # the same Idempotency-Key (or messageId) gets the same event id and counts once; a
+            # retry without one is a new event (the client chose no dedupe).
             raise Problem(
-                503, "the event could not be stored; retry later", headers={"Retry-After": "5"}
+                503,
+                "the event could not be stored; retry later with the same Idempotency-Key "
+                "(or messageId), which is safe: the event is then never counted twice",
+                headers={"Retry-After": "5"},
             ) from None
         self._spooling = True
         ACCEPTED.labels("spool").inc(len(events))
@@ -244,19 +250,23 @@ def _records(subs: Sequence[Submission]) -> list[tuple[str, str, str]]:
 
 class SpoolSweeper:
     """A worker that forgets idempotency records once they are too old to matter, the
-    email/phone kept for LinkedIn erasure requests once their time is up, and the data of
-    ad-lead events once they are on Kafka."""
+    email/phone kept for LinkedIn erasure requests once their time is up, the data of
+    ad-lead events once they are on Kafka, and finished ad fetches after their retention."""
 
     def __init__(
         self,
         intake: Intake,
         *,
         keep_idempotency_days: float = 7.0,
+        keep_ad_fetches_days: float = 30.0,
         every: float = 30.0,
     ) -> None:
         self.intake = intake
         self.every = every
         self.keep_idempotency = timedelta(days=keep_idempotency_days)
+        self.keep_ad_fetches = timedelta(days=keep_ad_fetches_days)
+        #: Completed sweeps (tests wait on it).
+        self.sweeps = 0
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -267,6 +277,8 @@ class SpoolSweeper:
                     await repository.prune_idempotent(conn, self.keep_idempotency)
                     await repository.prune_identifiers(conn)
                     await repository.scrub_sent_ad_events(conn)
+                    await repository.prune_ad_fetches(conn, self.keep_ad_fetches)
+                self.sweeps += 1
             except Exception as exc:
                 log.warning("spool sweep failed: %s", exc)
             with contextlib.suppress(TimeoutError):

@@ -258,6 +258,23 @@ async def prune_identifiers(conn: AsyncConnection) -> int:
     return int(result.rowcount or 0)
 
 
+#: Fetch rows in these states are never touched by the fetcher again.
+FINISHED_FETCHES = ("done", "dead", "deleted")
+
+
+async def prune_ad_fetches(conn: AsyncConnection, older_than: timedelta) -> int:
+    """Delete finished fetch rows last updated more than ``older_than`` ago. Until then a
+    ``done`` or ``deleted`` row makes a platform's redelivery of the lead a no-op; platforms
+    redeliver for hours (Meta: 36), so the default retention of 30 days is ample."""
+    result = await conn.execute(
+        delete(ad_fetches).where(
+            ad_fetches.c.status.in_(FINISHED_FETCHES),
+            ad_fetches.c.updated_at < utcnow() - older_than,
+        )
+    )
+    return int(result.rowcount or 0)
+
+
 async def fail_fetch(
     conn: AsyncConnection, fetch_id: int, attempts: int, error: str, retry_at: datetime | None
 ) -> bool:

@@ -23,6 +23,9 @@ class StandIn:
     failures: dict[str, int] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     queries: list[dict[str, str]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    #: Request paths as sent, percent-escapes intact (``calls`` holds them decoded).
+    raw_paths: list[str] = field(default_factory=list)
     port: int = 0
 
     @property
@@ -37,6 +40,8 @@ class StandIn:
             path = "/" + path
             self.calls.append(path)
             self.queries.append(dict(request.query_params))
+            self.headers.append(dict(request.headers))
+            self.raw_paths.append(request.scope["raw_path"].decode("latin-1"))
             if self.failures.get(path, 0) > 0:
                 self.failures[path] -= 1
                 return JSONResponse({"error": "try later"}, status_code=500)

@@ -5,17 +5,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from services.capture import repository
 from services.capture.ad_fetcher import ad_event_id
 from services.capture.api_webhooks import erasure_event_id
 from services.capture.tables import ad_fetches
+from shared.db import create_engine, insert_for
 from shared.event_schemas import schema_errors
 from shared.events import InteractionType, utcnow
+from shared.logs import configure_logging
+from shared.outbox import pending_count
 from shared.topics import Topics
 from tests.capture.conftest import Running, make_config, start
 from tests.capture.standin import StandIn, running_standin
@@ -129,12 +136,14 @@ async def test_meta_leads_fetched_with_retries_and_deduped(app: Running, standin
     assert joe.data["occurred_at"] == "2015-02-28T08:49:14Z"
     assert by_id[ad_event_id("meta", "777")].key == "ann@example.com"
     assert standin.calls.count("/graph/777") == 3
-    assert standin.queries[0]["access_token"] == "meta-token"
+    assert standin.headers[0]["authorization"] == "Bearer meta-token"
     # Meta redelivers for 36 hours: the same lead ids are not fetched or published again.
     again = await app.client.post(
         "/v1/webhooks/meta", content=raw, headers={"x-hub-signature-256": meta_sign(raw)}
     )
     assert again.json() == {"received": 2, "new": 0}
+    await settled(app)
+    assert standin.calls.count("/graph/777") == 3 and standin.calls.count(f"/graph/{BIG}") == 1
     assert len(await read_topic(app.bootstrap, app.topic)) == 2
     # Done rows keep only what dedupe needs: Meta sends no erasure requests, so no identifiers.
     for lead_id in (str(BIG), "777"):
@@ -211,9 +220,10 @@ async def test_google_ads_lead(app: Running) -> None:
 
 
 async def test_linkedin_challenge_signatures_and_fetch(app: Running, standin: StandIn) -> None:
-    challenge = await app.client.get("/v1/webhooks/linkedin", params={"challengeCode": "c-1"})
-    expected = hmac.new(LI_SECRET.encode(), b"c-1", hashlib.sha256).hexdigest()
-    assert challenge.json() == {"challengeCode": "c-1", "challengeResponse": expected}
+    code = "890e4bb8-d6b7-4fd9-8c1d-5a3dd4ad3f39"  # LinkedIn's challenge codes are UUIDs
+    challenge = await app.client.get("/v1/webhooks/linkedin", params={"challengeCode": code})
+    expected = hmac.new(LI_SECRET.encode(), code.encode(), hashlib.sha256).hexdigest()
+    assert challenge.json() == {"challengeCode": code, "challengeResponse": expected}
     standin.answers["/li/rest/leadFormResponses/1a2b3c-4"] = {
         "formResponse": {
             "answers": [
@@ -352,6 +362,7 @@ async def test_linkedin_deleted_after_fetch_requests_erasure(
     assert row.status == "deleted" and row.email is None and row.phone is None
     # A late CREATED redelivery is not fetched again.
     assert (await _post_li(app, li_note("del-1", "CREATED")))["new"] == 0
+    await settled(app)
     assert standin.calls.count("/li/rest/leadFormResponses/del-1") == 1
     assert len(await read_topic(app.bootstrap, app.topic)) == 2
 
@@ -367,4 +378,284 @@ async def test_linkedin_deleted_before_fetch_requests_erasure_by_lead_id(
     assert erasure.data["custom"] == {"reason": "linkedin_lead_deleted"}
     assert schema_errors(erasure) == []
     assert (await _post_li(app, li_note("never-fetched", "CREATED")))["new"] == 0
+    await settled(app)
     assert standin.calls == []
+    assert len(await read_topic(app.bootstrap, app.topic)) == 1
+
+
+async def settled(app: Running) -> None:
+    """Wait until the ad fetcher has run a whole pass since now and the spool is empty, so a
+    negative check ("not fetched or published again") is not made before the work could
+    have happened. The fetcher is woken for each pass (idle, it sleeps up to 30 s)."""
+    fetcher = app.app.state.capture.fetcher
+    # The pass running now may have begun before the caller's request: wait for the next one.
+    target = fetcher.passes + 2
+
+    async def idle() -> bool:
+        fetcher.wake()
+        return bool(fetcher.passes >= target)
+
+    await wait_for(idle, what="two fetcher passes")
+    engine = app.app.state.runtime.engine
+
+    async def spool_empty() -> bool:
+        return await pending_count(engine, "capture") == 0
+
+    await wait_for(spool_empty, what="capture's spool drained")
+
+
+# --- C1: the validation GET must not sign what an attacker chooses ----------------------
+
+
+async def test_linkedin_validation_refuses_to_sign_notifications(app: Running) -> None:
+    created = li_note("ATTACKER-LEAD-1", "CREATED")
+    deleted = li_note("VICTIM-LEAD-42", "DELETED")
+    for body in (created, deleted):
+        # The attack: have the validation GET sign the exact body, then post it signed.
+        got = await app.client.get("/v1/webhooks/linkedin", params={"challengeCode": body.decode()})
+        assert got.status_code == 400, got.text
+        assert got.headers["content-type"] == "application/problem+json"
+        forged = "hmacsha256=" + got.json().get("challengeResponse", "0" * 64)
+        posted = await app.client.post(
+            "/v1/webhooks/linkedin", content=body, headers={"x-li-signature": forged}
+        )
+        assert posted.status_code == 401, posted.text
+    for junk in ("c-1", "x" * 36, str(uuid.uuid4()) + "0", "{}"):
+        got = await app.client.get("/v1/webhooks/linkedin", params={"challengeCode": junk})
+        assert got.status_code == 400, junk
+    async with app.app.state.runtime.engine.connect() as conn:
+        assert (await conn.execute(select(ad_fetches))).all() == []
+    # A real challenge still validates, with the HMAC LinkedIn expects.
+    code = str(uuid.uuid4())
+    ok = await app.client.get("/v1/webhooks/linkedin", params={"challengeCode": code})
+    expected = hmac.new(LI_SECRET.encode(), code.encode(), hashlib.sha256).hexdigest()
+    assert ok.status_code == 200 and ok.json() == {
+        "challengeCode": code,
+        "challengeResponse": expected,
+    }
+
+
+async def test_platform_ids_stay_inside_the_lead_path(app: Running, standin: StandIn) -> None:
+    evil = "x/../../v2/organizationAcls"
+    assert (await _post_li(app, li_note(evil, "CREATED")))["new"] == 1
+    raw = meta_body("1/../../me?fields=accounts")
+    resp = await app.client.post(
+        "/v1/webhooks/meta", content=raw, headers={"x-hub-signature-256": meta_sign(raw)}
+    )
+    assert resp.status_code == 200 and resp.json()["new"] == 1
+
+    async def both_tried() -> bool:
+        return len(standin.raw_paths) >= 2
+
+    await wait_for(both_tried)
+    li = [p for p in standin.raw_paths if p.startswith("/li/")]
+    meta = [p for p in standin.raw_paths if p.startswith("/graph")]
+    assert li and all(
+        p == "/li/rest/leadFormResponses/x%2F..%2F..%2Fv2%2ForganizationAcls" for p in li
+    )
+    assert meta and all(p == "/graph/1%2F..%2F..%2Fme%3Ffields%3Daccounts" for p in meta)
+    assert all("fields" not in q or q["fields"] != "accounts" for q in standin.queries)
+
+
+# --- H5: the Meta token never appears in a log line ------------------------------------
+
+
+@pytest.fixture
+def app_logging() -> Any:
+    """Logging as ``leadflow capture`` sets it up (INFO), plus a handler keeping every record;
+    the test's logging setup is restored afterwards."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    levels = {n: logging.getLogger(n).level for n in ("httpx", "httpcore", "aiokafka", "kafka")}
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    configure_logging("INFO")
+    root.addHandler(Keep(logging.DEBUG))
+    try:
+        yield records
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+async def test_meta_token_is_never_logged(
+    app_logging: list[logging.LogRecord], app: Running, standin: StandIn
+) -> None:
+    standin.answers["/graph/4242"] = {
+        "id": "4242",
+        "field_data": [{"name": "email", "values": ["tok@example.com"]}],
+    }
+    raw = meta_body(4242)
+    resp = await app.client.post(
+        "/v1/webhooks/meta", content=raw, headers={"x-hub-signature-256": meta_sign(raw)}
+    )
+    assert resp.status_code == 200
+    await wait_for_events(app.bootstrap, app.topic, lambda evs: len(evs) >= 1)
+    logging.getLogger("services.capture").info("sentinel")  # the capture handler works
+    lines = [r.getMessage() for r in app_logging]
+    assert "sentinel" in lines
+    assert not [line for line in lines if "meta-token" in line]
+    [headers], [query] = standin.headers, standin.queries
+    assert headers["authorization"] == "Bearer meta-token"
+    proof = hmac.new(META_SECRET.encode(), b"meta-token", hashlib.sha256).hexdigest()
+    assert query["appsecret_proof"] == proof and "access_token" not in query
+
+
+# --- H6: odd platform answers are cleaned; a failed store costs an attempt ---------------
+
+
+async def test_fetched_answers_are_cleaned(app: Running, standin: StandIn) -> None:
+    def lead(email: str, extra: str) -> str:
+        return (
+            '{"field_data": [{"name": "email", "values": ["' + email + '"]}, '
+            '{"name": "first_name", "values": ["Nu\\u0000ll"]}, '
+            '{"name": "note", "values": [' + extra + "]}]}"
+        )
+
+    standin.answers["/graph/111"] = lead("n@example.com", '"a\\u0000b"')
+    standin.answers["/graph/222"] = lead("d@example.com", "12.5")
+    standin.answers["/graph/333"] = lead("s@example.com", '"x\\ud800y"')
+    standin.answers["/graph/444"] = lead("ok@example.com", '"fine"')
+    raw = meta_body(111, 222, 333, 444)
+    resp = await app.client.post(
+        "/v1/webhooks/meta", content=raw, headers={"x-hub-signature-256": meta_sign(raw)}
+    )
+    assert resp.json() == {"received": 4, "new": 4}
+    events = await wait_for_events(app.bootstrap, app.topic, lambda evs: len(evs) >= 4)
+    notes = {e.key: e.data["custom"]["note"] for e in events}
+    assert notes == {
+        "n@example.com": "ab",
+        "d@example.com": 12.5,
+        "s@example.com": "x?y",
+        "ok@example.com": "fine",
+    }
+    assert {e.data["contact"]["first_name"] for e in events} == {"Null"}
+    assert all(schema_errors(e) == [] for e in events)
+    for lead_id in ("111", "222", "333", "444"):
+        assert (await _fetch_row(app, lead_id)).status == "done"
+
+
+_REFUSE = {
+    "postgresql": [
+        "CREATE FUNCTION lf_refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; "
+        "END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER lf_refuse BEFORE INSERT ON outbox FOR EACH ROW "
+        "WHEN (NEW.partition_key = 'poison@example.com') EXECUTE FUNCTION lf_refuse()",
+    ],
+    "sqlite": [
+        "CREATE TRIGGER lf_refuse BEFORE INSERT ON outbox "
+        "WHEN NEW.partition_key = 'poison@example.com' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    ],
+}
+
+
+async def test_failed_store_is_a_failed_attempt(app: Running, standin: StandIn) -> None:
+    engine = app.app.state.runtime.engine
+    async with engine.begin() as conn:  # the database refuses to spool one lead's event
+        for sql in _REFUSE[engine.dialect.name]:
+            await conn.exec_driver_sql(sql)
+    standin.answers["/graph/501"] = {
+        "field_data": [{"name": "email", "values": ["poison@example.com"]}]
+    }
+    standin.answers["/graph/502"] = {
+        "field_data": [{"name": "email", "values": ["fine@example.com"]}]
+    }
+    raw = meta_body(501, 502)  # the poisoned lead is claimed first
+    resp = await app.client.post(
+        "/v1/webhooks/meta", content=raw, headers={"x-hub-signature-256": meta_sign(raw)}
+    )
+    assert resp.json() == {"received": 2, "new": 2}
+    [ok] = await wait_for_events(app.bootstrap, app.topic, lambda evs: len(evs) >= 1, timeout=20)
+    assert ok.key == "fine@example.com"
+    deadletter = Topics(app.settings.leadflow_topic_prefix).deadletter
+    [dead] = await wait_for_events(app.bootstrap, deadletter, lambda evs: len(evs) >= 1, timeout=20)
+    assert dead.data["lead_id"] == "501" and dead.data["attempts"] == 3
+    row = await _fetch_row(app, "501")
+    assert (row.status, row.attempts) == ("dead", 3)
+    assert "poison@example.com" not in row.last_error  # no personal data in the error
+    assert standin.calls.count("/graph/501") == 3
+
+
+# --- M4: a DELETED names the platform lead even when capture no longer knows the person ----
+
+
+async def test_linkedin_deleted_after_identifiers_expired(app: Running, standin: StandIn) -> None:
+    standin.answers["/li/rest/leadFormResponses/old-1"] = {
+        "formResponse": {
+            "answers": [
+                {"questionId": 1, "answerDetails": {"textQuestionAnswer": {"answer": "o@x.com"}}}
+            ]
+        }
+    }
+    standin.answers["/li/rest/leadForms/1"] = {
+        "content": {"questions": [{"questionId": 1, "predefinedField": "EMAIL"}]}
+    }
+    await _post_li(app, li_note("old-1", "CREATED"))
+    [lead] = await wait_for_events(app.bootstrap, app.topic, lambda evs: len(evs) >= 1)
+    # What scoring indexes the person by, besides the email: the platform and its lead id.
+    assert (lead.data["ad"]["platform"], lead.data["ad"]["lead_id"]) == ("linkedin", "old-1")
+    engine = app.app.state.runtime.engine
+    async with engine.begin() as conn:  # keep_identifiers_days have passed
+        await conn.execute(
+            update(ad_fetches)
+            .where(ad_fetches.c.lead_id == "old-1")
+            .values(identifiers_until=utcnow() - timedelta(seconds=1))
+        )
+        assert await repository.prune_identifiers(conn) == 1
+    await _post_li(app, li_note("old-1", "DELETED"))
+    events = await wait_for_events(app.bootstrap, app.topic, lambda evs: len(evs) >= 2)
+    [erasure] = [e for e in events if e.type == InteractionType.ERASURE_REQUESTED]
+    assert erasure.key == "linkedin:old-1" and erasure.data["contact"] is None
+    assert (erasure.data["ad"]["platform"], erasure.data["ad"]["lead_id"]) == ("linkedin", "old-1")
+    assert schema_errors(erasure) == []
+
+
+# --- M7: finished fetch rows are pruned by the sweeper --------------------------------
+
+
+async def test_finished_fetches_are_pruned(kafka_bootstrap: str, db_url: str) -> None:
+    old, recent = utcnow() - timedelta(days=31), utcnow() - timedelta(days=1)
+    later = utcnow() + timedelta(days=1)
+    rows = [
+        ("done-old", "done", old),
+        ("dead-old", "dead", old),
+        ("deleted-old", "deleted", old),
+        ("done-recent", "done", recent),
+        ("pending-old", "pending", old),
+    ]
+    engine = create_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert_for(conn)(ad_fetches),
+                [
+                    {
+                        "platform": "meta",
+                        "lead_id": lead_id,
+                        "notification": {},
+                        "status": status,
+                        "attempts": 0,
+                        "next_attempt_at": later,  # the fetcher leaves the pending one alone
+                        "created_at": at,
+                        "updated_at": at,
+                    }
+                    for lead_id, status, at in rows
+                ],
+            )
+    finally:
+        await engine.dispose()
+    async with start(kafka_bootstrap, db_url) as running:
+        engine = running.app.state.runtime.engine
+
+        async def pruned() -> list[str] | None:
+            async with engine.connect() as conn:
+                left = sorted((await conn.execute(select(ad_fetches.c.lead_id))).scalars())
+            return left if len(left) == 2 else None
+
+        assert await wait_for(pruned, timeout=20) == ["done-recent", "pending-old"]

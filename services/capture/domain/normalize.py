@@ -52,7 +52,12 @@ def normalize_phone(value: str, default_region: str | None = None) -> str:
         parsed
     ):
         raise InvalidValue("phone has the wrong number of digits for its country")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    # Some regions' "possible" lengths exceed E.164's 15 digits; such a key could never be a
+    # phone number anywhere else (scoring, CRMs), so refuse it instead of storing it.
+    if len(e164) > 16:
+        raise InvalidValue("phone has more than the 15 digits E.164 allows")
+    return e164
 
 
 def clean_text(value: str | None, max_length: int = 500) -> str | None:
