@@ -42,6 +42,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+#: Execution option for a connection that only reads (see :func:`create_engine` on SQLite).
+READ_ONLY = "leadflow_read_only"
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine for ``postgresql+asyncpg`` or ``sqlite+aiosqlite``.
 
@@ -69,7 +73,10 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read-only probe (``READ_ONLY``) takes no write lock: in WAL mode it then never
+            # waits behind a writer, so a health check answers while a long batch commits.
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_size", 10)

@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.bus import ConsumerRunner, ensure_topics, make_producer
-from shared.db import create_engine
+from shared.db import READ_ONLY, create_engine
 from shared.deadletters import scrub_error
 from shared.outbox import OutboxRelay
 from shared.retention import Retention, check_windows
@@ -208,6 +208,7 @@ class Runtime:
         """Whether the database answers."""
         try:
             async with self.engine.connect() as conn:
+                await conn.execution_options(**{READ_ONLY: True})
                 await conn.execute(text("SELECT 1"))
             return True
         except Exception:

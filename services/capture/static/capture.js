@@ -6,7 +6,8 @@
  * - Keeps an anonymous visitor id (localStorage, falls back to a cookie).
  * - Remembers the first-touch UTM parameters and referrer of the visit.
  * - Sends every <form data-leadflow-form="FORM_ID"> to /v1/forms/FORM_ID/submissions with those,
- *   an Idempotency-Key (a retried submit is not counted twice) and the honeypot field `_hp`.
+ *   an Idempotency-Key (a retried or double-clicked submit of the same content counts once)
+ *   and the honeypot field `_hp`.
  * - Records a page view (/v1/page) when a write key is given; `Leadflow.track(event, props)`
  *   and `Leadflow.identify(traits)` send Segment-style calls.
  */
@@ -98,19 +99,22 @@
   function submit(form, event) {
     event.preventDefault();
     var formId = form.getAttribute("data-leadflow-form");
-    var key = form.getAttribute("data-leadflow-key") || uuid();
-    form.setAttribute("data-leadflow-key", key); // a retry after a network error reuses it
+    var fields = JSON.stringify(formFields(form));
+    // The same content sent again from this page (a double click, however slow, or a retry
+    // after a network error) reuses the key, so it counts once; changed content is a new one.
+    var key = form.__leadflowBody === fields && form.getAttribute("data-leadflow-key") || uuid();
+    form.setAttribute("data-leadflow-key", key);
+    form.__leadflowBody = fields;
     var done = function (detail) {
       form.dispatchEvent(new CustomEvent("leadflow:" + detail.status, { detail: detail, bubbles: true }));
     };
     fetch(base + "/v1/forms/" + encodeURIComponent(formId) + "/submissions", {
       method: "POST",
       headers: { "Content-Type": "application/json", "Idempotency-Key": key },
-      body: JSON.stringify(formFields(form)),
+      body: fields,
     }).then(function (resp) {
       return resp.json().then(function (body) {
         if (resp.ok) {
-          form.removeAttribute("data-leadflow-key");
           done({ status: "submitted", response: body });
           var to = form.getAttribute("data-leadflow-redirect");
           if (to) window.location.assign(to);

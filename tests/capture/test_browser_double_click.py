@@ -1,0 +1,103 @@
+"""README capture.js section: "Each submit carries an Idempotency-Key, so a double click counts
+once." Headless Chromium double-clicks a form's submit button, at machine speed and at a human
+double-click's pace, and each person must be on the interactions topic exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+
+from services.capture.main import build_app
+from shared.broker import free_port
+from tests.capture.conftest import make_config
+from tests.capture.test_browser_snippet import CHROMIUM, DRIVER, pytestmark, serve, webdriver
+from tests.support import make_settings, wait_for_events
+
+__all__ = ["pytestmark"]  # the same markers (slow; skipped without Chromium outside CI)
+
+PAGE = """<!doctype html><html><head><title>Contact</title>
+<script src="{capture}/capture.js" defer></script></head>
+<body data-submitted="0"><form data-leadflow-form="test-form">
+<input name="email"><button type="submit">Send</button></form>
+<script>document.addEventListener("leadflow:submitted", function () {{
+  var b = document.body; b.setAttribute("data-submitted", +b.getAttribute("data-submitted") + 1);
+}});</script>
+</body></html>"""
+
+#: A human double click: the second click follows within the desktop's double-click interval
+#: (commonly 400-500 ms), long after a local capture has answered the first one.
+HUMAN_GAP = 0.25
+
+
+def _browse(url: str) -> None:
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = Options()
+    options.binary_location = CHROMIUM or ""
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER or ""), options=options)
+    try:
+        driver.get(url)
+        WebDriverWait(driver, 20).until(lambda d: d.execute_script("return !!window.Leadflow"))
+
+        def submitted_at_least(n: int) -> Any:
+            def check(d: Any) -> bool:
+                body = d.find_element(By.TAG_NAME, "body")
+                return int(body.get_attribute("data-submitted")) >= n
+
+            return check
+
+        def fill(email: str) -> Any:
+            field = driver.find_element(By.NAME, "email")
+            field.clear()
+            field.send_keys(email)
+            return driver.find_element(By.CSS_SELECTOR, "button")
+
+        ActionChains(driver).double_click(fill("fast@example.com")).perform()
+        WebDriverWait(driver, 20).until(submitted_at_least(1))
+        button = fill("human@example.com")
+        ActionChains(driver).click(button).pause(HUMAN_GAP).click(button).perform()
+        WebDriverWait(driver, 20).until(submitted_at_least(2))
+        fill("barrier@example.com").click()  # a later, separate submission
+        WebDriverWait(driver, 20).until(submitted_at_least(3))
+    finally:
+        driver.quit()
+
+
+async def test_double_click_counts_once(kafka_bootstrap: str, sqlite_db_url: str) -> None:
+    site_port, capture_port = free_port(), free_port()
+    site_origin = f"http://127.0.0.1:{site_port}"
+    config = make_config()
+    config["forms"]["test-form"]["allowed_origins"] = [site_origin]
+    settings = make_settings(kafka_bootstrap, sqlite_db_url)
+    capture_app = build_app(settings, config)
+    site = FastAPI()
+
+    @site.get("/contact", response_class=HTMLResponse)
+    async def contact() -> str:
+        return PAGE.format(capture=f"http://127.0.0.1:{capture_port}")
+
+    async with capture_app.router.lifespan_context(capture_app):
+        await capture_app.state.runtime.wait_ready()
+        async with serve(capture_app, capture_port), serve(site, site_port):
+            await asyncio.to_thread(_browse, f"{site_origin}/contact")
+        topic = f"{settings.leadflow_topic_prefix}interactions"
+        # The barrier was submitted after both double clicks were answered: once it is on the
+        # topic, any second event of theirs would be too (capture answered each 202 only
+        # once the event was on Kafka).
+        events = await wait_for_events(
+            kafka_bootstrap, topic, lambda evs: any(e.key == "barrier@example.com" for e in evs)
+        )
+    counts = Counter(e.key for e in events)
+    assert counts["fast@example.com"] == 1, counts
+    assert counts["human@example.com"] == 1, counts
+    assert counts["barrier@example.com"] == 1, counts
