@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench migrate clean
+.PHONY: install run test lint bench migrate clean chaos
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -24,10 +24,14 @@ run: install ## everything on this machine: bundled broker, SQLite, the three se
 test: install ## the whole suite (real broker, real PostgreSQL and SQLite)
 	$(BIN)/python -m pytest
 
-lint: install ## ruff, mypy, import-linter
+lint: install ## ruff (check and format), mypy, import-linter
 	$(BIN)/ruff check shared services tests bench
+	$(BIN)/ruff format --check shared services tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+chaos: install ## fault drills in the production shape, full size (needs PostgreSQL); table in tests/chaos/results.md
+	$(BIN)/python -m tests.chaos
 
 bench: install ## throughput benchmarks, printed as ratios against a baseline run alongside
 	$(BIN)/python -m bench.run

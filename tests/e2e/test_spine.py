@@ -11,15 +11,18 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from services.capture.main import build_app as capture_app
 from services.routing.main import build_app as routing_app
 from services.scoring.main import build_app as scoring_app
+from shared.db import create_engine
 from shared.event_schemas import schema_errors
 from shared.events import RoutingType
+from shared.messaging_tables import outbox, processed_events
 from shared.settings import Settings
 from shared.topics import Topics
-from tests.support import make_settings, read_topic, wait_for, wait_for_events
+from tests.support import AUTH, make_settings, read_topic, wait_for, wait_for_events
 
 VP_DEMO = {
     "email": "Dana.Vp@Acme-Software.example",
@@ -51,7 +54,11 @@ async def leadflow(settings: Settings) -> AsyncIterator[dict[str, httpx.AsyncCli
             await stack.enter_async_context(app.router.lifespan_context(app))
             await app.state.runtime.wait_ready()
             clients[name] = await stack.enter_async_context(
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}")
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app),
+                    base_url=f"http://{name}",
+                    headers=AUTH,
+                )
             )
         yield clients
 
@@ -61,6 +68,41 @@ async def _lead_by_email(client: httpx.AsyncClient, email: str) -> dict[str, Any
     assert resp.status_code == 200, resp.text
     items = resp.json()["items"]
     return items[0] if items else None
+
+
+async def _scoring_events_about(settings: Settings, lead_id: str) -> set[str]:
+    """Ids of every event scoring has written (to its outbox) about this lead."""
+    engine = create_engine(settings.db_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(outbox.c.event_id).where(
+                    outbox.c.source == "scoring", outbox.c.ce_subject == lead_id
+                )
+            )
+            return set(rows.scalars())
+    finally:
+        await engine.dispose()
+
+
+async def _routing_consumed(settings: Settings, event_ids: set[str]) -> None:
+    """Wait until routing's consumer has processed every one of ``event_ids``."""
+    engine = create_engine(settings.db_url)
+
+    async def done() -> bool:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(processed_events.c.event_id).where(
+                    processed_events.c.consumer == "leadflow-routing",
+                    processed_events.c.event_id.in_(event_ids),
+                )
+            )
+            return set(rows.scalars()) == event_ids
+
+    try:
+        await wait_for(done, timeout=30, what="routing consumed the lead's events")
+    finally:
+        await engine.dispose()
 
 
 async def test_vp_demo_request_becomes_hot_sql_and_is_assigned(
@@ -134,6 +176,11 @@ async def test_newsletter_signup_alone_is_a_cold_iql_and_not_routed(
         )
         assert lead["stage"] == "IQL"
         assert lead["temperature"] == "cold"
+        # Barrier: routing has consumed every event scoring wrote about this lead, so a wrongly
+        # emitted lead.qualified would have been assigned by now; only then is "none" proof.
+        about_lead = await _scoring_events_about(settings, lead["id"])
+        assert about_lead, "scoring announced the new lead"
+        await _routing_consumed(settings, about_lead)
         resp = await http["routing"].get("/v1/assignments")
         assert [a for a in resp.json()["items"] if a["lead_id"] == lead["id"]] == []
 
