@@ -105,6 +105,25 @@ async def mark_fired(conn: AsyncConnection, timer_id: int, now: datetime) -> boo
     return bool(res.rowcount)
 
 
+async def fire_pending(
+    conn: AsyncConnection, assignment_id: str, kind: str, now: datetime
+) -> datetime | None:
+    """Mark an assignment's pending timer of ``kind`` fired, leased or not; its due time, or
+    None if there was none pending (the one caller that flips it gets the due time)."""
+    res = await conn.execute(
+        update(timers)
+        .where(
+            timers.c.assignment_id == assignment_id,
+            timers.c.kind == kind,
+            timers.c.state == "pending",
+        )
+        .values(state="fired", fired_at=now)
+        .returning(timers.c.due_at)
+    )
+    due: datetime | None = res.scalar_one_or_none()
+    return due
+
+
 async def next_timer_due(conn: AsyncConnection, now: datetime) -> datetime | None:
     """When a pending timer next becomes claimable (its due time, or its lease's end)."""
     free = (

@@ -282,6 +282,12 @@ async def fire_timer(
     if kind == "warn":
         await emit(conn, ctx, [clock_event(RoutingType.SLA_WARNING, row, timer["due_at"])], now)
         return True
+    # The warning still pending at the breach was claimed by a replica that died before firing
+    # it (its lease has not run out yet): fire it now, before the breach, or it would never be
+    # sent once the assignment is no longer open.
+    warn_due = await queues.fire_pending(conn, row["id"], "warn", now)
+    if warn_due is not None:
+        await emit(conn, ctx, [clock_event(RoutingType.SLA_WARNING, row, warn_due)], now)
     if not await repo.transition(
         conn, row["id"], ["open"], {"state": "breached", "breached": True, "updated_at": now}
     ):

@@ -90,3 +90,62 @@ async def test_crashed_replicas_timer_claims_come_back_after_the_lease(
         assert len({i for i, _ in warnings}) == len(leads)
     finally:
         await engine.dispose()
+
+
+async def test_a_warning_claimed_by_a_dead_replica_still_fires_once_before_the_breach(
+    kafka_bootstrap: str, pg_db_url: str
+) -> None:
+    """Found by the kill -9 drill: replica A claims a warning and dies; the breach falls due
+    before A's lease ends and another replica fires it. The warning must still be sent, once,
+    ahead of the breach (it used to be dropped: once breached, a late warning fires nothing)."""
+    settings = make_settings(kafka_bootstrap, pg_db_url)
+    topics = Topics(settings.leadflow_topic_prefix)
+    the_lead = lead("DE", "warm")
+    async with running(settings) as (app, _client):
+        ctx = app.state.routing
+        await publish(app, topics.leads, [qualified(the_lead)])
+
+        async def clock_started() -> bool:
+            async with app.state.runtime.engine.connect() as conn:
+                return len((await conn.execute(select(timers.c.id))).all()) == 2
+
+        await wait_for(clock_started, what="warn and breach timers")
+
+    engine = create_engine(pg_db_url)
+    try:
+        now = utcnow()
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(timers).where(timers.c.kind == "warn").values(due_at=now - timedelta(1))
+            )
+            crashed = await queues.claim_due_timers(conn, "replica-a", utcnow(), 50, 600.0)
+            assert [t["kind"] for t in crashed] == ["warn"]
+            # The breach falls due while the dead replica's lease on the warning still holds.
+            await conn.execute(
+                update(timers).where(timers.c.kind == "breach").values(due_at=utcnow())
+            )
+        survivor = TimerWorker(engine, ctx, lease_seconds=30.0)
+        await survivor.step()
+        await TimerWorker(engine, ctx).step()  # a third replica: nothing left to fire
+        async with engine.connect() as conn:
+            clock = (
+                await conn.execute(
+                    select(outbox.c.ce_type)
+                    .where(
+                        outbox.c.ce_type.in_([RoutingType.SLA_WARNING, RoutingType.SLA_BREACHED])
+                    )
+                    .order_by(outbox.c.id)
+                )
+            ).scalars()
+            assert list(clock) == [RoutingType.SLA_WARNING, RoutingType.SLA_BREACHED]
+            states = (
+                await conn.execute(
+                    select(timers.c.kind, timers.c.state).where(
+                        timers.c.assignment_id == crashed[0]["assignment_id"],
+                        timers.c.kind.in_(["warn", "breach"]),
+                    )
+                )
+            ).all()
+        assert dict(states) == {"warn": "fired", "breach": "fired"}
+    finally:
+        await engine.dispose()
