@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.events import utcnow
 
@@ -58,3 +58,22 @@ class DueWorkLoop:
             if delay > 0 and not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+
+class PeriodicPurge(DueWorkLoop):
+    """A retention job: :meth:`purge` what is past its time, every ``every`` seconds.
+
+    Subclasses implement :meth:`purge` (and may call it directly, with ``now``, in tests).
+    """
+
+    def __init__(self, *, every: float = 3600.0, error_pause: float = 60.0) -> None:
+        super().__init__(max_sleep=every, error_pause=error_pause)
+        self.every = every
+
+    async def step(self) -> datetime | None:
+        await self.purge()
+        return utcnow() + timedelta(seconds=self.every)
+
+    async def purge(self, now: datetime | None = None) -> tuple[int, int]:
+        """Delete what is past retention; return the two counts deleted."""
+        raise NotImplementedError

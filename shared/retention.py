@@ -26,7 +26,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.events import utcnow
-from shared.loops import DueWorkLoop
+from shared.loops import PeriodicPurge
 from shared.messaging_tables import outbox, processed_events
 
 
@@ -42,7 +42,7 @@ def check_windows(*, outbox_keep: timedelta, inbox_keep: timedelta) -> None:
         )
 
 
-class Retention(DueWorkLoop):
+class Retention(PeriodicPurge):
     """Deletes this service's published outbox rows and its consumers' old inbox ids, hourly."""
 
     def __init__(
@@ -55,17 +55,12 @@ class Retention(DueWorkLoop):
         inbox_keep: timedelta,
         every: float = 3600.0,
     ) -> None:
-        super().__init__(max_sleep=every, error_pause=60.0)
+        super().__init__(every=every)
         self.engine = engine
         self.source = source
         self.consumers = consumers
         self.outbox_keep = outbox_keep
         self.inbox_keep = inbox_keep
-        self.every = every
-
-    async def step(self) -> datetime | None:
-        await self.purge()
-        return utcnow() + timedelta(seconds=self.every)
 
     async def purge(self, now: datetime | None = None) -> tuple[int, int]:
         """Delete what is past retention; return (outbox rows, inbox ids) deleted."""

@@ -27,12 +27,12 @@ from services.routing.messages import (
     ESCALATED,
     RoutingContext,
     assigned_event,
+    clock_data,
     clock_event,
     emit,
     event,
     scrub_body,
     scrub_data,
-    sla_block,
     unassigned_event,
 )
 from shared.events import (
@@ -42,7 +42,6 @@ from shared.events import (
     SalesType,
     derived_event_id,
     parse_time,
-    rfc3339,
     utcnow,
 )
 
@@ -372,17 +371,7 @@ async def take_step(
             action = "queue"  # nobody else can take it: escalate to the queue instead
     if action == "notify_manager":
         manager = _manager(ctx, row["team"])
-        data = {
-            "assignment_id": row["id"],
-            "lead_id": row["lead_id"],
-            "owner": row["owner"],
-            "team": row["team"],
-            "sla": sla_block(row),
-            "at": rfc3339(due),
-            "action": "notify_manager",
-            "manager": manager,
-            "step": index,
-        }
+        data = clock_data(row, due, action="notify_manager", manager=manager, step=index)
         # Its own id (the breach's notification has the assignment's): one event per step.
         await emit(conn, ctx, [event(ESCALATED, row, data, *cause, f"step:{index}", at=due)], now)
     elif action == "queue":

@@ -136,9 +136,9 @@ def assigned_event(
     return event(RoutingType.ASSIGNED, row, data, *cause, at=row["assigned_at"])
 
 
-def clock_event(type_: str, row: Mapping[str, Any], at: datetime, **extra: Any) -> CloudEvent:
-    """``sla_warning``, ``sla_breached``, ``sla_met`` or ``escalated`` for an assignment."""
-    data = {
+def clock_data(row: Mapping[str, Any], at: datetime, **extra: Any) -> dict[str, Any]:
+    """The data of an assignment's clock events: who holds it, its SLA, when, and ``extra``."""
+    return {
         "assignment_id": row["id"],
         "lead_id": row["lead_id"],
         "owner": row["owner"],
@@ -147,7 +147,11 @@ def clock_event(type_: str, row: Mapping[str, Any], at: datetime, **extra: Any) 
         "at": rfc3339(at),
         **extra,
     }
-    return event(type_, row, data, row["id"], at=at)
+
+
+def clock_event(type_: str, row: Mapping[str, Any], at: datetime, **extra: Any) -> CloudEvent:
+    """``sla_warning``, ``sla_breached``, ``sla_met`` or ``escalated`` for an assignment."""
+    return event(type_, row, clock_data(row, at, **extra), row["id"], at=at)
 
 
 def unassigned_event(

@@ -24,7 +24,7 @@ from services.routing import repository as repo
 from services.routing.domain.rules import next_available_at
 from services.routing.messages import RoutingContext
 from shared.events import utcnow
-from shared.loops import DueWorkLoop
+from shared.loops import DueWorkLoop, PeriodicPurge
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class QueueRetrier(DueWorkLoop):
         return next_available_at(self.ctx.config, states, now)
 
 
-class RoutingRetention(DueWorkLoop):
+class RoutingRetention(PeriodicPurge):
     """Deletes delivered and dead webhook deliveries and fired or cancelled timers once past
     their retention, hourly: both tables would otherwise grow with every assignment."""
 
@@ -146,15 +146,10 @@ class RoutingRetention(DueWorkLoop):
         timers_keep: timedelta,
         every: float = 3600.0,
     ) -> None:
-        super().__init__(max_sleep=every, error_pause=60.0)
+        super().__init__(every=every)
         self.engine = engine
         self.deliveries_keep = deliveries_keep
         self.timers_keep = timers_keep
-        self.every = every
-
-    async def step(self) -> datetime | None:
-        await self.purge()
-        return utcnow() + timedelta(seconds=self.every)
 
     async def purge(self, now: datetime | None = None) -> tuple[int, int]:
         """Delete what is past retention; return (deliveries, timers) deleted."""

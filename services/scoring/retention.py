@@ -22,10 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.scoring.tables import identities, leads, timeline
 from shared.db import is_sqlite
 from shared.events import utcnow
-from shared.loops import DueWorkLoop
+from shared.loops import PeriodicPurge
 
 
-class ScoringRetention(DueWorkLoop):
+class ScoringRetention(PeriodicPurge):
     """Deletes what is past scoring's retention, hourly, a page per transaction."""
 
     def __init__(
@@ -37,16 +37,11 @@ class ScoringRetention(DueWorkLoop):
         every: float = 3600.0,
         page_size: int = 500,
     ) -> None:
-        super().__init__(max_sleep=every, error_pause=60.0)
+        super().__init__(every=every)
         self.engine = engine
         self.anonymous_keep = anonymous_keep
         self.timeline_keep = timeline_keep
-        self.every = every
         self.page_size = page_size
-
-    async def step(self) -> datetime | None:
-        await self.purge()
-        return utcnow() + timedelta(seconds=self.every)
 
     async def purge(self, now: datetime | None = None) -> tuple[int, int]:
         """Delete what is past retention; return (anonymous leads, timeline rows) deleted."""

@@ -13,11 +13,11 @@ from fastapi.responses import HTMLResponse
 
 from services.capture.main import build_app
 from shared.broker import free_port
+from tests.browser import BROWSER_TESTS, headless_chromium, serve
 from tests.capture.conftest import make_config
-from tests.capture.test_browser_snippet import CHROMIUM, DRIVER, pytestmark, serve, webdriver
 from tests.support import make_settings, wait_for_events
 
-__all__ = ["pytestmark"]  # the same markers (slow; skipped without Chromium outside CI)
+pytestmark = BROWSER_TESTS
 
 PAGE = """<!doctype html><html><head><title>Contact</title>
 <script src="{capture}/capture.js" defer></script></head>
@@ -34,18 +34,11 @@ HUMAN_GAP = 0.25
 
 
 def _browse(url: str) -> None:
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = Options()
-    options.binary_location = CHROMIUM or ""
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER or ""), options=options)
-    try:
+    with headless_chromium() as driver:
         driver.get(url)
         WebDriverWait(driver, 20).until(lambda d: d.execute_script("return !!window.Leadflow"))
 
@@ -69,8 +62,6 @@ def _browse(url: str) -> None:
         WebDriverWait(driver, 20).until(submitted_at_least(2))
         fill("barrier@example.com").click()  # a later, separate submission
         WebDriverWait(driver, 20).until(submitted_at_least(3))
-    finally:
-        driver.quit()
 
 
 async def test_double_click_counts_once(kafka_bootstrap: str, sqlite_db_url: str) -> None:

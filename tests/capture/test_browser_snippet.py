@@ -3,39 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from services.capture.main import build_app
 from shared.broker import free_port
 from shared.events import InteractionType
+from tests.browser import BROWSER_TESTS, headless_chromium, serve
 from tests.capture.conftest import make_config
 from tests.support import make_settings, wait_for_events
 
-IN_CI = bool(os.environ.get("CI"))
-# The only functional test of capture.js: in CI (``CI`` set) a missing selenium, Chromium or
-# chromedriver is a failure (the import below raises, the test runs and errors), never a skip.
-# On a developer's machine without them it is skipped, saying why.
-if IN_CI:
-    from selenium import webdriver
-else:
-    webdriver = pytest.importorskip("selenium.webdriver")
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (CHROMIUM and DRIVER) and not IN_CI,
-        reason="chromium/chromedriver not installed (apt-get install chromium chromium-driver)",
-    ),
-]
+# In CI a missing browser fails these tests; elsewhere they are skipped (tests/browser.py).
+pytestmark = BROWSER_TESTS
 
 PAGE = """<!doctype html><html><head><title>Pricing</title>
 <script src="{capture}/capture.js" data-write-key="dev-write-key" defer></script></head>
@@ -51,35 +32,11 @@ document.addEventListener("leadflow:failed", function (e) {{
 </body></html>"""
 
 
-@asynccontextmanager
-async def serve(app: Any, port: int) -> AsyncIterator[None]:
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield
-    finally:
-        server.should_exit = True
-        await task
-
-
 def _browse(url: str) -> str:
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = Options()
-    options.binary_location = CHROMIUM or ""
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER or ""), options=options)
-    try:
+    with headless_chromium() as driver:
         driver.get(url)
         driver.find_element(By.NAME, "email").send_keys("Browser.User@Example.com")
         driver.find_element(By.NAME, "first_name").send_keys("  Bea ")
@@ -90,8 +47,6 @@ def _browse(url: str) -> str:
             return d.find_element(By.TAG_NAME, "body").get_attribute("data-result")
 
         return str(WebDriverWait(driver, 20).until(result))
-    finally:
-        driver.quit()
 
 
 async def test_snippet_posts_form_with_attribution_and_page_view(

@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from services.capture.main import build_app, tracking_origins
 from shared.broker import free_port
 from shared.settings import DEV_WRITE_KEY
+from tests.browser import serve
 from tests.capture.conftest import Running, make_config, start
 from tests.support import make_settings, wait_for, wait_for_events
 
@@ -263,19 +263,8 @@ async def served(kafka_bootstrap: str, sqlite_db_url: str) -> AsyncIterator[int]
     """The capture app under a real uvicorn server; yields its port."""
     port = free_port()
     app = build_app(make_settings(kafka_bootstrap, sqlite_db_url), make_config())
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
+    async with serve(app, port, lifespan="on"):
         yield port
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_client_hanging_up_mid_body_is_quiet(

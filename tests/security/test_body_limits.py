@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-import uvicorn
 
 from services.scoring.main import build_app
 from shared.broker import free_port
 from shared.settings import load_settings
+from tests.browser import serve
 
 ADMIN = "admin-token-0123456789abcdef"
 READER = "read-token-0123456789abcdef"
@@ -38,20 +38,8 @@ async def scoring_server() -> AsyncIterator[int]:
         kafka_bootstrap_servers="127.0.0.1:1",
     )
     port = free_port()
-    config = uvicorn.Config(
-        build_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
+    async with serve(build_app(settings), port):
         yield port
-    finally:
-        server.should_exit = True
-        await task
 
 
 def stream(port: int, head: str, *, chunked: bool) -> tuple[int, int, bytes]:

@@ -7,8 +7,6 @@ dashboard only reads the database, so no broker is needed.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -16,13 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from services.scoring.main import build_app
 from shared.auth import SESSION_COOKIE, issue_session
 from shared.broker import free_port
 from shared.settings import Settings, load_settings
+from tests.browser import BROWSER_TESTS, headless_chromium, serve
 
 ADMIN = "admin-token-0123456789abcdef"
 READER = "read-token-0123456789abcdef"
@@ -114,45 +112,11 @@ async def test_forged_expired_and_revoked_sessions_are_refused(sqlite_db_url: st
 
 # --- a real browser ---------------------------------------------------------------------------
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-browser = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER) and not os.environ.get("CI"),
-    reason="chromium/chromedriver not installed (apt-get install chromium chromium-driver)",
-)
-
-
-@asynccontextmanager
-async def serve(app: FastAPI, port: int) -> AsyncIterator[None]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield
-    finally:
-        server.should_exit = True
-        await task
-        await app.state.runtime.engine.dispose()
-
 
 @pytest.fixture
 def driver() -> Iterator[Any]:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM or ""
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    chrome = webdriver.Chrome(service=Service(DRIVER or ""), options=options)
-    try:
+    with headless_chromium() as chrome:
         yield chrome
-    finally:
-        chrome.quit()
 
 
 def _browse(driver: Any, base: str) -> list[str]:
@@ -180,12 +144,16 @@ def _browse(driver: Any, base: str) -> list[str]:
 
 
 @pytest.mark.slow
-@browser
+@BROWSER_TESTS[1]
 async def test_browser_logs_in_sees_the_dashboard_and_logs_out(
     sqlite_db_url: str, driver: Any
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    async with serve(build_app(prod_settings(sqlite_db_url)), port):
-        seen = await asyncio.to_thread(_browse, driver, base)
+    app = build_app(prod_settings(sqlite_db_url))
+    try:
+        async with serve(app, port):
+            seen = await asyncio.to_thread(_browse, driver, base)
+    finally:
+        await app.state.runtime.engine.dispose()
     assert seen == [f"{base}/login", f"{base}/dashboard", "", f"{base}/login", f"{base}/login"]
