@@ -126,11 +126,13 @@ async def on_qualified(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEven
     # ``erased`` and ``merged`` are keyed by other identifiers than this event, so they may
     # have been consumed first: an erased person is never assigned (nor their data stored),
     # and a merged-away lead is routed as the lead it lives on in.
+    await repo.lock_person(conn, str(lead["id"]))
     lead_id, erased = await repo.resolve_lead(conn, str(lead["id"]))
     if erased:
         log.info("lead %s was erased; its qualified event is ignored", lead["id"])
         return
     if lead_id != lead["id"]:
+        await repo.lock_person(conn, lead_id)
         lead = {**lead, "id": lead_id}
     if await repo.lead_known(conn, lead_id):
         return  # assigned (or queued) before: a repeated qualified changes nothing
@@ -414,16 +416,22 @@ async def on_lead_gone(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEven
     ):
         return
     if ev.type != LeadType.ERASED:
+        await repo.lock_person(conn, lead_id)
         lead_id, erased = await repo.resolve_lead(conn, lead_id)
         if erased:
             return
+        await repo.lock_person(conn, lead_id)
         await _release(conn, ctx, lead_id)
         return
     now = utcnow()
+    merged_ids = await repo.merged_into(conn, lead_id)
+    for lid in sorted(merged_ids):  # merged-away ids before the survivor: see repo.lock_person
+        await repo.lock_person(conn, lid)
+    await repo.lock_person(conn, lead_id)  # a qualified racing this erasure waits, then sees it
     # The tombstone makes a later (or redelivered) qualified of this person a no-op; what was
     # kept under ids merged into this lead is this person's data too.
     await repo.add_tombstone(conn, lead_id, "erased", now)
-    ids = [lead_id, *await repo.merged_into(conn, lead_id)]
+    ids = [lead_id, *merged_ids]
     for lid in ids:
         await _release(conn, ctx, lid)
         await repo.scrub_lead(conn, lid)
@@ -455,9 +463,15 @@ async def on_merged(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) 
     merged = change.get("merged_ids")
     if not into or not isinstance(merged, list):
         raise ValueError("lead.merged without change.into or change.merged_ids")
+    others = sorted({str(m) for m in merged if m and str(m) != into})
+    for other in others:  # merged-away ids before the survivor: see repo.lock_person
+        await repo.lock_person(conn, other)
+    await repo.lock_person(conn, into)
     survivor, erased = await repo.resolve_lead(conn, into)
+    if survivor != into:
+        await repo.lock_person(conn, survivor)
     now = utcnow()
-    for other in (str(m) for m in merged if m and str(m) != into):
+    for other in others:
         await repo.add_tombstone(conn, other, "merged", now, into=into)
         if erased:
             await _release(conn, ctx, other)  # the survivor is gone: so is this

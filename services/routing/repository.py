@@ -251,6 +251,26 @@ async def add_tombstone(
     await conn.execute(stmt)
 
 
+#: Namespace of routing's per-person advisory locks (the two-key form, apart from other locks).
+_PERSON_LOCKS = 0x4C46
+
+
+async def lock_person(conn: AsyncConnection, lead_id: str) -> None:
+    """Serialise, until commit, everything that decides whether this lead has a live assignment.
+
+    ``lead.qualified`` of a merged-away lead and the ``lead.merged`` that retires it travel on
+    different partitions, so two replicas can handle them at the same moment: each would see
+    neither the other's tombstone nor its assignment, and one person would end up with two
+    live assignments. Handlers lock a merged-away id before its survivor, in that order
+    everywhere, so the locks follow merges and never form a cycle. SQLite already serialises
+    every write transaction.
+    """
+    if not is_sqlite(conn):
+        await conn.execute(
+            select(func.pg_advisory_xact_lock(_PERSON_LOCKS, func.hashtext(lead_id)))
+        )
+
+
 async def resolve_lead(conn: AsyncConnection, lead_id: str) -> tuple[str, bool]:
     """The lead ``lead_id`` lives on as (following merges), and whether that lead was erased."""
     seen: set[str] = set()

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.routing import durable_queues as queues
@@ -281,3 +281,53 @@ async def test_merge_through_the_broker(kafka_bootstrap: str, db_url: str) -> No
 
 async def _is(value: Awaitable[str], expected: str) -> bool:
     return await value == expected
+
+
+async def _race(
+    engine: AsyncEngine, ctx: RoutingContext, first: CloudEvent, second: CloudEvent
+) -> None:
+    """Apply ``first`` in a transaction held open while ``second`` runs in another (as two
+    replicas would, the events being on different partitions), then commit ``first``."""
+    import asyncio
+
+    async def settled() -> bool:
+        # Either the second has finished on what it could see, or it waits for the first.
+        if other.done():
+            return True
+        async with engine.connect() as probe:
+            waiting = await probe.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            )
+            return bool(waiting.scalar_one())
+
+    async with engine.begin() as conn:
+        await handle_event(conn, ctx, first)
+        other = asyncio.create_task(apply(engine, ctx, second))
+        await wait_for(settled, what="the second transaction finished or waiting")
+    await other
+
+
+async def test_merge_racing_the_merged_away_leads_qualified_leaves_one_assignment(
+    pg_db_url: str,
+) -> None:
+    """Found by the race drill: replica 1 handles ``merged(B into A)`` while replica 2 handles
+    B's ``qualified``; neither saw the other's uncommitted work, and the person ended up with
+    two live assignments."""
+    async with routing_db(pg_db_url) as (engine, ctx):
+        a, b = lead(), lead()
+        await apply(engine, ctx, qualified(a))
+        await _race(engine, ctx, merged(a, b["id"]), qualified(b))
+        assert [lid for lid, _ in await live(engine)] == [a["id"]]
+
+
+async def test_erasure_racing_the_leads_qualified_assigns_nobody(pg_db_url: str) -> None:
+    """An erasure and the lead's ``qualified`` on two replicas at once: the person is never
+    left assigned (with their data) after the erasure."""
+    async with routing_db(pg_db_url) as (engine, ctx):
+        a = lead()
+        await _race(engine, ctx, erased(a["id"]), qualified(a))
+        assert await live(engine) == []
+        assert await rows_of(engine, a["id"]) == []
