@@ -1,6 +1,6 @@
-"""README capture.js section: "Each submit carries an Idempotency-Key, so a double click counts
-once." Headless Chromium double-clicks a form's submit button, at machine speed and at a human
-double-click's pace, and each person must be on the interactions topic exactly once."""
+"""docs/capture.md, the capture.js section: "Each submit carries an Idempotency-Key, so a double
+click counts once." Headless Chromium double-clicks a form's submit button, at machine speed and at
+a human double-click's pace, and each person must be on the interactions topic exactly once."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""README "Never lost, never doubled": with the database unreachable and Kafka up, capture still
-accepts, straight to Kafka, and the event is there exactly once (services/capture/intake.py)."""
+"""docs/capture.md "Never lost, never doubled": with the database unreachable and Kafka up, capture
+still accepts, straight to Kafka, and the event is there exactly once
+(services/capture/intake.py)."""
 
 from __future__ import annotations
 

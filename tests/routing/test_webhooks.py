@@ -35,7 +35,7 @@ SECRET = "whsec-test-secret"
 
 
 def signature_ok(secret: str, body: bytes, header: str) -> bool:
-    """What a receiver does, from the README's description, independent of the production
+    """What a receiver does, from docs/routing.md's description, independent of the production
     code: ``t=<unix>,v1=hex(HMAC-SHA256(secret, "<t>.<body>"))``, fresh within 5 minutes."""
     try:
         parts = dict(p.split("=", 1) for p in header.split(","))

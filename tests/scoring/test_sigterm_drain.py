@@ -1,6 +1,6 @@
-"""README "Operations" and shared/runtime.py: SIGTERM drains. A scoring process stopped while a
-backlog of interactions is being consumed exits cleanly, with the offsets of everything it
-recorded as processed committed, and every event that work produced relayed (none pending)."""
+"""docs/operations.md and shared/runtime.py: SIGTERM drains. A scoring process stopped while a
+backlog of interactions is being consumed exits cleanly, with the offsets of everything it recorded
+as processed committed, and every event that work produced relayed (none pending)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The decay sweep shares its work between replicas with SKIP LOCKED on PostgreSQL (README
+"""The decay sweep shares its work between replicas with SKIP LOCKED on PostgreSQL (docs/scoring.md
 "Operations notes"; services/scoring/sweep.py): concurrent sweepers cover every lead once and
 announce nothing twice, and a sweeper never waits for leads another replica holds."""
 

@@ -1,5 +1,5 @@
-"""README "Operations": logs are JSON lines. A process that configures logging as every service
-does writes one JSON object per record to stderr, tracebacks and multi-line messages included."""
+"""docs/operations.md: logs are JSON lines. A process that configures logging as every service does
+writes one JSON object per record to stderr, tracebacks and multi-line messages included."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""README: "``leadflow migrate`` applies every migration (each service has its own Alembic
-history and version table, so a service can also live in its own database)" (shared/migrate.py).
-"""
+"""docs/operations.md: "``leadflow migrate`` applies every migration (each service has its own
+Alembic history and version table, so a service can also live in its own database)"
+(shared/migrate.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""README "Readiness tells the truth": ``/readyz`` is red while a consumer has not polled Kafka
-for ``LEADFLOW_CONSUMER_STALL_SECONDS`` or the outbox relay has been failing that long, and turns
-green again by itself once the cause is gone (shared/runtime.py ``Runtime.readiness``)."""
+"""docs/operations.md "Readiness tells the truth": ``/readyz`` is red while a consumer has not
+polled Kafka for ``LEADFLOW_CONSUMER_STALL_SECONDS`` or the outbox relay has been failing that long,
+and turns green again by itself once the cause is gone (shared/runtime.py ``Runtime.readiness``)."""
 
 from __future__ import annotations
 

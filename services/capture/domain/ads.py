@@ -1,6 +1,6 @@
 """Ad-platform lead callbacks (Meta, Google Ads, LinkedIn): signatures and field mapping.
 
-The wire formats are those of /work/shared/reference/ad-platforms.md. Ids are kept as strings
+The wire formats are those the platforms document (see docs/capture.md, ad platforms). Ids are kept as strings
 exactly as sent (JSON is parsed so that big integers never pass through a float).
 """
 
