@@ -66,6 +66,10 @@ COMMIT_FAILED = Counter(
 
 __all__ = ["ConsumerRunner", "classify", "is_transient", "scrub_error"]
 
+#: How long a consumer may wait out a database error before readiness reports it: a deadlock
+#: or a lost connection retried within this is ordinary, not an outage.
+WAIT_GRACE_SECONDS = 2.0
+
 BatchHandler = Callable[[AsyncConnection, Sequence[CloudEvent]], Awaitable[None]]
 
 
@@ -353,7 +357,8 @@ class ConsumerRunner:
         now = time.monotonic() if now is None else now
         since = None if self.last_poll is None else now - self.last_poll
         problem = None
-        if self.waiting_for is not None:
+        waited = None if self.waiting_since is None else now - self.waiting_since
+        if self.waiting_for is not None and (waited is None or waited >= WAIT_GRACE_SECONDS):
             problem = f"waiting for the database ({self.waiting_for})"
         else:
             # Since the last poll, or since this run began (a restart gets a fresh start).

@@ -133,3 +133,32 @@ async def test_the_database_probe_does_not_wait_behind_a_sqlite_writer(sqlite_db
     finally:
         await writer.dispose()
         await runtime.engine.dispose()
+
+
+async def test_a_short_database_retry_is_not_an_outage(sqlite_db_url: str) -> None:
+    """A deadlock or dropped connection retried within ``WAIT_GRACE_SECONDS`` leaves readiness
+    green; waiting longer is reported."""
+    from shared.bus import WAIT_GRACE_SECONDS, ConsumerRunner
+
+    async def handler(*_: object) -> None:
+        return None
+
+    engine = create_engine(sqlite_db_url)
+    runner = ConsumerRunner(
+        settings=make_settings("127.0.0.1:1", sqlite_db_url),
+        engine=engine,
+        topics=["t"],
+        group_id="g",
+        handler=handler,
+        source="t",
+    )
+    try:
+        now = 1000.0
+        runner.started_at = runner.last_poll = now - 0.1
+        runner.waiting_for, runner.waiting_since = "DeadlockDetectedError", now - 0.2
+        assert runner.health(30.0, now).ok
+        runner.waiting_since = now - WAIT_GRACE_SECONDS - 0.1
+        health = runner.health(30.0, now)
+        assert not health.ok and "waiting for the database" in (health.problem or "")
+    finally:
+        await engine.dispose()
