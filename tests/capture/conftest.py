@@ -72,3 +72,29 @@ async def capture_sqlite(kafka_bootstrap: str, sqlite_db_url: str) -> AsyncItera
     """A capture app on SQLite only (for tests whose behaviour does not depend on the database)."""
     async with start(kafka_bootstrap, sqlite_db_url) as running:
         yield running
+
+
+@asynccontextmanager
+async def site_with_capture(
+    kafka_bootstrap: str, db_url: str, path: str, page: str
+) -> AsyncIterator[tuple[str, Settings]]:
+    """A running capture and a website serving ``page`` at ``path`` (``{capture}`` in the page
+    is capture's base URL), both on real ports for a browser; yields (page URL, settings)."""
+    from fastapi.responses import HTMLResponse
+
+    from shared.broker import free_port
+    from tests.browser import serve
+
+    site_port, capture_port = free_port(), free_port()
+    site_origin = f"http://127.0.0.1:{site_port}"
+    config = make_config()
+    config["forms"]["test-form"]["allowed_origins"] = [site_origin]
+    settings = make_settings(kafka_bootstrap, db_url)
+    capture_app = build_app(settings, config)
+    site = FastAPI()
+    html = page.format(capture=f"http://127.0.0.1:{capture_port}")
+    site.add_api_route(path, lambda: HTMLResponse(html), methods=["GET"])
+    async with capture_app.router.lifespan_context(capture_app):
+        await capture_app.state.runtime.wait_ready()
+        async with serve(capture_app, capture_port), serve(site, site_port):
+            yield f"{site_origin}{path}", settings

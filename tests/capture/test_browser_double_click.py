@@ -8,14 +8,9 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
-
-from services.capture.main import build_app
-from shared.broker import free_port
-from tests.browser import BROWSER_TESTS, headless_chromium, serve
-from tests.capture.conftest import make_config
-from tests.support import make_settings, wait_for_events
+from tests.browser import BROWSER_TESTS, headless_chromium
+from tests.capture.conftest import site_with_capture
+from tests.support import wait_for_events
 
 pytestmark = BROWSER_TESTS
 
@@ -65,22 +60,11 @@ def _browse(url: str) -> None:
 
 
 async def test_double_click_counts_once(kafka_bootstrap: str, sqlite_db_url: str) -> None:
-    site_port, capture_port = free_port(), free_port()
-    site_origin = f"http://127.0.0.1:{site_port}"
-    config = make_config()
-    config["forms"]["test-form"]["allowed_origins"] = [site_origin]
-    settings = make_settings(kafka_bootstrap, sqlite_db_url)
-    capture_app = build_app(settings, config)
-    site = FastAPI()
-
-    @site.get("/contact", response_class=HTMLResponse)
-    async def contact() -> str:
-        return PAGE.format(capture=f"http://127.0.0.1:{capture_port}")
-
-    async with capture_app.router.lifespan_context(capture_app):
-        await capture_app.state.runtime.wait_ready()
-        async with serve(capture_app, capture_port), serve(site, site_port):
-            await asyncio.to_thread(_browse, f"{site_origin}/contact")
+    async with site_with_capture(kafka_bootstrap, sqlite_db_url, "/contact", PAGE) as (
+        url,
+        settings,
+    ):
+        await asyncio.to_thread(_browse, url)
         topic = f"{settings.leadflow_topic_prefix}interactions"
         # The barrier was submitted after both double clicks were answered: once it is on the
         # topic, any second event of theirs would be too (capture answered each 202 only

@@ -5,15 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
-
-from services.capture.main import build_app
-from shared.broker import free_port
 from shared.events import InteractionType
-from tests.browser import BROWSER_TESTS, headless_chromium, serve
-from tests.capture.conftest import make_config
-from tests.support import make_settings, wait_for_events
+from tests.browser import BROWSER_TESTS, headless_chromium
+from tests.capture.conftest import site_with_capture
+from tests.support import wait_for_events
 
 # In CI a missing browser fails these tests; elsewhere they are skipped (tests/browser.py).
 pytestmark = BROWSER_TESTS
@@ -52,24 +47,14 @@ def _browse(url: str) -> str:
 async def test_snippet_posts_form_with_attribution_and_page_view(
     kafka_bootstrap: str, sqlite_db_url: str
 ) -> None:
-    site_port, capture_port = free_port(), free_port()
-    site_origin = f"http://127.0.0.1:{site_port}"
-    config = make_config()
-    config["forms"]["test-form"]["allowed_origins"] = [site_origin]
-    settings = make_settings(kafka_bootstrap, sqlite_db_url)
-    capture_app = build_app(settings, config)
-    site = FastAPI()
-
-    @site.get("/pricing", response_class=HTMLResponse)
-    async def pricing() -> str:
-        return PAGE.format(capture=f"http://127.0.0.1:{capture_port}")
-
-    async with capture_app.router.lifespan_context(capture_app):
-        await capture_app.state.runtime.wait_ready()
-        async with serve(capture_app, capture_port), serve(site, site_port):
-            result = await asyncio.to_thread(
-                _browse, f"{site_origin}/pricing?utm_source=newsletter&utm_campaign=launch"
-            )
+    async with site_with_capture(kafka_bootstrap, sqlite_db_url, "/pricing", PAGE) as (
+        url,
+        settings,
+    ):
+        site_origin = url.removesuffix("/pricing")
+        result = await asyncio.to_thread(
+            _browse, f"{url}?utm_source=newsletter&utm_campaign=launch"
+        )
         assert '"status":"accepted"' in result, result
         topic = f"{settings.leadflow_topic_prefix}interactions"
         events = await wait_for_events(kafka_bootstrap, topic, lambda evs: len(evs) >= 2)
