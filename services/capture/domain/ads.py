@@ -1,7 +1,7 @@
 """Ad-platform lead callbacks (Meta, Google Ads, LinkedIn): signatures and field mapping.
 
-The wire formats are those the platforms document (see docs/capture.md, ad platforms). Ids are kept as strings
-exactly as sent (JSON is parsed so that big integers never pass through a float).
+The wire formats are those the platforms document (see docs/capture.md, ad platforms). Ids are
+kept as strings exactly as sent (JSON is parsed so that big integers never pass through a float).
 """
 
 from __future__ import annotations
