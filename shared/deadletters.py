@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import insert_for, is_sqlite
 from shared.events import CloudEvent, InvalidEvent, derived_event_id, from_kafka, utcnow
+from shared.logs import redact
 from shared.messaging_tables import deadletters, outbox
 
 #: Extension naming the original event id of a replayed event.
@@ -133,7 +134,7 @@ def scrub_error(exc: BaseException, limit: int = 300) -> str:
             first = str(inner).splitlines()[0] if str(inner) else ""
             parts.append(f": {first}")
         return clean_text("".join(parts))[:limit]
-    text = str(exc)
+    text = redact(str(exc))  # configured secrets, credentials in URLs
     text = text.split("[SQL:", 1)[0].split("[parameters:", 1)[0]
     first = text.strip().splitlines()[0] if text.strip() else ""
     first = _SQLA_PREFIX.sub("", first)

@@ -4,7 +4,8 @@ Every record passes :class:`RedactingFilter`: configured secrets (tokens, write 
 secrets: see ``Settings.secrets``), bearer/basic credentials, ``Authorization`` values and
 secret-looking query parameters are replaced by ``[redacted]``, and database error text loses
 the bound parameters and ``DETAIL`` lines, which hold the personal data of the row.
-:func:`scrub_error` gives the same clean text for an exception (dead-letter headers, messages).
+:func:`shared.deadletters.scrub_error` gives one clean line for an exception (logs, dead-letter
+headers), and passes it through :func:`redact` too.
 """
 
 from __future__ import annotations
@@ -76,14 +77,6 @@ def redact(text: str) -> str:
     for regex, replacement in _DB_NOISE:
         text = regex.sub(replacement, text)
     return text
-
-
-def scrub_error(exc: BaseException, limit: int = 1000) -> str:
-    """One clean line for an exception: its type and message without bound parameters, DETAIL
-    lines or secrets; for logs, dead-letter headers and problem details."""
-    text = redact(f"{type(exc).__name__}: {exc}")
-    text = " ".join(part.strip() for part in text.splitlines() if part.strip())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RedactingFilter(logging.Filter):

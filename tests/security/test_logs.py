@@ -12,7 +12,8 @@ from sqlalchemy import Column, MetaData, String, Table, create_engine, insert
 from sqlalchemy.exc import IntegrityError
 
 from shared import logs
-from shared.logs import configure_logging, scrub_error
+from shared.deadletters import scrub_error
+from shared.logs import configure_logging
 from shared.settings import load_settings
 
 ADMIN = "admin-token-0123456789abcdef"
