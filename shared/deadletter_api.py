@@ -11,11 +11,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
+from shared.auth import AdminAuth
 from shared.deadletters import ReplayError, get_deadletter, list_deadletters, replay
-from shared.http import BearerAuth, RuntimeDep
+from shared.http import RuntimeDep
 from shared.problems import Problem
 
-router = APIRouter(prefix="/v1/deadletters", tags=["operations"], dependencies=[BearerAuth])
+router = APIRouter(prefix="/v1/deadletters", tags=["operations"], dependencies=[AdminAuth])
 
 # Ids are database keys: bounded so that a huge number is a 422, not a driver overflow (500).
 DeadLetterId = Annotated[int, Path(ge=1, le=2**62)]

@@ -17,11 +17,9 @@ from shared.auth import (
     LOGIN_PATH,
     SESSION_COOKIE,
     Access,
-    AdminAuth,
     OpsAuth,
     bearer_of,
     check,
-    require_admin,
 )
 from shared.logs import register_secrets
 from shared.problems import Problem, install_problem_handlers, problem_response
@@ -239,9 +237,3 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-
-
-BearerAuth = AdminAuth
-"""The admin credential (kept under its old name; see :mod:`shared.auth`)."""
-
-require_token = require_admin

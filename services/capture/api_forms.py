@@ -20,8 +20,8 @@ from services.capture.http_input import (
     preflight,
     read_body,
 )
+from shared.auth import AdminAuth
 from shared.events import InteractionType
-from shared.http import BearerAuth
 from shared.problems import Problem
 
 router = APIRouter(tags=["capture"])
@@ -174,7 +174,7 @@ async def register_for_webinar(webinar_id: str, request: Request, ctx: ContextDe
     "/v1/webinars/{webinar_id}/attendance",
     status_code=202,
     response_model=AcceptedOut,
-    dependencies=[BearerAuth],
+    dependencies=[AdminAuth],
 )
 async def report_attendance(webinar_id: str, request: Request, ctx: ContextDep) -> Response:
     """Server-to-server: ``{"email", "attended_minutes"}`` from the webinar platform."""

@@ -13,9 +13,9 @@ from pydantic import BaseModel, Field
 from services.routing import handlers
 from services.routing import repository as repo
 from services.routing.messages import RoutingContext
-from shared.auth import ReadAuth
+from shared.auth import AdminAuth, ReadAuth
 from shared.events import CloudEvent, derived_event_id, new_event_id, parse_time, rfc3339, utcnow
-from shared.http import BearerAuth, RuntimeDep
+from shared.http import RuntimeDep
 from shared.outbox import enqueue
 from shared.problems import Problem
 
@@ -107,7 +107,7 @@ def _when(value: datetime | None) -> datetime:
     return at
 
 
-@router.post("/assignments/{assignment_id}/first-touch", dependencies=[BearerAuth])
+@router.post("/assignments/{assignment_id}/first-touch", dependencies=[AdminAuth])
 async def post_first_touch(
     assignment_id: str, request: Request, runtime: RuntimeDep, body: FirstTouch | None = None
 ) -> dict[str, Any]:
@@ -139,7 +139,7 @@ class SalesActivity(BaseModel):
     occurred_at: datetime | None = None
 
 
-@router.post("/sales/activities", status_code=202, dependencies=[BearerAuth])
+@router.post("/sales/activities", status_code=202, dependencies=[AdminAuth])
 async def post_sales_activity(
     body: SalesActivity,
     request: Request,

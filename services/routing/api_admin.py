@@ -17,9 +17,9 @@ from services.routing.domain.rules import can_take
 from services.routing.domain.sla import report
 from services.routing.messages import RoutingContext
 from services.routing.webhooks import url_host
-from shared.auth import ReadAuth
+from shared.auth import AdminAuth, ReadAuth
 from shared.events import rfc3339, utcnow
-from shared.http import BearerAuth, RuntimeDep
+from shared.http import RuntimeDep
 from shared.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["operations"])
@@ -123,7 +123,7 @@ class RepPatch(BaseModel):
     working_hours: WorkingHours | None = None
 
 
-@router.patch("/reps/{rep_id}", dependencies=[BearerAuth])
+@router.patch("/reps/{rep_id}", dependencies=[AdminAuth])
 async def patch_rep(
     rep_id: str, body: RepPatch, request: Request, runtime: RuntimeDep
 ) -> dict[str, Any]:

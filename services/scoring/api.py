@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.scoring import commands, queries
 from services.scoring.domain.identity import normalise_email
-from shared.auth import ReadAuth
+from shared.auth import AdminAuth, ReadAuth
 from shared.events import utcnow
-from shared.http import BearerAuth, RuntimeDep
+from shared.http import RuntimeDep
 from shared.problems import Problem
 from shared.topics import Topics
 
@@ -126,7 +126,7 @@ async def get_timeline(
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.patch("/{lead_id}", dependencies=[BearerAuth])
+@router.patch("/{lead_id}", dependencies=[AdminAuth])
 async def patch_lead(runtime: RuntimeDep, lead_id: str, body: LeadPatch) -> dict[str, Any]:
     """Override stage and/or status by hand (also backwards); audited in the timeline."""
     _no_nul(lead_id=lead_id, reason=body.reason)
@@ -147,7 +147,7 @@ async def patch_lead(runtime: RuntimeDep, lead_id: str, body: LeadPatch) -> dict
     return lead.to_resource()
 
 
-@router.delete("/{lead_id}", dependencies=[BearerAuth], status_code=204)
+@router.delete("/{lead_id}", dependencies=[AdminAuth], status_code=204)
 async def delete_lead(runtime: RuntimeDep, lead_id: str) -> Response:
     """Erase the person's data; the email is not re-created without a new consent."""
     _no_nul(lead_id=lead_id)

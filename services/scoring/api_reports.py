@@ -11,9 +11,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.scoring import kpis, queries
-from shared.auth import SESSION_COOKIE, SESSION_SECONDS, ReadAuth, SessionAuth, issue_session
+from shared.auth import (
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    AdminAuth,
+    ReadAuth,
+    SessionAuth,
+    issue_session,
+)
 from shared.events import parse_time, rfc3339, utcnow
-from shared.http import BearerAuth, RuntimeDep
+from shared.http import RuntimeDep
 from shared.problems import Problem
 
 router = APIRouter(tags=["reports"])
@@ -81,7 +88,7 @@ async def get_kpis(
     }
 
 
-@router.post("/v1/ad-spend", dependencies=[BearerAuth])
+@router.post("/v1/ad-spend", dependencies=[AdminAuth])
 async def post_ad_spend(runtime: RuntimeDep, body: AdSpendBatch | AdSpend) -> dict[str, Any]:
     """Record spend (one entry, or ``{"items": [...]}``); the same day/source/campaign replaces."""
     entries = body.items if isinstance(body, AdSpendBatch) else [body]
