@@ -17,7 +17,7 @@ from shared.db import create_engine
 from shared.deadletter_api import router as deadletter_router
 from shared.http import create_app
 from shared.runtime import Runtime
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings, SettingsError, split_list
 from shared.topics import Topics
 
 SERVICE_NAME = "capture"
@@ -27,8 +27,8 @@ def tracking_origins(settings: Settings, public_origins: frozenset[str]) -> froz
     """Who may call the tracking API from a browser: ``LEADFLOW_TRACKING_ORIGINS``, else the
     forms' allowed origins, else (dev mode only) any origin."""
     if settings.leadflow_tracking_origins is not None:
-        given = settings.leadflow_tracking_origins.split(",")
-        return frozenset(o.strip().rstrip("/").lower() for o in given if o.strip())
+        given = split_list(settings.leadflow_tracking_origins)
+        return frozenset(o.rstrip("/").lower() for o in given)
     if public_origins:
         return frozenset(o.lower() for o in public_origins)
     return frozenset({"*"}) if settings.leadflow_dev else frozenset()
