@@ -143,3 +143,18 @@ async def running_consumer(
         yield runtime
     finally:
         await runtime.stop()
+
+
+async def waiting_on_a_lock(engine: AsyncEngine) -> bool:
+    """Whether some session of this PostgreSQL database waits for a lock (a race under test has
+    reached its contended point)."""
+    from sqlalchemy import text
+
+    async with engine.connect() as conn:
+        waiting = await conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+        )
+        return bool(waiting.scalar_one())

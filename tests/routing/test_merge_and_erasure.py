@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.routing import durable_queues as queues
@@ -35,7 +35,7 @@ from tests.routing.helpers import (
     qualified,
     running,
 )
-from tests.support import make_settings, wait_for, wait_for_events
+from tests.support import make_settings, wait_for, wait_for_events, waiting_on_a_lock
 
 HOOK = {
     "name": "crm",
@@ -292,16 +292,7 @@ async def _race(
 
     async def settled() -> bool:
         # Either the second has finished on what it could see, or it waits for the first.
-        if other.done():
-            return True
-        async with engine.connect() as probe:
-            waiting = await probe.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                )
-            )
-            return bool(waiting.scalar_one())
+        return other.done() or await waiting_on_a_lock(engine)
 
     async with engine.begin() as conn:
         await handle_event(conn, ctx, first)

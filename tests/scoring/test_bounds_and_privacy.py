@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.capture.domain.ads import ad_interaction, erasure_interaction
@@ -26,7 +26,7 @@ from shared.events import CloudEvent, InteractionType, LeadType, rfc3339, utcnow
 from shared.messaging_tables import outbox
 from shared.topics import Topics
 from tests.scoring.helpers import T0, VP_SALES, default_rules, interaction
-from tests.support import wait_for
+from tests.support import wait_for, waiting_on_a_lock
 
 TOPICS = Topics("i8.")
 PAGE = {"event": "page", "name": "Pricing", "properties": {}}
@@ -168,19 +168,6 @@ async def test_a_merge_keeps_the_bounds(db_url: str) -> None:
         await engine.dispose()
 
 
-async def _waiting_on_a_lock(engine: AsyncEngine) -> bool:
-    async with engine.connect() as conn:
-        n = (
-            await conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database()"
-                )
-            )
-        ).scalar_one()
-    return bool(n)
-
-
 async def test_an_api_erasure_racing_a_batch_does_not_bring_the_person_back(
     pg_db_url: str,
 ) -> None:
@@ -205,7 +192,7 @@ async def test_an_api_erasure_racing_a_batch_does_not_bring_the_person_back(
             erased = await commands.erase_lead(conn, TOPICS, str(lead_id), utcnow())
             assert erased is not None
             racer = asyncio.create_task(_apply(engine, handler, [second]))
-            await wait_for(lambda: _waiting_on_a_lock(engine), what="batch waits for the lead")
+            await wait_for(lambda: waiting_on_a_lock(engine), what="batch waits for the lead")
         await asyncio.wait_for(racer, 30)
 
         states = await _lead_rows(engine)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,7 +25,7 @@ from shared.db import create_engine
 from shared.events import CloudEvent, InteractionType
 from shared.topics import Topics
 from tests.scoring.helpers import default_rules, interaction
-from tests.support import wait_for
+from tests.support import wait_for, waiting_on_a_lock
 
 GROUP = "leadflow-scoring"
 
@@ -45,19 +45,6 @@ async def _apply_retrying_once(
             attempts.append("conflict")
 
 
-async def _blocked_on_lock(engine: AsyncEngine) -> bool:
-    async with engine.connect() as conn:
-        n = (
-            await conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database()"
-                )
-            )
-        ).scalar_one()
-    return bool(n)
-
-
 async def test_two_consumers_race_on_one_person(pg_db_url: str) -> None:
     engine = create_engine(pg_db_url)
     handler = ScoringHandler(default_rules(), Topics("race."))
@@ -73,7 +60,7 @@ async def test_two_consumers_race_on_one_person(pg_db_url: str) -> None:
             await claim(conn, GROUP, [first.id])
             await handler(conn, [first])
             racer = asyncio.create_task(_apply_retrying_once(engine, handler, [second], attempts))
-            await wait_for(lambda: _blocked_on_lock(engine), what="second consumer blocked")
+            await wait_for(lambda: waiting_on_a_lock(engine), what="second consumer blocked")
         await asyncio.wait_for(racer, 30)
         assert attempts == ["conflict", "ok"]
         async with engine.connect() as conn:
