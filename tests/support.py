@@ -158,3 +158,23 @@ async def waiting_on_a_lock(engine: AsyncEngine) -> bool:
             )
         )
         return bool(waiting.scalar_one())
+
+
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a service started as its own process with ``settings`` (dev mode, the
+    test's broker, database, topic prefix, token and fast group timeouts), plus ``extra``."""
+    import os
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url or "",
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "LEADFLOW_TOPIC_PREFIX": settings.leadflow_topic_prefix,
+        "LEADFLOW_DEV": "1",
+        "LEADFLOW_API_TOKEN": settings.api_token,
+        "KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
+        "KAFKA_REBALANCE_TIMEOUT_MS": str(settings.kafka_rebalance_timeout_ms),
+    }
+    env.update(extra)
+    return env

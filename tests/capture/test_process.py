@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from shared.broker import free_port
-from tests.support import make_settings, wait_for, wait_for_events
+from tests.support import make_settings, process_env, wait_for, wait_for_events
 
 
 @pytest.mark.slow
@@ -22,17 +21,7 @@ async def test_cli_process_serves_and_stops_cleanly(
 ) -> None:
     settings = make_settings(kafka_bootstrap, pg_db_url)
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": pg_db_url,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "LEADFLOW_TOPIC_PREFIX": settings.leadflow_topic_prefix,
-        "LEADFLOW_DEV": "1",
-        "KAFKA_SESSION_TIMEOUT_MS": "1000",
-        "KAFKA_HEARTBEAT_INTERVAL_MS": "100",
-        "KAFKA_REBALANCE_TIMEOUT_MS": "1000",
-        "LEADFLOW_CAPTURE_PORT": str(port),
-    }
+    env = process_env(settings, LEADFLOW_CAPTURE_PORT=str(port))
     log_path = tmp_path / "capture.log"
     log_file = log_path.open("wb")  # a file, not a pipe: a full pipe would block the process
     proc = await asyncio.create_subprocess_exec(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from shared.bus import ensure_topics
 from shared.events import CloudEvent, LeadType, RoutingType
 from shared.topics import Topics
 from tests.routing.helpers import AUTH, config, lead, publish, qualified, running
-from tests.support import make_settings, read_topic, wait_for, wait_for_events
+from tests.support import make_settings, process_env, read_topic, wait_for, wait_for_events
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,20 +52,12 @@ async def test_killed_after_db_commit_assigns_exactly_once(
     cfg_path = tmp_path / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(config()))
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "LEADFLOW_TOPIC_PREFIX": settings.leadflow_topic_prefix,
-        "LEADFLOW_DEV": "1",
-        "KAFKA_SESSION_TIMEOUT_MS": "1000",
-        "KAFKA_HEARTBEAT_INTERVAL_MS": "100",
-        "KAFKA_REBALANCE_TIMEOUT_MS": "1000",
-        "LEADFLOW_ROUTING_PORT": str(port),
-        "LEADFLOW_CONFIG": str(cfg_path),
-        "LEADFLOW_OUTBOX_POLL_SECONDS": "0.2",
-        "LEADFLOW_API_TOKEN": settings.api_token,  # the token AUTH carries
-    }
+    env = process_env(
+        settings,
+        LEADFLOW_ROUTING_PORT=str(port),
+        LEADFLOW_CONFIG=str(cfg_path),
+        LEADFLOW_OUTBOX_POLL_SECONDS="0.2",
+    )
     the_lead = lead("DE", "warm")
     await send(kafka_bootstrap, topics.leads, qualified(the_lead))
 

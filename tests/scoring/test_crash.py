@@ -7,7 +7,6 @@ and exactly one ``lead.qualified`` is published.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,30 +20,17 @@ from shared.bus import ensure_topics
 from shared.db import create_engine
 from shared.events import InteractionType, LeadType
 from shared.outbox import pending_count
+from shared.settings import Settings
 from shared.topics import Topics
 from tests.scoring.helpers import VP_SALES, interaction
 from tests.scoring.test_service import produce
-from tests.support import AUTH, make_settings, read_topic, wait_for
+from tests.support import AUTH, make_settings, process_env, read_topic, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _start(settings: object, port: int, failpoints: str | None) -> subprocess.Popen[bytes]:
-    s = settings
-    env = {
-        **os.environ,
-        "DATABASE_URL": s.database_url,  # type: ignore[attr-defined]
-        "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers,  # type: ignore[attr-defined]
-        "LEADFLOW_TOPIC_PREFIX": s.leadflow_topic_prefix,  # type: ignore[attr-defined]
-        "LEADFLOW_DEV": "1",
-        "KAFKA_SESSION_TIMEOUT_MS": "1000",
-        "KAFKA_HEARTBEAT_INTERVAL_MS": "100",
-        "KAFKA_REBALANCE_TIMEOUT_MS": "1000",
-        "LEADFLOW_OUTBOX_POLL_SECONDS": "0.2",
-        "LEADFLOW_SCORING_PORT": str(port),
-        # the API now wants a token for reads too: the one the test client sends (AUTH)
-        "LEADFLOW_API_TOKEN": s.leadflow_api_token,  # type: ignore[attr-defined]
-    }
+def _start(settings: Settings, port: int, failpoints: str | None) -> subprocess.Popen[bytes]:
+    env = process_env(settings, LEADFLOW_OUTBOX_POLL_SECONDS="0.2", LEADFLOW_SCORING_PORT=str(port))
     env.pop("LEADFLOW_FAILPOINTS", None)
     if failpoints:
         env["LEADFLOW_FAILPOINTS"] = failpoints

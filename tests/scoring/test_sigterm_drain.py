@@ -5,7 +5,6 @@ as processed committed, and every event that work produced relayed (none pending
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from shared.messaging_tables import outbox, processed_events
 from shared.outbox import publish
 from shared.topics import Topics
 from tests.scoring.helpers import interaction
-from tests.support import make_settings, wait_for
+from tests.support import make_settings, process_env, wait_for
 
 N = 3000
 
@@ -51,18 +50,7 @@ async def test_sigterm_mid_backlog_commits_and_relays_what_was_consumed(
     settings = make_settings(kafka_bootstrap, pg_db_url)
     topics = Topics(settings.leadflow_topic_prefix)
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": pg_db_url,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "LEADFLOW_TOPIC_PREFIX": settings.leadflow_topic_prefix,
-        "LEADFLOW_DEV": "1",
-        "KAFKA_SESSION_TIMEOUT_MS": "1000",
-        "KAFKA_HEARTBEAT_INTERVAL_MS": "100",
-        "KAFKA_REBALANCE_TIMEOUT_MS": "1000",
-        "LEADFLOW_SCORING_PORT": str(port),
-        "LEADFLOW_CONSUMER_BATCH": "100",
-    }
+    env = process_env(settings, LEADFLOW_SCORING_PORT=str(port), LEADFLOW_CONSUMER_BATCH="100")
     log_path = tmp_path / "scoring.log"
     log_file = log_path.open("wb")  # a file, not a pipe: a full pipe would block the process
     proc = await asyncio.create_subprocess_exec(
