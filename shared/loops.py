@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from shared.events import utcnow
@@ -60,19 +61,35 @@ class DueWorkLoop:
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
 
-class PeriodicPurge(DueWorkLoop):
+class Periodic(DueWorkLoop):
+    """Runs ``work`` every ``every`` seconds (and when woken): sweeps, retention, decay."""
+
+    def __init__(
+        self,
+        every: float,
+        work: Callable[[], Awaitable[object]],
+        *,
+        error_pause: float | None = None,
+    ) -> None:
+        super().__init__(
+            max_sleep=every, error_pause=min(every, 60.0) if error_pause is None else error_pause
+        )
+        self.every = every
+        self.work = work
+
+    async def step(self) -> datetime | None:
+        await self.work()
+        return utcnow() + timedelta(seconds=self.every)
+
+
+class PeriodicPurge(Periodic):
     """A retention job: :meth:`purge` what is past its time, every ``every`` seconds.
 
     Subclasses implement :meth:`purge` (and may call it directly, with ``now``, in tests).
     """
 
     def __init__(self, *, every: float = 3600.0, error_pause: float = 60.0) -> None:
-        super().__init__(max_sleep=every, error_pause=error_pause)
-        self.every = every
-
-    async def step(self) -> datetime | None:
-        await self.purge()
-        return utcnow() + timedelta(seconds=self.every)
+        super().__init__(every, self.purge, error_pause=error_pause)
 
     async def purge(self, now: datetime | None = None) -> tuple[int, int]:
         """Delete what is past retention; return the two counts deleted."""

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,7 +29,7 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 from prometheus_client import Counter
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import insert_for, is_sqlite
@@ -96,6 +96,64 @@ async def release(conn: AsyncConnection, event_ids: Sequence[str]) -> None:
             .where(outbox.c.event_id.in_(list(event_ids)), outbox.c.sent_at.is_(None))
             .values(available_at=None)
         )
+
+
+async def hold(conn: AsyncConnection, event_ids: Sequence[str], until: datetime) -> None:
+    """Keep unsent rows from the relay until ``until`` (their sender is still trying)."""
+    if event_ids:
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.event_id.in_(list(event_ids)), outbox.c.sent_at.is_(None))
+            .values(available_at=until)
+        )
+
+
+async def count_pending(
+    conn: AsyncConnection, source: str | None = None, *, held: bool = True
+) -> int:
+    """How many rows wait to be published; ``held=False`` leaves out rows held for later."""
+    q = select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
+    if source is not None:
+        q = q.where(outbox.c.source == source)
+    if not held:
+        q = q.where(or_(outbox.c.available_at.is_(None), outbox.c.available_at <= utcnow()))
+    return int((await conn.execute(q)).scalar_one())
+
+
+async def rewrite_sent(
+    conn: AsyncConnection,
+    source: str,
+    rewrite: Callable[[dict[str, Any]], dict[str, Any]],
+    *,
+    subject: str | None = None,
+    types: Collection[str] = (),
+    drop_key: bool = False,
+) -> int:
+    """Replace the data of published rows (``rewrite(old data)``); returns the rows changed.
+
+    Published rows are kept only for their event ids (a repeated id is skipped); what they
+    carried of a person can go. ``subject`` and ``types`` narrow the rows; ``drop_key`` also
+    forgets the partition key (a person's email or phone), and skips rows already without one.
+    """
+    q = select(outbox.c.id, outbox.c.data).where(
+        outbox.c.source == source, outbox.c.sent_at.is_not(None)
+    )
+    if subject is not None:
+        q = q.where(outbox.c.ce_subject == subject)
+    if types:
+        q = q.where(outbox.c.ce_type.in_(list(types)))
+    if drop_key:
+        q = q.where(outbox.c.partition_key.is_not(None))
+    rows = (await conn.execute(q)).all()
+    if rows:
+        values: dict[str, Any] = {"data": bindparam("new_data")}
+        if drop_key:
+            values["partition_key"] = None
+        await conn.execute(
+            update(outbox).where(outbox.c.id == bindparam("row_id")).values(**values),
+            [{"row_id": r.id, "new_data": rewrite(dict(r.data or {}))} for r in rows],
+        )
+    return len(rows)
 
 
 async def mark_sent(conn: AsyncConnection, event_ids: Sequence[str]) -> None:
@@ -440,11 +498,6 @@ class OutboxRelay:
 
 
 async def pending_count(engine: AsyncEngine, source: str | None = None) -> int:
-    """How many outbox rows wait to be published (for readiness and tests)."""
-    from sqlalchemy import func
-
-    q = select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
-    if source is not None:
-        q = q.where(outbox.c.source == source)
+    """How many outbox rows wait to be published, held ones included (for tests and tools)."""
     async with engine.connect() as conn:
-        return int((await conn.execute(q)).scalar_one())
+        return await count_pending(conn, source)
