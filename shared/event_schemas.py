@@ -14,6 +14,18 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from shared.contract import (
+    CHANNELS,
+    CONTACT_FIELDS,
+    COUNTRY_PATTERN,
+    E164_PATTERN,
+    EMAIL_PATTERN,
+    INTENTS,
+    INTERACTION_PARTS,
+    STAGES,
+    STATUSES,
+    TEMPERATURES,
+)
 from shared.events import (
     INTERACTION_TYPES,
     LEAD_TYPES,
@@ -30,16 +42,11 @@ _OBJ = {"type": ["object", "null"]}
 CONTACT = {
     "type": "object",
     "properties": {
-        "email": _STR,
-        "phone": _STR,
-        "first_name": _STR,
-        "last_name": _STR,
-        "company": _STR,
-        "job_title": _STR,
-        "industry": _STR,
-        "company_size": {"type": ["integer", "null"]},
-        "company_size_raw": _STR,
-        "country": _STR,
+        **{name: _STR for name in CONTACT_FIELDS},
+        "email": {"type": ["string", "null"], "pattern": EMAIL_PATTERN.pattern, "maxLength": 254},
+        "phone": {"type": ["string", "null"], "pattern": E164_PATTERN.pattern},
+        "company_size": {"type": ["integer", "null"], "minimum": 0},
+        "country": {"type": ["string", "null"], "pattern": COUNTRY_PATTERN.pattern},
     },
 }
 
@@ -49,21 +56,14 @@ INTERACTION = {
     "properties": {
         "lead_key": {"type": "string", "minLength": 1},
         "occurred_at": _TIME,
-        "channel": {"enum": ["form", "download", "webinar", "ad", "tracking"]},
+        "channel": {"enum": sorted(CHANNELS)},
         "form_id": _STR,
-        "intent": {
-            "enum": [None, "newsletter", "contact", "demo_request", "quote", "trial", "generic"]
-        },
+        "intent": {"enum": [None, *sorted(INTENTS)]},
         "contact": {"anyOf": [CONTACT, {"type": "null"}]},
         "anonymous_id": _STR,
         "user_id": _STR,
-        "attribution": _OBJ,
-        "consent": _OBJ,
-        "custom": _OBJ,
-        "asset": _OBJ,
-        "webinar": _OBJ,
-        "ad": _OBJ,
-        "track": _OBJ,
+        **{name: _OBJ for name in INTERACTION_PARTS},
+        "message": _STR,
     },
 }
 
@@ -81,9 +81,9 @@ LEAD = {
         "key": _STR,
         "email": _STR,
         "emails": {"type": "array", "items": {"type": "string"}},
-        "status": {"enum": ["lead", "prospect", "client", "disqualified"]},
-        "stage": {"enum": ["IQL", "MQL", "SQL"]},
-        "temperature": {"enum": ["cold", "warm", "hot"]},
+        "status": {"enum": list(STATUSES)},
+        "stage": {"enum": list(STAGES)},
+        "temperature": {"enum": list(TEMPERATURES)},
         "score": {
             "type": "object",
             "required": ["total", "fit", "engagement", "reasons"],
