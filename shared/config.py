@@ -6,6 +6,7 @@ start-up with one message naming the bad key.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -64,6 +65,7 @@ def validate_section(config: Mapping[str, Any], schema: Mapping[str, Any]) -> No
 
 def load_schema(package: str, name: str = "config_schema.json") -> dict[str, Any]:
     """Load a JSON Schema shipped inside a package."""
-    import json
-
-    return json.loads(resources.files(package).joinpath(name).read_text(encoding="utf-8"))
+    schema: dict[str, Any] = json.loads(
+        resources.files(package).joinpath(name).read_text(encoding="utf-8")
+    )
+    return schema

@@ -124,8 +124,9 @@ class Runtime:
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until the producer is up and every consumer has joined its group."""
         await asyncio.wait_for(self.kafka_ready.wait(), timeout)
-        joined = [w for w in self.workers if hasattr(w, "joined")]
-        await asyncio.wait_for(asyncio.gather(*(w.joined.wait() for w in joined)), timeout)  # type: ignore[attr-defined]
+        events = [getattr(w, "joined", None) for w in self.workers]
+        joined = [e for e in events if isinstance(e, asyncio.Event)]  # consumers have one
+        await asyncio.wait_for(asyncio.gather(*(j.wait() for j in joined)), timeout)
 
     async def _boot(self) -> None:
         delay = 0.2

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_API_TOKEN = "dev-token"
@@ -233,8 +233,6 @@ class SettingsError(SystemExit):
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings, turning a validation error into one readable start-up message."""
-    from pydantic import ValidationError
-
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
