@@ -15,7 +15,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,8 +23,9 @@ from services.scoring.domain.rules import parse_rules
 from services.scoring.handlers import ScoringHandler
 from shared.bus import claim
 from shared.config import load_config
+from shared.contract import Contact, Interaction
 from shared.db import create_engine
-from shared.events import CloudEvent, InteractionType, derived_event_id, rfc3339, utcnow
+from shared.events import CloudEvent, InteractionType, derived_event_id, utcnow
 from shared.migrate import migrate
 from shared.outbox import enqueue
 from shared.topics import Topics
@@ -64,30 +64,22 @@ def _interactions(n: int) -> list[CloudEvent]:
     for i in range(n):
         email = f"p{i % 1000}@corp.example"
         form = i % 3 == 0
-        data: dict[str, Any] = {
-            "lead_key": email,
-            "occurred_at": rfc3339(utcnow()),
-            "channel": "form" if form else "tracking",
-            "form_id": "contact-sales" if form else None,
-            "intent": "generic" if form else None,
-            "contact": {
-                "email": email,
-                "job_title": "VP of Sales",
-                "company_size": 500,
-                "industry": "software",
-            },
-            "anonymous_id": None,
-            "user_id": None,
-            "attribution": None,
-            "consent": None,
-            "custom": {},
-            "asset": None,
-            "webinar": None,
-            "ad": None,
-            "track": None if form else {"event": "page", "name": "Pricing", "properties": {}},
-        }
+        ix = Interaction(
+            lead_key=email,
+            occurred_at=utcnow(),
+            channel="form" if form else "tracking",
+            form_id="contact-sales" if form else None,
+            intent="generic" if form else None,
+            contact=Contact(
+                email=email, job_title="VP of Sales", company_size=500, industry="software"
+            ),
+            custom={},
+            track=None if form else {"event": "page", "name": "Pricing", "properties": {}},
+        )
         ce_type = InteractionType.FORM_SUBMITTED if form else InteractionType.TRACKED
-        out.append(CloudEvent(type=ce_type, source="/leadflow/capture", data=data, key=email))
+        out.append(
+            CloudEvent(type=ce_type, source="/leadflow/capture", data=ix.to_data(), key=email)
+        )
     return out
 
 
