@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench migrate clean chaos
+.PHONY: install run test test-pure lint bench migrate clean chaos
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -23,6 +23,9 @@ run: install ## everything on this machine: bundled broker, SQLite, the three se
 
 test: install ## the whole suite (real broker, real PostgreSQL and SQLite)
 	$(BIN)/python -m pytest
+
+test-pure: install ## the fast part: tests that need no broker, database or process
+	$(BIN)/python -m pytest -m pure
 
 lint: install ## ruff (check and format), mypy, import-linter
 	$(BIN)/ruff check shared services tests bench

@@ -107,3 +107,19 @@ def db_url(request: pytest.FixtureRequest) -> str:
     fixture = "pg_db_url" if request.param == "postgresql" else "sqlite_db_url"
     url: str = request.getfixturevalue(fixture)
     return url
+
+
+#: Fixtures that mean a test needs the broker or PostgreSQL (directly or through another one).
+INFRASTRUCTURE = frozenset(
+    {"kafka_bootstrap", "pg_template", "pg_db_url", "sqlite_template", "db_url"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``pure`` every test that needs neither broker nor PostgreSQL nor a process of its
+    own: ``pytest -m pure`` is the fast, service-free suite (domain logic, parsing, contracts)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        marked = item.get_closest_marker("slow") or item.get_closest_marker("infra")
+        if not names & INFRASTRUCTURE and marked is None:
+            item.add_marker(pytest.mark.pure)

@@ -23,6 +23,7 @@ async def _select_one(url: str) -> int:
         conn.terminate()
 
 
+@pytest.mark.infra  # connects to TEST_PG_URL itself
 async def test_cut_refuses_freeze_hangs_and_restore_heals() -> None:
     with TcpProxy("127.0.0.1", int(PG_ADMIN.rsplit(":", 1)[1].split("/", 1)[0])) as proxy:
         url = _through(proxy)
