@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from services.routing import handlers
 from services.routing import repository as repo
+from services.routing.domain.assignment import State
 from services.routing.messages import RoutingContext
 from shared.auth import AdminAuth, ReadAuth
 from shared.events import CloudEvent, derived_event_id, new_event_id, parse_time, rfc3339, utcnow
@@ -55,7 +56,7 @@ async def list_assignments(
     request: Request,
     runtime: RuntimeDep,
     owner: str | None = None,
-    state: Literal["open", "met", "breached", "reassigned", "closed"] | None = None,
+    state: State | None = None,
     lead_id: str | None = None,
     limit: Limit = 50,
     cursor: str | None = None,

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.routing import durable_queues as queues
 from services.routing import repository as repo
+from services.routing.domain.assignment import ACTIVE, State
 from services.routing.domain.business_time import (
     Calendar,
     add_business_time,
@@ -95,7 +96,7 @@ async def assign(
         "owner_id": rep.id,
         "owner": {"id": rep.id, "name": rep.name, "email": rep.email, "team": rep.team},
         "team": decision.team,
-        "state": "open",
+        "state": State.OPEN,
         "policy": policy.name,
         "warn_at": dl.warn_at,
         "due_at": dl.due_at,
@@ -191,7 +192,7 @@ async def first_touch(
     row = await repo.get_assignment(conn, assignment_id, lock=True)
     if row is None:
         raise NotFound(assignment_id)
-    if row["state"] in ("reassigned", "closed"):
+    if row["state"] not in ACTIVE | {State.MET}:
         raise Conflict(f"assignment is {row['state']}")
     if row["met_at"] is not None:
         return row  # touched before: the first touch counts
@@ -200,9 +201,9 @@ async def first_touch(
     biz = business_seconds_between(row["assigned_at"], at, team_calendar(ctx, row["team"]))
     now = utcnow()
     values = {"met_at": at, "response_seconds": wall, "business_seconds": biz, "updated_at": now}
-    if await repo.transition(conn, row["id"], ["open"], {**values, "state": "met"}):
+    if await repo.transition(conn, row["id"], from_={State.OPEN}, to=State.MET, **values):
         await queues.cancel_timers(conn, row["id"])
-        row = {**row, **values, "state": "met"}
+        row = {**row, **values, "state": State.MET}
         await emit(
             conn,
             ctx,
@@ -218,7 +219,7 @@ async def first_touch(
             ],
             now,
         )
-    elif await repo.transition(conn, row["id"], ["breached"], values):
+    elif await repo.transition(conn, row["id"], from_={State.BREACHED}, **values):
         await queues.cancel_timers(conn, row["id"])  # pending escalation steps stop
         row = {**row, **values}  # late touch: recorded for the report, the breach stands
     return row
@@ -226,9 +227,7 @@ async def first_touch(
 
 async def close(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, Any]) -> None:
     """Close an active assignment (the lead was won, lost or disqualified)."""
-    if await repo.transition(
-        conn, row["id"], ["open", "breached"], {"state": "closed", "updated_at": utcnow()}
-    ):
+    if await repo.transition(conn, row["id"], from_=ACTIVE, to=State.CLOSED, updated_at=utcnow()):
         await queues.cancel_timers(conn, row["id"])
 
 
@@ -238,10 +237,10 @@ async def on_sales(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -
     row = None
     if data.get("assignment_id"):
         row = await repo.get_assignment(conn, str(data["assignment_id"]))
-    if (row is None or row["state"] in ("reassigned", "closed")) and data.get("lead_id"):
+    if (row is None or row["state"] not in ACTIVE | {State.MET}) and data.get("lead_id"):
         lead_id, _ = await repo.resolve_lead(conn, str(data["lead_id"]))  # merged: survivor
         row = await repo.active_assignment(conn, lead_id)
-    if row is None or row["state"] in ("reassigned", "closed"):
+    if row is None or row["state"] not in ACTIVE | {State.MET}:
         return
     at = ev.time
     if data.get("occurred_at"):
@@ -271,14 +270,14 @@ async def fire_timer(
         return False  # another replica (or an earlier run) fired it
     kind = str(timer["kind"])
     if kind.startswith(ESCALATE_PREFIX):
-        if row is None or row["state"] not in ("open", "breached") or row["met_at"] is not None:
+        if row is None or row["state"] not in ACTIVE or row["met_at"] is not None:
             return False  # touched, closed or reassigned meanwhile: the ladder stops
         index = int(kind[len(ESCALATE_PREFIX) :])
         await take_step(
             conn, ctx, row, index, [row["id"], kind], "escalation", timer["due_at"], now
         )
         return True
-    if row is None or row["state"] != "open":
+    if row is None or row["state"] != State.OPEN:
         return False
     if kind == "warn":
         await emit(conn, ctx, [clock_event(RoutingType.SLA_WARNING, row, timer["due_at"])], now)
@@ -290,10 +289,12 @@ async def fire_timer(
     if warn_due is not None:
         await emit(conn, ctx, [clock_event(RoutingType.SLA_WARNING, row, warn_due)], now)
     if not await repo.transition(
-        conn, row["id"], ["open"], {"state": "breached", "breached": True, "updated_at": now}
+        conn, row["id"], from_={State.OPEN}, to=State.BREACHED, breached=True, updated_at=now
     ):
         return False
-    await escalate(conn, ctx, {**row, "state": "breached", "breached": True}, timer["due_at"], now)
+    await escalate(
+        conn, ctx, {**row, "state": State.BREACHED, "breached": True}, timer["due_at"], now
+    )
     return True
 
 
@@ -351,9 +352,7 @@ async def take_step(
     if action == "reassign":
         exclude = await repo.previous_owners(conn, row["lead_id"])
         # Release the lead first: only one active assignment per lead may exist.
-        await repo.transition(
-            conn, row["id"], ["open", "breached"], {"state": "reassigned", "updated_at": now}
-        )
+        await repo.transition(conn, row["id"], from_=ACTIVE, to=State.REASSIGNED, updated_at=now)
         made = await assign(
             conn,
             ctx,
@@ -369,7 +368,7 @@ async def take_step(
             await queues.cancel_timers(conn, row["id"])  # the old owner's clock is over
             active = made
         else:
-            await repo.transition(conn, row["id"], ["reassigned"], {"state": row["state"]})
+            await repo.transition(conn, row["id"], from_={State.REASSIGNED}, to=row["state"])
             action = "queue"  # nobody else can take it: escalate to the queue instead
     if action == "notify_manager":
         manager = _manager(ctx, row["team"])
@@ -394,9 +393,7 @@ async def take_step(
         ):
             await emit(conn, ctx, [unassigned_event(lead, reason, queue, *cause, at=now)], now)
     if active is row:
-        await repo.transition(
-            conn, row["id"], ["open", "breached"], {"escalation_level": index + 1}
-        )
+        await repo.transition(conn, row["id"], from_=ACTIVE, escalation_level=index + 1)
     nxt = ctx.config.ladder_step(index + 1)
     if nxt is not None and nxt.after_seconds is not None:
         base = max(due, active["assigned_at"]) if active is not row else due

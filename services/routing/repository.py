@@ -8,15 +8,16 @@ count says who won, so each transition happens exactly once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.routing.domain.assignment import ACTIVE, State
 from services.routing.domain.business_time import Calendar, local_day_start, make_calendar
-from services.routing.domain.model import ACTIVE_STATES, RepState, RoutingConfig
+from services.routing.domain.model import RepState, RoutingConfig
 from services.routing.tables import assignments, rep_states, tombstones, unassigned
 from shared.db import insert_for, is_sqlite
 from shared.events import parse_time, rfc3339
@@ -87,7 +88,7 @@ async def load_rep_states(
     raw = await rep_state_rows(conn, list(config.reps), lock=lock)
     active = (
         select(assignments.c.owner_id, func.count())
-        .where(assignments.c.state.in_(ACTIVE_STATES))
+        .where(assignments.c.state.in_(list(ACTIVE)))
         .group_by(assignments.c.owner_id)
     )
     open_counts = {k: int(v) for k, v in (await conn.execute(active)).all()}
@@ -161,7 +162,7 @@ async def active_assignment(conn: AsyncConnection, lead_id: str) -> Row | None:
     rows = _rows(
         await conn.execute(
             select(assignments).where(
-                assignments.c.lead_id == lead_id, assignments.c.state.in_(ACTIVE_STATES)
+                assignments.c.lead_id == lead_id, assignments.c.state.in_(list(ACTIVE))
             )
         )
     )
@@ -318,15 +319,21 @@ async def previous_owners(conn: AsyncConnection, lead_id: str) -> list[str]:
 
 
 async def transition(
-    conn: AsyncConnection, assignment_id: str, from_states: Sequence[str], values: Mapping[str, Any]
+    conn: AsyncConnection,
+    assignment_id: str,
+    *,
+    from_: Collection[State],
+    to: State | None = None,
+    **values: Any,
 ) -> bool:
-    """Change an assignment only if it is still in one of ``from_states``; True if it was."""
+    """Change an assignment only if it is still in one of ``from_`` (moving it ``to`` another
+    state, if given, and writing ``values``); True if it was, so of two racing writers only
+    one wins."""
+    if to is not None:
+        values["state"] = to
     res = await conn.execute(
         update(assignments)
-        .where(
-            assignments.c.id == assignment_id,
-            assignments.c.state.in_(list(from_states)),
-        )
+        .where(assignments.c.id == assignment_id, assignments.c.state.in_(list(from_)))
         .values(**values)
     )
     return bool(res.rowcount)
@@ -336,7 +343,7 @@ async def list_assignments(
     conn: AsyncConnection,
     *,
     owner: str | None,
-    state: str | None,
+    state: State | None,
     lead_id: str | None,
     limit: int,
     after: tuple[datetime, str] | None,

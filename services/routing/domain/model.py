@@ -9,9 +9,6 @@ from typing import Any
 
 from services.routing.domain.business_time import Calendar
 
-ACTIVE_STATES = ("open", "breached")
-ASSIGNMENT_STATES = ("open", "met", "breached", "reassigned", "closed")
-
 
 @dataclass(frozen=True)
 class Rep:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from services.routing.domain.assignment import State
 from services.routing.domain.business_time import Calendar, add_business_time
 
 
@@ -44,14 +45,14 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     Attainment is met / (met + breached) over assignments whose outcome is known.
     """
     rows = list(rows)
-    met = sum(1 for r in rows if r["state"] == "met")
+    met = sum(1 for r in rows if r["state"] == State.MET)
     breached = sum(1 for r in rows if r.get("breached"))
     wall = [float(r["response_seconds"]) for r in rows if r.get("response_seconds") is not None]
     biz = [float(r["business_seconds"]) for r in rows if r.get("business_seconds") is not None]
     decided = met + breached
     return {
         "assignments": len(rows),
-        "open": sum(1 for r in rows if r["state"] == "open"),
+        "open": sum(1 for r in rows if r["state"] == State.OPEN),
         "met": met,
         "breaches": breached,
         "attainment_pct": round(100.0 * met / decided, 1) if decided else None,
