@@ -37,7 +37,9 @@ from services.capture.domain.ads import (
     meta_fields,
 )
 from services.capture.domain.jsonsafe import clean
-from shared.events import CloudEvent, InteractionType, derived_event_id, rfc3339, utcnow
+from services.capture.events import interaction_data
+from shared.contract import Interaction
+from shared.events import CloudEvent, InteractionType, derived_event_id, parse_time, utcnow
 from shared.loops import DueWorkLoop
 from shared.outbox import enqueue
 from shared.runtime import Runtime
@@ -66,14 +68,25 @@ def ad_event_id(platform: str, lead_id: str) -> str:
     return derived_event_id("capture", f"ad:{platform}", lead_id)
 
 
-def _platform_time(value: Any) -> str:
+def _platform_time(value: Any) -> datetime:
     if isinstance(value, str):
         for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"):
             try:
-                return rfc3339(datetime.strptime(value.replace("Z", "+0000"), fmt))
+                return datetime.strptime(value.replace("Z", "+0000"), fmt)
             except ValueError:
                 continue
-    return rfc3339(utcnow())
+    return utcnow()
+
+
+def _notified_time(notification: dict[str, Any]) -> datetime:
+    """The ``occurred_at`` the webhook stored from LinkedIn's ``occurredAt``, else now."""
+    value = notification.get("occurred_at")
+    if isinstance(value, str) and value:
+        try:
+            return parse_time(value)
+        except (ValueError, OverflowError):
+            pass  # not one the webhook wrote: the fetch time stands in
+    return utcnow()
 
 
 class AdFetcher(DueWorkLoop):
@@ -237,14 +250,14 @@ class AdFetcher(DueWorkLoop):
         return CloudEvent(
             type=InteractionType.AD_LEAD_RECEIVED,
             source=SOURCE_URI,
-            data=interaction.data,
+            data=interaction_data(InteractionType.AD_LEAD_RECEIVED, interaction),
             id=ad_event_id(platform, lead_id),
             key=interaction.lead_key,
         )
 
     async def _linkedin(
         self, client: httpx.AsyncClient, lead_id: str, notification: dict[str, Any]
-    ) -> Any:
+    ) -> Interaction:
         base = self.settings.linkedin_api_url.rstrip("/")
         headers = {
             "Authorization": f"Bearer {self.settings.linkedin_access_token or ''}",
@@ -281,5 +294,5 @@ class AdFetcher(DueWorkLoop):
             lead_id,
             linkedin_fields(response, form if isinstance(form, dict) else {}),
             ad,
-            notification.get("occurred_at") or _platform_time(None),
+            _notified_time(notification),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse
 from services.capture.context import SOURCE_URI, CaptureContext, ContextDep
 from services.capture.domain.interaction import InvalidSubmission
 from services.capture.domain.tracking import TrackedCall, parse_call
+from services.capture.events import interaction_data
 from services.capture.http_input import (
     cors_headers,
     media_type,
@@ -22,7 +24,7 @@ from services.capture.http_input import (
     read_body,
 )
 from services.capture.intake import Submission
-from shared.events import CloudEvent, derived_event_id, new_event_id, parse_time, rfc3339, utcnow
+from shared.events import CloudEvent, derived_event_id, new_event_id, utcnow
 from shared.problems import Problem
 
 router = APIRouter(tags=["tracking"])
@@ -96,14 +98,14 @@ async def _read(ctx: CaptureContext, request: Request, limit: int) -> dict[str, 
     return body
 
 
-def _event(call: TrackedCall, now_iso: str) -> Submission:
+def _event(call: TrackedCall, now: datetime) -> Submission:
     key = call.message_id
     event = CloudEvent(
         type=call.event_type,
         source=SOURCE_URI,
-        data=call.interaction.data,
+        data=interaction_data(call.event_type, call.interaction),
         id=derived_event_id("capture", "segment", key) if key else new_event_id(),
-        time=parse_time(now_iso),
+        time=now,
         key=call.interaction.lead_key,
     )
     return Submission(event, "segment" if key else None)
@@ -120,8 +122,8 @@ def _allowed_origin(ctx: CaptureContext, request: Request) -> str | None:
 
 
 async def _accept(ctx: CaptureContext, request: Request, calls: list[TrackedCall]) -> Response:
-    now_iso = rfc3339(utcnow())
-    await ctx.intake.accept([_event(c, now_iso) for c in calls])
+    now = utcnow()
+    await ctx.intake.accept([_event(c, now) for c in calls])
     # Write keys are public, so CORS is not access control here; but only the configured
     # sites' scripts get to read the answer (no echo of an arbitrary Origin).
     return JSONResponse({"success": True}, headers=cors_headers(_allowed_origin(ctx, request)))
@@ -130,7 +132,7 @@ async def _accept(ctx: CaptureContext, request: Request, calls: list[TrackedCall
 async def _single(ctx: CaptureContext, request: Request, call_type: str) -> Response:
     body = await _read(ctx, request, EVENT_LIMIT)
     try:
-        call = parse_call(body, call_type, rfc3339(utcnow()))
+        call = parse_call(body, call_type, utcnow())
     except InvalidSubmission as exc:
         raise Problem(422, "the call is invalid", errors=exc.errors) from None
     return await _accept(ctx, request, [call])
@@ -183,7 +185,7 @@ async def batch(request: Request, ctx: ContextDep) -> Response:
     # cannot carry 2,500 events for the price of one (the client's next requests wait).
     ctx.limiter.charge(request, len(items) - 1)
     shared_context = body.get("context") if isinstance(body.get("context"), dict) else None
-    received = rfc3339(utcnow())
+    received = utcnow()
     calls, errors = [], []
     for i, item in enumerate(items):
         loc = f"/body/batch/{i}"

@@ -35,6 +35,7 @@ from services.capture.domain.ads import (
     meta_signature_ok,
 )
 from services.capture.domain.jsonsafe import clean
+from services.capture.events import interaction_data
 from services.capture.http_input import read_body
 from services.capture.intake import Submission
 from shared.events import (
@@ -147,15 +148,15 @@ async def google_notify(request: Request, ctx: ContextDep) -> Response:
         "api_version": id_str(payload.get("api_version")),
         "is_test": payload.get("is_test") is True,
     }
-    occurred = rfc3339(utcnow())
+    occurred = utcnow()
     if isinstance(payload.get("lead_submit_time"), str):
         with contextlib.suppress(ValueError):  # unparseable: keep the receipt time
-            occurred = rfc3339(parse_time(payload["lead_submit_time"]))
+            occurred = parse_time(payload["lead_submit_time"])
     interaction = ad_interaction("google", lead_id, fields, ad, occurred)
     event = CloudEvent(
         type=InteractionType.AD_LEAD_RECEIVED,
         source=SOURCE_URI,
-        data=interaction.data,
+        data=interaction_data(InteractionType.AD_LEAD_RECEIVED, interaction),
         id=ad_event_id("google", lead_id),
         key=interaction.lead_key,
     )
@@ -200,6 +201,14 @@ async def linkedin_notify(request: Request, ctx: ContextDep) -> Response:
     return JSONResponse({"received": 1, "new": new})
 
 
+def _time_or_now(value: Any) -> datetime:
+    """``occurred_at`` of a LinkedIn notification (set from ``occurredAt``), else now."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError, OverflowError):
+            return parse_time(value)
+    return utcnow()
+
+
 def erasure_event_id(platform: str, lead_id: str) -> str:
     """The deterministic id of the erasure request of a platform lead (redeliveries dedupe)."""
     return derived_event_id("capture", f"ad:{platform}:erasure", lead_id)
@@ -217,13 +226,13 @@ async def _forget(ctx: CaptureContext, lead_id: str, occurred_at: Any) -> str:
                 lead_id,
                 before.email if before is not None else None,
                 before.phone if before is not None else None,
-                occurred_at if isinstance(occurred_at, str) else rfc3339(utcnow()),
+                _time_or_now(occurred_at),
                 "linkedin_lead_deleted",
             )
             event = CloudEvent(
                 type=InteractionType.ERASURE_REQUESTED,
                 source=SOURCE_URI,
-                data=interaction.data,
+                data=interaction_data(InteractionType.ERASURE_REQUESTED, interaction),
                 id=erasure_event_id("linkedin", lead_id),
                 key=interaction.lead_key,
             )

@@ -8,6 +8,7 @@ unit of work with the idempotency record), and renders the 202 / 303 answer.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request, Response
@@ -17,9 +18,11 @@ from pydantic import BaseModel
 from services.capture.context import SOURCE_URI, CaptureContext
 from services.capture.domain.interaction import FormSettings, InvalidSubmission, build_interaction
 from services.capture.domain.jsonsafe import clean_str
+from services.capture.events import interaction_data
 from services.capture.http_input import cors_headers, origin_of
 from services.capture.intake import Submission
-from shared.events import CloudEvent, derived_event_id, new_event_id, rfc3339, utcnow
+from shared.contract import Channel
+from shared.events import CloudEvent, derived_event_id, new_event_id, utcnow
 from shared.problems import Problem
 
 
@@ -73,7 +76,7 @@ async def capture(
     fields: dict[str, Any],
     *,
     event_type: str,
-    channel: str,
+    channel: Channel,
     scope: str,
     allowed_origins: Iterable[str],
     form: FormSettings | None = None,
@@ -95,18 +98,18 @@ async def capture(
         interaction = build_interaction(
             fields,
             channel=channel,
-            occurred_at=rfc3339(now),
+            occurred_at=now,
             form=form,
             default_region=ctx.config.default_region,
         )
     except InvalidSubmission as exc:
         raise Problem(422, "the submission is invalid", errors=exc.errors) from None
-    interaction.data.update(extra or {})
+    interaction = replace(interaction, **(extra or {}))
     key = idempotency_key(request) or natural_key
     event = CloudEvent(
         type=event_type,
         source=SOURCE_URI,
-        data=interaction.data,
+        data=interaction_data(event_type, interaction),
         time=now,
         id=derived_event_id("capture", scope, key) if key else new_event_id(),
         key=interaction.lead_key,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
@@ -21,10 +22,11 @@ from services.capture.domain.ads import (
 from services.capture.domain.interaction import FormSettings, InvalidSubmission, build_interaction
 from services.capture.domain.ratelimit import TokenBuckets
 from services.capture.domain.tracking import parse_call
+from services.capture.events import interaction_data
 from shared.events import InteractionType
 
 FORM = FormSettings("demo", "demo_request", default_region="DE", consent_text_version="v3")
-T = "2026-11-26T10:00:00Z"
+T = datetime(2026, 11, 26, 10, tzinfo=UTC)
 
 
 def test_lead_key_prefers_email_then_phone() -> None:
@@ -35,11 +37,13 @@ def test_lead_key_prefers_email_then_phone() -> None:
         {"phone": "0151 12345678", "anonymous_id": "a1"}, channel="form", occurred_at=T, form=FORM
     )
     assert both.lead_key == "a@b.co" and phone.lead_key == "+4915112345678"
-    assert phone.data["anonymous_id"] == "a1"
+    assert phone.anonymous_id == "a1"
 
 
 def test_every_documented_part_is_present() -> None:
-    data = build_interaction({"email": "a@b.co"}, channel="form", occurred_at=T, form=FORM).data
+    ix = build_interaction({"email": "a@b.co"}, channel="form", occurred_at=T, form=FORM)
+    data = interaction_data(InteractionType.FORM_SUBMITTED, ix)
+    assert data["occurred_at"] == "2026-11-26T10:00:00Z" and data["message"] is None
     for part in (
         "lead_key",
         "occurred_at",
@@ -90,22 +94,22 @@ def test_invalid_submissions_name_the_field(fields: dict, loc: str) -> None:
 
 
 def test_country_field_sets_phone_region() -> None:
-    data = build_interaction(
+    contact = build_interaction(
         {"phone": "(650) 555-0123", "country": "USA"}, channel="form", occurred_at=T, form=FORM
-    ).data
-    assert data["contact"]["phone"] == "+16505550123" and data["contact"]["country"] == "US"
+    ).contact
+    assert contact is not None and (contact.phone, contact.country) == ("+16505550123", "US")
 
 
 def test_identify_joins_anonymous_id_to_email() -> None:
     call = parse_call({"anonymousId": "a-1", "traits": {"email": "X@Y.com"}}, "identify", T)
     assert call.event_type == InteractionType.IDENTIFIED
     assert call.interaction.lead_key == "x@y.com"
-    assert call.interaction.data["anonymous_id"] == "a-1"
+    assert call.interaction.anonymous_id == "a-1"
 
 
 def test_track_with_bad_traits_is_still_recorded() -> None:
     call = parse_call({"anonymousId": "a-1", "event": "E", "traits": {"email": "bad"}}, "track", T)
-    assert call.interaction.lead_key == "a-1" and call.interaction.data["contact"] is None
+    assert call.interaction.lead_key == "a-1" and call.interaction.contact is None
 
 
 def test_meta_changes_keep_ids_exact() -> None:

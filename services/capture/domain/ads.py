@@ -10,12 +10,12 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from services.capture.domain.interaction import Interaction, empty_data, parse_contact
-
-PLATFORMS = ("meta", "google", "linkedin")
+from services.capture.domain.interaction import parse_contact
+from shared.contract import Contact, Interaction
 
 
 class InvalidPayload(ValueError):
@@ -216,7 +216,11 @@ def linkedin_fields(response: Mapping[str, Any], form: Mapping[str, Any]) -> dic
 
 
 def ad_interaction(
-    platform: str, lead_id: str, fields: Mapping[str, Any], ad: Mapping[str, Any], occurred_at: str
+    platform: str,
+    lead_id: str,
+    fields: Mapping[str, Any],
+    ad: Mapping[str, Any],
+    occurred_at: datetime,
 ) -> Interaction:
     """An ``ad_lead_received`` interaction. Lenient: the platform already collected the lead,
     so an unparseable email or phone is kept raw under ``custom`` rather than refused."""
@@ -226,9 +230,10 @@ def ad_interaction(
     for err in errors:
         name = err["loc"].rsplit("/", 1)[-1]
         custom[f"{name}_raw"] = fields.get(name)
-    lead_key = contact.get("email") or contact.get("phone") or f"{platform}:{lead_id}"
-    data = empty_data("ad", lead_key, occurred_at)
-    data.update(
+    return Interaction(
+        lead_key=contact.email or contact.phone or f"{platform}:{lead_id}",
+        occurred_at=occurred_at,
+        channel="ad",
         contact=contact,
         custom=custom or None,
         ad={
@@ -245,7 +250,6 @@ def ad_interaction(
             },
         },
     )
-    return Interaction(lead_key, data)
 
 
 def erasure_interaction(
@@ -253,17 +257,17 @@ def erasure_interaction(
     lead_id: str,
     email: str | None,
     phone: str | None,
-    occurred_at: str,
+    occurred_at: datetime,
     reason: str,
 ) -> Interaction:
     """An ``erasure_requested`` interaction for a platform lead (docs/events.md): the person's
     identifiers when known, ``ad`` naming the lead, ``custom.reason``. The lead key is the
     email, else the phone, else the platform lead id (as for ``ad_lead_received``)."""
-    lead_key = email or phone or f"{platform}:{lead_id}"
-    data = empty_data("ad", lead_key, occurred_at)
-    contact = {k: v for k, v in (("email", email), ("phone", phone)) if v}
-    data.update(
-        contact=contact or None,
+    return Interaction(
+        lead_key=email or phone or f"{platform}:{lead_id}",
+        occurred_at=occurred_at,
+        channel="ad",
+        contact=Contact(email=email or None, phone=phone or None) if email or phone else None,
         custom={"reason": reason},
         ad={
             "platform": platform,
@@ -274,4 +278,3 @@ def erasure_interaction(
             "is_test": False,
         },
     )
-    return Interaction(lead_key, data)

@@ -1,13 +1,14 @@
-"""The data of ``io.leadflow.interaction.*`` events, built from flat submitted fields.
+"""Interactions (:class:`shared.contract.Interaction`) built from flat submitted fields.
 
 One function turns what a website form (or a download / webinar registration) posted into the
-event data of docs/events.md: normalised contact, attribution, consent and ``custom``.
+interaction of docs/events.md: normalised contact, attribution, consent and ``custom``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from services.capture.domain.normalize import (
@@ -19,18 +20,11 @@ from services.capture.domain.normalize import (
     parse_bool,
     parse_company_size,
 )
+from shared.contract import CONTACT_FIELDS, Channel, Contact, Intent, Interaction, InvalidEvent
+from shared.events import rfc3339
 
-CONTACT_FIELDS = (
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "company",
-    "job_title",
-    "industry",
-    "company_size",
-    "country",
-)
+#: The contact fields a submission may carry (``company_size_raw`` is derived, not posted).
+INPUT_CONTACT_FIELDS = tuple(name for name in CONTACT_FIELDS if name != "company_size_raw")
 ATTRIBUTION_FIELDS = (
     "utm_source",
     "utm_medium",
@@ -41,7 +35,7 @@ ATTRIBUTION_FIELDS = (
     "referrer",
 )
 OTHER_FIELDS = ("message", "consent_marketing", "anonymous_id")
-KNOWN_FIELDS = frozenset(CONTACT_FIELDS + ATTRIBUTION_FIELDS + OTHER_FIELDS)
+KNOWN_FIELDS = frozenset(INPUT_CONTACT_FIELDS + ATTRIBUTION_FIELDS + OTHER_FIELDS)
 MAX_CUSTOM_FIELDS = 100
 
 
@@ -58,39 +52,10 @@ class FormSettings:
     """What the config says about one form."""
 
     form_id: str
-    intent: str
+    intent: Intent
     allowed_origins: tuple[str, ...] = ()
     default_region: str | None = None
     consent_text_version: str | None = None
-
-
-@dataclass(slots=True)
-class Interaction:
-    """A captured interaction: its lead key and its event data."""
-
-    lead_key: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-def empty_data(channel: str, lead_key: str, occurred_at: str) -> dict[str, Any]:
-    """Event data with every part of docs/events.md present and null."""
-    return {
-        "lead_key": lead_key,
-        "occurred_at": occurred_at,
-        "channel": channel,
-        "form_id": None,
-        "intent": None,
-        "contact": None,
-        "anonymous_id": None,
-        "user_id": None,
-        "attribution": None,
-        "consent": None,
-        "custom": None,
-        "asset": None,
-        "webinar": None,
-        "ad": None,
-        "track": None,
-    }
 
 
 def _text(fields: Mapping[str, Any], name: str, errors: list[dict[str, str]]) -> str | None:
@@ -107,51 +72,62 @@ def _text(fields: Mapping[str, Any], name: str, errors: list[dict[str, str]]) ->
     return clean_text(value, 2000 if name in ("message", "page_url", "referrer") else 500)
 
 
-def lead_key_of(contact: Mapping[str, Any] | None, anonymous_id: str | None) -> str | None:
+def lead_key_of(contact: Contact | None, anonymous_id: str | None) -> str | None:
     """The lead key: normalised email, else E.164 phone, else the anonymous id."""
-    contact = contact or {}
-    return contact.get("email") or contact.get("phone") or anonymous_id or None
+    if contact is not None and (contact.email or contact.phone):
+        return contact.email or contact.phone
+    return anonymous_id or None
+
+
+def _checked(name: str, value: str) -> str:
+    # The contract's own check of the normalised value, so nothing off-contract is published.
+    try:
+        Contact(email=value) if name == "email" else Contact(phone=value)
+    except InvalidEvent as exc:
+        raise InvalidValue(str(exc).rsplit(": ", 1)[-1]) from None
+    return value
 
 
 def parse_contact(
     fields: Mapping[str, Any], default_region: str | None, errors: list[dict[str, str]]
-) -> dict[str, Any]:
+) -> Contact:
     """Normalise the contact fields; problems are appended to ``errors``."""
-    texts = {name: _text(fields, name, errors) for name in CONTACT_FIELDS if name != "company_size"}
-    contact: dict[str, Any] = {name: None for name in CONTACT_FIELDS}
-    contact["company_size_raw"] = None
-    for name in ("first_name", "last_name", "company", "job_title", "industry"):
-        contact[name] = texts[name]
-    if texts["country"]:
-        contact["country"] = normalize_country(texts["country"])
-    region = contact["country"] or default_region
-    for name, parse in (
+    texts = {
+        name: _text(fields, name, errors) for name in INPUT_CONTACT_FIELDS if name != "company_size"
+    }
+    values: dict[str, Any] = {
+        name: texts[name]
+        for name in ("first_name", "last_name", "company", "job_title", "industry")
+    }
+    values["country"] = normalize_country(texts["country"]) if texts["country"] else None
+    region = values["country"] or default_region
+    parsers: tuple[tuple[str, Callable[[str], str]], ...] = (
         ("email", normalize_email),
         ("phone", lambda v: normalize_phone(v, region)),
-    ):
+    )
+    for name, parse in parsers:
         value = texts[name]
         if value:
             try:
-                contact[name] = parse(value)
+                values[name] = _checked(name, parse(value))
             except InvalidValue as exc:
                 errors.append({"loc": f"/body/{name}", "msg": str(exc)})
     raw_size = fields.get("company_size")
     if isinstance(raw_size, str | int) and not isinstance(raw_size, bool):
-        contact["company_size"] = parse_company_size(raw_size)
-        contact["company_size_raw"] = clean_text(str(raw_size), 100)
+        values["company_size"] = parse_company_size(raw_size)
+        values["company_size_raw"] = clean_text(str(raw_size), 100)
     elif raw_size is not None:
         errors.append({"loc": "/body/company_size", "msg": "must be a string or a number"})
-    return contact
+    return Contact(**values)
 
 
 def build_interaction(
     fields: Mapping[str, Any],
     *,
-    channel: str,
-    occurred_at: str,
+    channel: Channel,
+    occurred_at: datetime,
     form: FormSettings | None = None,
     default_region: str | None = None,
-    consent_form_id: str | None = None,
 ) -> Interaction:
     """Turn submitted fields into an interaction; raise :class:`InvalidSubmission` if unusable.
 
@@ -169,8 +145,8 @@ def build_interaction(
         try:
             consent = {
                 "marketing": parse_bool(fields["consent_marketing"]),
-                "at": occurred_at,
-                "form_id": form.form_id if form else consent_form_id,
+                "at": rfc3339(occurred_at),
+                "form_id": form.form_id if form else None,
                 "text_version": form.consent_text_version if form else None,
             }
         except InvalidValue as exc:
@@ -179,8 +155,8 @@ def build_interaction(
     if len(custom) > MAX_CUSTOM_FIELDS:
         errors.append({"loc": "/body", "msg": f"more than {MAX_CUSTOM_FIELDS} custom fields"})
     if (
-        not contact["email"]
-        and not contact["phone"]
+        not contact.email
+        and not contact.phone
         and not any(e["loc"] in ("/body/email", "/body/phone") for e in errors)
     ):
         errors.append({"loc": "/body/email", "msg": "email or phone is required"})
@@ -188,8 +164,12 @@ def build_interaction(
         raise InvalidSubmission(errors)
     lead_key = lead_key_of(contact, anonymous_id)
     assert lead_key is not None  # email or phone is present, checked above
-    data = empty_data(channel, lead_key, occurred_at)
-    data.update(
+    return Interaction(
+        lead_key=lead_key,
+        occurred_at=occurred_at,
+        channel=channel,
+        form_id=form.form_id if form else None,
+        intent=form.intent if form else None,
         contact=contact,
         anonymous_id=anonymous_id,
         attribution=attribution if any(attribution.values()) else None,
@@ -197,6 +177,3 @@ def build_interaction(
         custom=custom or None,
         message=message,
     )
-    if form is not None:
-        data.update(form_id=form.form_id, intent=form.intent)
-    return Interaction(lead_key=lead_key, data=data)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from services.capture.domain.interaction import (
-    Interaction,
-    InvalidSubmission,
-    empty_data,
-    parse_contact,
-)
-from shared.events import InteractionType, parse_time, rfc3339
+from services.capture.domain.interaction import InvalidSubmission, parse_contact
+from shared.contract import CONTACT_FIELDS, Contact, Interaction
+from shared.events import InteractionType, parse_time
 
 TRACK_TYPES = {
     "track": InteractionType.TRACKED,
@@ -59,11 +56,11 @@ def _obj(
     return value
 
 
-def _occurred_at(message: Mapping[str, Any], received_at: str) -> str:
+def _occurred_at(message: Mapping[str, Any], received_at: datetime) -> datetime:
     stamp = message.get("timestamp")
     if isinstance(stamp, str):
         try:
-            return rfc3339(parse_time(stamp))
+            return parse_time(stamp)
         except ValueError:
             pass  # Segment keeps the receipt time when a client clock sends garbage
     return received_at
@@ -87,7 +84,7 @@ def _attribution(
 
 
 def parse_call(
-    message: Mapping[str, Any], call_type: str, received_at: str, loc: str = "/body"
+    message: Mapping[str, Any], call_type: str, received_at: datetime, loc: str = "/body"
 ) -> TrackedCall:
     """Validate one Segment message of ``call_type``; raise :class:`InvalidSubmission`."""
     errors: list[dict[str, str]] = []
@@ -112,27 +109,29 @@ def parse_call(
             {"loc": f"{loc}/traits{e['loc'][5:]}", "msg": e["msg"]} for e in contact_errors
         )
     elif contact_errors:
-        contact = {k: None for k in contact}  # bad traits on a page view must not lose the view
+        contact = Contact()  # bad traits on a page view must not lose the view
     if errors:
         raise InvalidSubmission(errors)
-    lead_key = contact.get("email") or anonymous_id or user_id
+    lead_key = contact.email or anonymous_id or user_id
     assert lead_key is not None
-    has_contact = any(v is not None for v in contact.values())
-    data = empty_data("tracking", lead_key, _occurred_at(message, received_at))
-    data.update(
-        anonymous_id=anonymous_id,
-        user_id=user_id,
-        contact=contact if has_contact else None,
-        attribution=_attribution(context, properties),
-    )
+    track, custom = None, None
     if call_type != "identify":
-        data["track"] = {
+        track = {
             "event": "page" if call_type in ("page", "screen") else str(event_name).strip()[:200],
             "name": page_name[:200] if isinstance(page_name, str) else None,
             "properties": properties,
         }
     else:
-        extra = {k: v for k, v in traits.items() if k not in contact}
-        data["custom"] = extra or None
-    message_id = _id(message.get("messageId"))
-    return TrackedCall(TRACK_TYPES[call_type], Interaction(lead_key, data), message_id)
+        custom = {k: v for k, v in traits.items() if k not in CONTACT_FIELDS} or None
+    interaction = Interaction(
+        lead_key=lead_key,
+        occurred_at=_occurred_at(message, received_at),
+        channel="tracking",
+        contact=None if contact.is_empty else contact,
+        anonymous_id=anonymous_id,
+        user_id=user_id,
+        attribution=_attribution(context, properties),
+        custom=custom,
+        track=track,
+    )
+    return TrackedCall(TRACK_TYPES[call_type], interaction, _id(message.get("messageId")))
