@@ -26,7 +26,6 @@ import httpx
 
 from services.capture import repository
 from services.capture.config import AdFetchPolicy
-from services.capture.context import SOURCE_URI
 from services.capture.domain.ads import (
     InvalidPayload,
     ad_interaction,
@@ -37,9 +36,14 @@ from services.capture.domain.ads import (
     meta_fields,
 )
 from services.capture.domain.jsonsafe import clean
-from services.capture.events import interaction_data
+from services.capture.events import (
+    SOURCE,
+    ad_event_id,
+    fetch_deadletter_event,
+    interaction_event,
+)
 from shared.contract import Interaction
-from shared.events import CloudEvent, InteractionType, derived_event_id, parse_time, utcnow
+from shared.events import CloudEvent, InteractionType, parse_time, utcnow
 from shared.loops import DueWorkLoop
 from shared.outbox import enqueue
 from shared.runtime import Runtime
@@ -61,11 +65,6 @@ class FetchFailed(Exception):
 def _seg(value: str) -> str:
     """One URL path segment: ``/``, ``..``, ``?`` and ``#`` in an id stay inside the segment."""
     return quote(value, safe="")
-
-
-def ad_event_id(platform: str, lead_id: str) -> str:
-    """The deterministic event id of an ad lead: redeliveries and refetches give the same id."""
-    return derived_event_id("capture", f"ad:{platform}", lead_id)
 
 
 def _platform_time(value: Any) -> datetime:
@@ -157,7 +156,7 @@ class AdFetcher(DueWorkLoop):
                     keep_until=utcnow() + timedelta(days=self.policy.keep_identifiers_days),
                 )
                 if finished:  # else the lead was deleted while we fetched it: publish nothing
-                    await enqueue(conn, repository.SOURCE, self.topics.interactions, [event])
+                    await enqueue(conn, SOURCE, self.topics.interactions, [event])
         except Exception as exc:
             # The answer could not be stored (a value the database refuses, or the database
             # away): one failed attempt, so the row backs off and is dead-lettered in the end,
@@ -180,24 +179,10 @@ class AdFetcher(DueWorkLoop):
         async with self.runtime.engine.begin() as conn:
             pending = await repository.fail_fetch(conn, row.id, attempts, error, retry_at)
             if retry_at is None and pending:
-                dead = CloudEvent(
-                    type="io.leadflow.deadletter",
-                    source=SOURCE_URI,
-                    id=derived_event_id("capture", "ad-deadletter", row.platform, row.lead_id),
-                    data={
-                        "platform": row.platform,
-                        "lead_id": row.lead_id,
-                        "attempts": attempts,
-                        "error": error,
-                        "notification": row.notification,
-                    },
-                    key=f"{row.platform}:{row.lead_id}",
-                    extensions={
-                        "deadletterreason": error[:500],
-                        "deadletterconsumer": "capture-ad-fetcher",
-                    },
+                dead = fetch_deadletter_event(
+                    row.platform, row.lead_id, attempts, error, row.notification
                 )
-                await enqueue(conn, repository.SOURCE, self.topics.deadletter, [dead])
+                await enqueue(conn, SOURCE, self.topics.deadletter, [dead])
         if retry_at is None:
             self.runtime.relay.wake()
 
@@ -247,12 +232,8 @@ class AdFetcher(DueWorkLoop):
             interaction = await self._linkedin(client, lead_id, notification)
         else:
             raise FetchFailed(f"no fetcher for platform {platform}")
-        return CloudEvent(
-            type=InteractionType.AD_LEAD_RECEIVED,
-            source=SOURCE_URI,
-            data=interaction_data(InteractionType.AD_LEAD_RECEIVED, interaction),
-            id=ad_event_id(platform, lead_id),
-            key=interaction.lead_key,
+        return interaction_event(
+            InteractionType.AD_LEAD_RECEIVED, interaction, id=ad_event_id(platform, lead_id)
         )
 
     async def _linkedin(

@@ -12,10 +12,10 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from services.capture.context import SOURCE_URI, CaptureContext, ContextDep
+from services.capture.context import CaptureContext, ContextDep
 from services.capture.domain.interaction import InvalidSubmission
 from services.capture.domain.tracking import TrackedCall, parse_call
-from services.capture.events import interaction_data
+from services.capture.events import interaction_event, tracking_event_id
 from services.capture.http_input import (
     cors_headers,
     media_type,
@@ -24,7 +24,7 @@ from services.capture.http_input import (
     read_body,
 )
 from services.capture.intake import Submission
-from shared.events import CloudEvent, derived_event_id, new_event_id, utcnow
+from shared.events import new_event_id, utcnow
 from shared.problems import Problem
 
 router = APIRouter(tags=["tracking"])
@@ -100,13 +100,11 @@ async def _read(ctx: CaptureContext, request: Request, limit: int) -> dict[str, 
 
 def _event(call: TrackedCall, now: datetime) -> Submission:
     key = call.message_id
-    event = CloudEvent(
-        type=call.event_type,
-        source=SOURCE_URI,
-        data=interaction_data(call.event_type, call.interaction),
-        id=derived_event_id("capture", "segment", key) if key else new_event_id(),
+    event = interaction_event(
+        call.event_type,
+        call.interaction,
+        id=tracking_event_id(key) if key else new_event_id(),
         time=now,
-        key=call.interaction.lead_key,
     )
     return Submission(event, "segment" if key else None)
 

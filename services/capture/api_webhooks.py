@@ -20,8 +20,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from services.capture import repository
-from services.capture.ad_fetcher import ad_event_id
-from services.capture.context import SOURCE_URI, CaptureContext, ContextDep
+from services.capture.context import CaptureContext, ContextDep
 from services.capture.domain.ads import (
     InvalidPayload,
     ad_interaction,
@@ -35,17 +34,15 @@ from services.capture.domain.ads import (
     meta_signature_ok,
 )
 from services.capture.domain.jsonsafe import clean
-from services.capture.events import interaction_data
+from services.capture.events import (
+    SOURCE,
+    ad_event_id,
+    erasure_event_id,
+    interaction_event,
+)
 from services.capture.http_input import read_body
 from services.capture.intake import Submission
-from shared.events import (
-    CloudEvent,
-    InteractionType,
-    derived_event_id,
-    parse_time,
-    rfc3339,
-    utcnow,
-)
+from shared.events import InteractionType, parse_time, rfc3339, utcnow
 from shared.outbox import enqueue
 from shared.problems import Problem
 from shared.topics import Topics
@@ -153,12 +150,8 @@ async def google_notify(request: Request, ctx: ContextDep) -> Response:
         with contextlib.suppress(ValueError):  # unparseable: keep the receipt time
             occurred = parse_time(payload["lead_submit_time"])
     interaction = ad_interaction("google", lead_id, fields, ad, occurred)
-    event = CloudEvent(
-        type=InteractionType.AD_LEAD_RECEIVED,
-        source=SOURCE_URI,
-        data=interaction_data(InteractionType.AD_LEAD_RECEIVED, interaction),
-        id=ad_event_id("google", lead_id),
-        key=interaction.lead_key,
+    event = interaction_event(
+        InteractionType.AD_LEAD_RECEIVED, interaction, id=ad_event_id("google", lead_id)
     )
     [accepted] = await ctx.intake.accept([Submission(event, "ad:google")])
     return JSONResponse({"event_id": accepted.event_id, "lead_key": accepted.lead_key})
@@ -209,11 +202,6 @@ def _time_or_now(value: Any) -> datetime:
     return utcnow()
 
 
-def erasure_event_id(platform: str, lead_id: str) -> str:
-    """The deterministic id of the erasure request of a platform lead (redeliveries dedupe)."""
-    return derived_event_id("capture", f"ad:{platform}:erasure", lead_id)
-
-
 async def _forget(ctx: CaptureContext, lead_id: str, occurred_at: Any) -> str:
     """Cancel the lead's fetch, drop what capture kept of it, and spool an erasure request
     carrying the email/phone capture learned from the fetched response, if any."""
@@ -229,14 +217,12 @@ async def _forget(ctx: CaptureContext, lead_id: str, occurred_at: Any) -> str:
                 _time_or_now(occurred_at),
                 "linkedin_lead_deleted",
             )
-            event = CloudEvent(
-                type=InteractionType.ERASURE_REQUESTED,
-                source=SOURCE_URI,
-                data=interaction_data(InteractionType.ERASURE_REQUESTED, interaction),
+            event = interaction_event(
+                InteractionType.ERASURE_REQUESTED,
+                interaction,
                 id=erasure_event_id("linkedin", lead_id),
-                key=interaction.lead_key,
             )
-            await enqueue(conn, repository.SOURCE, topic, [event])
+            await enqueue(conn, SOURCE, topic, [event])
     except Exception:
         raise Problem(
             503, "the deletion could not be stored; retry later", headers={"Retry-After": "10"}

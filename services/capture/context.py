@@ -14,8 +14,6 @@ from services.capture.intake import Intake
 from shared.problems import Problem
 from shared.settings import Settings
 
-SOURCE_URI = "/leadflow/capture"
-
 
 @dataclass
 class CaptureContext:

@@ -15,14 +15,14 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel
 
-from services.capture.context import SOURCE_URI, CaptureContext
+from services.capture.context import CaptureContext
 from services.capture.domain.interaction import FormSettings, InvalidSubmission, build_interaction
 from services.capture.domain.jsonsafe import clean_str
-from services.capture.events import interaction_data
+from services.capture.events import interaction_event, submission_event_id
 from services.capture.http_input import cors_headers, origin_of
 from services.capture.intake import Submission
 from shared.contract import Channel
-from shared.events import CloudEvent, derived_event_id, new_event_id, utcnow
+from shared.events import new_event_id, utcnow
 from shared.problems import Problem
 
 
@@ -106,13 +106,11 @@ async def capture(
         raise Problem(422, "the submission is invalid", errors=exc.errors) from None
     interaction = replace(interaction, **(extra or {}))
     key = idempotency_key(request) or natural_key
-    event = CloudEvent(
-        type=event_type,
-        source=SOURCE_URI,
-        data=interaction_data(event_type, interaction),
+    event = interaction_event(
+        event_type,
+        interaction,
+        id=submission_event_id(scope, key) if key else new_event_id(),
         time=now,
-        id=derived_event_id("capture", scope, key) if key else new_event_id(),
-        key=interaction.lead_key,
     )
     [accepted] = await ctx.intake.accept([Submission(event, scope if key else None)])
     return _answer(

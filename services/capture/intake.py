@@ -31,6 +31,7 @@ from datetime import timedelta
 from prometheus_client import Counter
 
 from services.capture import repository
+from services.capture.events import SOURCE
 from shared.events import CloudEvent
 from shared.outbox import enqueue, publish
 from shared.problems import Problem
@@ -174,7 +175,7 @@ class Intake:
         ids = [e.id for e in events]
         try:
             async with self.runtime.engine.begin() as conn:
-                await enqueue(conn, repository.SOURCE, self.topic, events)
+                await enqueue(conn, SOURCE, self.topic, events)
                 if in_doubt is not None:
                     await repository.mark_in_doubt(conn, ids)
                 else:

@@ -9,9 +9,10 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.capture.events import AD_EVENT_TYPES, SOURCE
 from services.capture.tables import ad_fetches, idempotency
 from shared.db import insert_for
-from shared.events import CloudEvent, InteractionType, utcnow
+from shared.events import CloudEvent, utcnow
 from shared.messaging_tables import outbox
 from shared.outbox import enqueue, mark_sent, release
 
@@ -19,7 +20,6 @@ from shared.outbox import enqueue, mark_sent, release
 #: claimed idempotency key, or a direct send in doubt). The send settles it long before; if the
 #: process dies first, the hold runs out and the relay publishes the row (at least once).
 HOLD = timedelta(seconds=120)
-SOURCE = "capture"
 
 
 async def find_idempotent(conn: AsyncConnection, event_ids: Sequence[str]) -> dict[str, str]:
@@ -292,10 +292,6 @@ async def fail_fetch(
         )
     )
     return bool(result.rowcount)
-
-
-#: Event types whose outbox rows hold answers fetched from an ad platform (or identifiers).
-AD_EVENT_TYPES = (InteractionType.AD_LEAD_RECEIVED, InteractionType.ERASURE_REQUESTED)
 
 
 async def scrub_sent_ad_events(conn: AsyncConnection) -> int:

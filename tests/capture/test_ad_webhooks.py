@@ -15,8 +15,7 @@ import pytest
 from sqlalchemy import select, update
 
 from services.capture import repository
-from services.capture.ad_fetcher import ad_event_id
-from services.capture.api_webhooks import erasure_event_id
+from services.capture.events import ad_event_id, erasure_event_id
 from services.capture.tables import ad_fetches
 from shared.db import create_engine, insert_for
 from shared.event_schemas import schema_errors

@@ -22,7 +22,16 @@ from services.capture.domain.ads import (
 from services.capture.domain.interaction import FormSettings, InvalidSubmission, build_interaction
 from services.capture.domain.ratelimit import TokenBuckets
 from services.capture.domain.tracking import parse_call
-from services.capture.events import interaction_data
+from services.capture.events import (
+    SOURCE_URI,
+    ad_event_id,
+    erasure_event_id,
+    fetch_deadletter_event,
+    interaction_data,
+    interaction_event,
+    submission_event_id,
+    tracking_event_id,
+)
 from shared.events import InteractionType
 
 FORM = FormSettings("demo", "demo_request", default_region="DE", consent_text_version="v3")
@@ -91,6 +100,24 @@ def test_invalid_submissions_name_the_field(fields: dict, loc: str) -> None:
     with pytest.raises(InvalidSubmission) as exc:
         build_interaction(fields, channel="form", occurred_at=T, form=FORM)
     assert exc.value.errors[0]["loc"] == loc
+
+
+def test_event_ids_stay_what_they_were() -> None:
+    # Derived ids dedupe repeats across restarts and deploys: a changed derivation would make
+    # a redelivered ad lead or a retried form count twice.
+    assert tracking_event_id("m-1") == "54817835-26e8-528f-9982-d8c155ea414d"
+    assert submission_event_id("form:demo", "k-1") == "b5cc7e1f-74ae-517b-a365-234a05da45e4"
+    assert ad_event_id("google", "L1") == "9d4b9e10-65dc-55bd-9057-e77f3c7802e9"
+    assert erasure_event_id("linkedin", "L1") == "b3a32c29-ee0c-59d1-8835-0e8e0eb4ea86"
+    dead = fetch_deadletter_event("meta", "L1", 3, "boom", {})
+    assert dead.id == "d28a8d9d-dd25-5db9-9815-a866ed63a0fb" and dead.key == "meta:L1"
+
+
+def test_interaction_event_is_keyed_by_the_lead() -> None:
+    ix = build_interaction({"email": "A@B.co"}, channel="form", occurred_at=T, form=FORM)
+    ev = interaction_event(InteractionType.FORM_SUBMITTED, ix, id="e-1", time=T)
+    assert (ev.source, ev.key, ev.id, ev.time) == (SOURCE_URI, "a@b.co", "e-1", T)
+    assert ev.data == interaction_data(InteractionType.FORM_SUBMITTED, ix)
 
 
 def test_country_field_sets_phone_region() -> None:

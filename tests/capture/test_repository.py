@@ -7,6 +7,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from services.capture import repository
+from services.capture.events import SOURCE
 from services.capture.tables import ad_fetches, idempotency
 from shared.db import create_engine
 from shared.events import CloudEvent, InteractionType, utcnow
@@ -145,7 +146,7 @@ async def test_sent_ad_events_are_scrubbed_in_the_spool(db_url: str) -> None:
         )
         form = CloudEvent(type=InteractionType.FORM_SUBMITTED, source="/s", data={"y": 1}, key="k")
         async with engine.begin() as conn:
-            await enqueue(conn, repository.SOURCE, "topic", [ad, waiting, form])
+            await enqueue(conn, SOURCE, "topic", [ad, waiting, form])
             await conn.execute(
                 update(outbox)
                 .where(outbox.c.event_id.in_([ad.id, form.id]))
