@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from services.routing import handlers
 from services.routing import repository as repo
-from services.routing.domain.assignment import State
+from services.routing.domain.assignment import Assignment, State
 from services.routing.messages import RoutingContext
 from shared.auth import AdminAuth, ReadAuth
 from shared.events import CloudEvent, derived_event_id, new_event_id, parse_time, rfc3339, utcnow
@@ -37,8 +37,79 @@ def aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _encode_cursor(row: dict[str, Any]) -> str:
-    raw = f"{rfc3339(row['assigned_at'])}|{row['id']}".encode()
+class OwnerOut(BaseModel):
+    """The rep holding an assignment."""
+
+    id: str
+    name: str
+    email: str
+    team: str
+
+
+class SlaOut(BaseModel):
+    """An assignment's response-time clock (times in RFC 3339, UTC)."""
+
+    policy: str
+    due_at: str | None
+    warn_at: str | None
+    met_at: str | None
+    breached: bool
+    response_seconds: float | None
+    business_seconds: float | None
+
+
+class AssignmentOut(BaseModel):
+    """The public assignment resource."""
+
+    id: str
+    lead_id: str
+    owner: OwnerOut
+    team: str
+    state: State
+    sla: SlaOut
+    assigned_at: str | None
+    reason: str
+    previous_assignment_id: str | None
+    escalation_level: int
+
+    @classmethod
+    def of(cls, a: Assignment) -> AssignmentOut:
+        """The resource of an assignment."""
+
+        def t(v: datetime | None) -> str | None:
+            return rfc3339(v) if v else None
+
+        return cls(
+            id=a.id,
+            lead_id=a.lead_id,
+            owner=OwnerOut(**a.owner.as_dict()),
+            team=a.team,
+            state=a.state,
+            sla=SlaOut(
+                policy=a.policy,
+                due_at=t(a.due_at),
+                warn_at=t(a.warn_at),
+                met_at=t(a.met_at),
+                breached=a.breached,
+                response_seconds=a.response_seconds,
+                business_seconds=a.business_seconds,
+            ),
+            assigned_at=t(a.assigned_at),
+            reason=a.reason,
+            previous_assignment_id=a.previous_assignment_id,
+            escalation_level=a.escalation_level,
+        )
+
+
+class AssignmentPageOut(BaseModel):
+    """A page of assignments, newest first."""
+
+    items: list[AssignmentOut]
+    next_cursor: str | None
+
+
+def _encode_cursor(a: Assignment) -> str:
+    raw = f"{rfc3339(a.assigned_at)}|{a.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -60,7 +131,7 @@ async def list_assignments(
     lead_id: str | None = None,
     limit: Limit = 50,
     cursor: str | None = None,
-) -> dict[str, Any]:
+) -> AssignmentPageOut:
     """Assignments, newest first, filtered by owner (rep id or email), state or lead."""
     after = _decode_cursor(cursor) if cursor else None
     if owner and "@" in owner:
@@ -72,20 +143,20 @@ async def list_assignments(
         )
     more = len(rows) > limit
     rows = rows[:limit]
-    return {
-        "items": [repo.assignment_resource(r) for r in rows],
-        "next_cursor": _encode_cursor(rows[-1]) if more else None,
-    }
+    return AssignmentPageOut(
+        items=[AssignmentOut.of(a) for a in rows],
+        next_cursor=_encode_cursor(rows[-1]) if more else None,
+    )
 
 
 @router.get("/assignments/{assignment_id}", dependencies=[ReadAuth])
-async def get_assignment(assignment_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+async def get_assignment(assignment_id: str, runtime: RuntimeDep) -> AssignmentOut:
     """One assignment."""
     async with runtime.engine.connect() as conn:
-        row = await repo.get_assignment(conn, assignment_id)
-    if row is None:
+        a = await repo.get_assignment(conn, assignment_id)
+    if a is None:
         raise Problem(404, f"no assignment {assignment_id}")
-    return repo.assignment_resource(row)
+    return AssignmentOut.of(a)
 
 
 class FirstTouch(BaseModel):
@@ -111,19 +182,19 @@ def _when(value: datetime | None) -> datetime:
 @router.post("/assignments/{assignment_id}/first-touch", dependencies=[AdminAuth])
 async def post_first_touch(
     assignment_id: str, request: Request, runtime: RuntimeDep, body: FirstTouch | None = None
-) -> dict[str, Any]:
+) -> AssignmentOut:
     """Stop the SLA clock: the rep reached the lead."""
     ctx = ctx_of(request)
     at = _when(body.occurred_at if body else None)
     try:
         async with runtime.engine.begin() as conn:
-            row = await handlers.first_touch(conn, ctx, assignment_id, at, via="api")
+            a = await handlers.first_touch(conn, ctx, assignment_id, at, via="api")
     except handlers.NotFound:
         raise Problem(404, f"no assignment {assignment_id}") from None
     except handlers.Conflict as exc:
         raise Problem(409, str(exc)) from None
     ctx.after_commit()
-    return repo.assignment_resource(dict(row))
+    return AssignmentOut.of(a)
 
 
 class SalesActivity(BaseModel):
@@ -151,15 +222,15 @@ async def post_sales_activity(
     ctx = ctx_of(request)
     at = _when(body.occurred_at)
     async with runtime.engine.begin() as conn:
-        row = None
+        a = None
         if body.assignment_id:
-            row = await repo.get_assignment(conn, body.assignment_id)
-        row = row or await repo.active_assignment(conn, body.lead_id)
-        key = (row or {}).get("lead_key") or (body.email or "").strip().lower() or body.lead_id
+            a = await repo.get_assignment(conn, body.assignment_id)
+        a = a or await repo.active_assignment(conn, body.lead_id)
+        key = (a.lead_key if a else None) or (body.email or "").strip().lower() or body.lead_id
         data = {
             "lead_id": body.lead_id,
             "email": body.email,
-            "assignment_id": body.assignment_id or (row or {}).get("id"),
+            "assignment_id": body.assignment_id or (a.id if a else None),
             "rep_id": body.rep_id,
             "occurred_at": rfc3339(at),
             "note": body.note,

@@ -15,15 +15,9 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.routing.repository import Row, rows_of
 from services.routing.tables import deliveries, timers
 from shared.db import insert_for, is_sqlite
-
-Row = dict[str, Any]
-
-
-def _rows(result: Any) -> list[Row]:
-    return [dict(r._mapping) for r in result]
-
 
 # ---- timers ----------------------------------------------------------------------------------
 
@@ -77,8 +71,8 @@ async def claim_due_timers(
         .limit(limit)
     )
     if is_sqlite(conn):
-        return _rows(await conn.execute(q))
-    rows = _rows(await conn.execute(q.with_for_update(skip_locked=True)))
+        return rows_of(await conn.execute(q))
+    rows = rows_of(await conn.execute(q.with_for_update(skip_locked=True)))
     if rows:
         await conn.execute(
             update(timers)
@@ -146,7 +140,9 @@ async def next_timer_due(conn: AsyncConnection, now: datetime) -> datetime | Non
 
 async def timers_of(conn: AsyncConnection, assignment_id: str) -> list[Row]:
     """An assignment's timers (for tests and diagnostics)."""
-    return _rows(await conn.execute(select(timers).where(timers.c.assignment_id == assignment_id)))
+    return rows_of(
+        await conn.execute(select(timers).where(timers.c.assignment_id == assignment_id))
+    )
 
 
 # ---- webhook deliveries -----------------------------------------------------------------------
@@ -188,7 +184,7 @@ async def claim_deliveries(
         q = q.where(deliveries.c.webhook.in_(list(webhooks)))
     if not is_sqlite(conn):
         q = q.with_for_update(skip_locked=True)
-    rows = _rows(await conn.execute(q))
+    rows = rows_of(await conn.execute(q))
     if rows:
         await conn.execute(
             update(deliveries)
@@ -237,7 +233,7 @@ async def scrub_deliveries(
 ) -> int:
     """Erasure: remove the leads' personal data from their delivery bodies; deliveries not
     sent yet are given up (a receiver must not learn about an erased person)."""
-    rows = _rows(
+    rows = rows_of(
         await conn.execute(
             select(deliveries.c.id, deliveries.c.body, deliveries.c.state).where(
                 deliveries.c.lead_id.in_(list(lead_ids))
@@ -280,4 +276,4 @@ async def list_deliveries(
         q = q.where(deliveries.c.state == state)
     if before_id is not None:
         q = q.where(deliveries.c.id < before_id)
-    return _rows(await conn.execute(q))
+    return rows_of(await conn.execute(q))

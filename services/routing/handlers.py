@@ -7,7 +7,7 @@ timer worker calls :func:`fire_timer`, the API calls :func:`first_touch` and fri
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,11 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.routing import durable_queues as queues
 from services.routing import repository as repo
-from services.routing.domain.assignment import ACTIVE, State
+from services.routing.domain.assignment import (
+    ACTIVE,
+    Assignment,
+    IllegalTransition,
+    Owner,
+    State,
+)
 from services.routing.domain.business_time import (
     Calendar,
     add_business_time,
-    business_seconds_between,
     make_calendar,
 )
 from services.routing.domain.rules import route
@@ -77,9 +82,9 @@ async def assign(
     *,
     exclude: Sequence[str] = (),
     reason: str | None = None,
-    previous: Mapping[str, Any] | None = None,
+    previous: Assignment | None = None,
     level: int = 0,
-) -> Mapping[str, Any] | None:
+) -> Assignment | None:
     """Route ``lead`` and store the assignment with its SLA timers; None if nobody can take it."""
     await repo.ensure_rep_states(conn, ctx.config.reps, now)
     states = await repo.load_rep_states(conn, ctx.config, now)
@@ -89,34 +94,29 @@ async def assign(
     rep = decision.rep
     policy = ctx.config.policies[decision.policy]
     dl = deadlines(now, policy.seconds, ctx.config.warn_fraction, team_calendar(ctx, decision.team))
-    row: dict[str, Any] = {
-        "id": derived_event_id(*cause, "assignment"),
-        "lead_id": str(lead["id"]),
-        "lead_key": lead.get("key"),
-        "owner_id": rep.id,
-        "owner": {"id": rep.id, "name": rep.name, "email": rep.email, "team": rep.team},
-        "team": decision.team,
-        "state": State.OPEN,
-        "policy": policy.name,
-        "warn_at": dl.warn_at,
-        "due_at": dl.due_at,
-        "met_at": None,
-        "breached": False,
-        "response_seconds": None,
-        "business_seconds": None,
-        "assigned_at": now,
-        "reason": reason or decision.reason,
-        "lead": dict(lead),
-        "escalation_level": level,
-        "previous_assignment_id": previous["id"] if previous else None,
-        "updated_at": now,
-    }
-    await repo.insert_assignment(conn, row)
-    await queues.add_timers(conn, row["id"], dl.warn_at, dl.due_at)
+    a = Assignment(
+        id=derived_event_id(*cause, "assignment"),
+        lead_id=str(lead["id"]),
+        lead_key=lead.get("key"),
+        owner=Owner(rep.id, rep.name, rep.email, rep.team),
+        team=decision.team,
+        state=State.OPEN,
+        policy=policy.name,
+        warn_at=dl.warn_at,
+        due_at=dl.due_at,
+        assigned_at=now,
+        reason=reason or decision.reason,
+        lead=dict(lead),
+        escalation_level=level,
+        previous_assignment_id=previous.id if previous else None,
+        updated_at=now,
+    )
+    await repo.insert_assignment(conn, a)
+    await queues.add_timers(conn, a.id, a.warn_at, a.due_at)
     await repo.save_credits(conn, decision.credits, now)
-    prev_owner = previous["owner"] if previous else None
-    await emit(conn, ctx, [assigned_event(row, *cause, previous_owner=prev_owner)], now)
-    return row
+    prev_owner = previous.owner if previous else None
+    await emit(conn, ctx, [assigned_event(a, *cause, previous_owner=prev_owner)], now)
+    return a
 
 
 async def on_qualified(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
@@ -185,62 +185,65 @@ async def retry_queued(
     return True
 
 
+async def _save(
+    conn: AsyncConnection,
+    before: Assignment,
+    after: Assignment,
+    *,
+    from_: Collection[State] | None = None,
+) -> bool:
+    """Write a transition's changes, only while the assignment is still in ``from_`` (default:
+    the state it was read in); True if this caller made it."""
+    return await repo.transition(
+        conn, before.id, from_=from_ or {before.state}, **after.changes_since(before)
+    )
+
+
 async def first_touch(
     conn: AsyncConnection, ctx: RoutingContext, assignment_id: str, at: datetime, *, via: str
-) -> Mapping[str, Any]:
+) -> Assignment:
     """Stop the SLA clock at the first touch; emit ``sla_met`` if it came in time."""
-    row = await repo.get_assignment(conn, assignment_id, lock=True)
-    if row is None:
+    # Locked: a timer firing meanwhile waits, so the state read here is the one written over.
+    a = await repo.get_assignment(conn, assignment_id, lock=True)
+    if a is None:
         raise NotFound(assignment_id)
-    if row["state"] not in ACTIVE | {State.MET}:
-        raise Conflict(f"assignment is {row['state']}")
-    if row["met_at"] is not None:
-        return row  # touched before: the first touch counts
-    at = max(at, row["assigned_at"])
-    wall = (at - row["assigned_at"]).total_seconds()
-    biz = business_seconds_between(row["assigned_at"], at, team_calendar(ctx, row["team"]))
-    now = utcnow()
-    values = {"met_at": at, "response_seconds": wall, "business_seconds": biz, "updated_at": now}
-    if await repo.transition(conn, row["id"], from_={State.OPEN}, to=State.MET, **values):
-        await queues.cancel_timers(conn, row["id"])
-        row = {**row, **values, "state": State.MET}
-        await emit(
-            conn,
-            ctx,
-            [
-                clock_event(
-                    RoutingType.SLA_MET,
-                    row,
-                    at,
-                    response_seconds=wall,
-                    business_seconds=biz,
-                    via=via,
-                )
-            ],
-            now,
+    try:
+        touched = a.first_touch(at, team_calendar(ctx, a.team), utcnow())
+    except IllegalTransition as exc:
+        raise Conflict(str(exc)) from None
+    if touched is a or not await _save(conn, a, touched):
+        return a  # touched before: the first touch counts
+    await queues.cancel_timers(conn, a.id)  # a late touch stops pending escalation steps too
+    if touched.state is State.MET:
+        assert touched.met_at is not None
+        met = clock_event(
+            RoutingType.SLA_MET,
+            touched,
+            touched.met_at,
+            response_seconds=touched.response_seconds,
+            business_seconds=touched.business_seconds,
+            via=via,
         )
-    elif await repo.transition(conn, row["id"], from_={State.BREACHED}, **values):
-        await queues.cancel_timers(conn, row["id"])  # pending escalation steps stop
-        row = {**row, **values}  # late touch: recorded for the report, the breach stands
-    return row
+        await emit(conn, ctx, [met], touched.updated_at or utcnow())
+    return touched
 
 
-async def close(conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, Any]) -> None:
+async def close(conn: AsyncConnection, ctx: RoutingContext, a: Assignment) -> None:
     """Close an active assignment (the lead was won, lost or disqualified)."""
-    if await repo.transition(conn, row["id"], from_=ACTIVE, to=State.CLOSED, updated_at=utcnow()):
-        await queues.cancel_timers(conn, row["id"])
+    if a.active and await _save(conn, a, a.close(utcnow()), from_=ACTIVE):
+        await queues.cancel_timers(conn, a.id)
 
 
 async def on_sales(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
     """A sales activity: a contact stops the clock; won/lost/disqualified closes."""
     data = ev.data
-    row = None
+    a = None
     if data.get("assignment_id"):
-        row = await repo.get_assignment(conn, str(data["assignment_id"]))
-    if (row is None or row["state"] not in ACTIVE | {State.MET}) and data.get("lead_id"):
+        a = await repo.get_assignment(conn, str(data["assignment_id"]))
+    if (a is None or a.ended) and data.get("lead_id"):
         lead_id, _ = await repo.resolve_lead(conn, str(data["lead_id"]))  # merged: survivor
-        row = await repo.active_assignment(conn, lead_id)
-    if row is None or row["state"] not in ACTIVE | {State.MET}:
+        a = await repo.active_assignment(conn, lead_id)
+    if a is None or a.ended:
         return
     at = ev.time
     if data.get("occurred_at"):
@@ -249,9 +252,9 @@ async def on_sales(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -
         except ValueError:
             at = ev.time
     at = min(at, utcnow())  # a tool's clock running ahead must not stretch the response time
-    await first_touch(conn, ctx, row["id"], at, via=ev.type)
+    await first_touch(conn, ctx, a.id, at, via=ev.type)
     if ev.type in CLOSE_TYPES:
-        fresh = await repo.get_assignment(conn, row["id"])
+        fresh = await repo.get_assignment(conn, a.id)
         if fresh is not None:
             await close(conn, ctx, fresh)
 
@@ -265,36 +268,31 @@ async def fire_timer(
     """Fire one due timer exactly once: warning, breach plus the escalation ladder, or a timed
     escalation step."""
     # Lock order everywhere: assignment, then its timers (first touch does the same).
-    row = await repo.get_assignment(conn, timer["assignment_id"], lock=True)
+    a = await repo.get_assignment(conn, timer["assignment_id"], lock=True)
     if not await queues.mark_fired(conn, timer["id"], now):
         return False  # another replica (or an earlier run) fired it
     kind = str(timer["kind"])
     if kind.startswith(ESCALATE_PREFIX):
-        if row is None or row["state"] not in ACTIVE or row["met_at"] is not None:
+        if a is None or not a.active or a.touched:
             return False  # touched, closed or reassigned meanwhile: the ladder stops
         index = int(kind[len(ESCALATE_PREFIX) :])
-        await take_step(
-            conn, ctx, row, index, [row["id"], kind], "escalation", timer["due_at"], now
-        )
+        await take_step(conn, ctx, a, index, [a.id, kind], "escalation", timer["due_at"], now)
         return True
-    if row is None or row["state"] != State.OPEN:
+    if a is None or a.state is not State.OPEN:
         return False
     if kind == "warn":
-        await emit(conn, ctx, [clock_event(RoutingType.SLA_WARNING, row, timer["due_at"])], now)
+        await emit(conn, ctx, [clock_event(RoutingType.SLA_WARNING, a, timer["due_at"])], now)
         return True
     # The warning still pending at the breach was claimed by a replica that died before firing
     # it (its lease has not run out yet): fire it now, before the breach, or it would never be
     # sent once the assignment is no longer open.
-    warn_due = await queues.fire_pending(conn, row["id"], "warn", now)
+    warn_due = await queues.fire_pending(conn, a.id, "warn", now)
     if warn_due is not None:
-        await emit(conn, ctx, [clock_event(RoutingType.SLA_WARNING, row, warn_due)], now)
-    if not await repo.transition(
-        conn, row["id"], from_={State.OPEN}, to=State.BREACHED, breached=True, updated_at=now
-    ):
+        await emit(conn, ctx, [clock_event(RoutingType.SLA_WARNING, a, warn_due)], now)
+    breached = a.breach(now)
+    if not await _save(conn, a, breached):
         return False
-    await escalate(
-        conn, ctx, {**row, "state": State.BREACHED, "breached": True}, timer["due_at"], now
-    )
+    await escalate(conn, ctx, breached, timer["due_at"], now)
     return True
 
 
@@ -304,19 +302,19 @@ def _manager(ctx: RoutingContext, team_id: str) -> dict[str, Any] | None:
 
 
 async def escalate(
-    conn: AsyncConnection, ctx: RoutingContext, row: Mapping[str, Any], due: datetime, now: datetime
+    conn: AsyncConnection, ctx: RoutingContext, a: Assignment, due: datetime, now: datetime
 ) -> None:
     """Emit the breach, notify the manager, and take the ladder's step for this breach (a step
     with its own timer is left to that timer)."""
-    level = int(row["escalation_level"])
+    level = a.escalation_level
     step = ctx.config.ladder_step(level)
     timed = step is not None and step.after_seconds is not None and level > 0
     action = step.action if step is not None else "none"
-    manager = _manager(ctx, row["team"])
+    manager = _manager(ctx, a.team)
     events = [
         clock_event(
             RoutingType.SLA_BREACHED,
-            row,
+            a,
             due,
             escalation=action,
             escalation_on="timer" if timed else "breach",
@@ -324,65 +322,68 @@ async def escalate(
         )
     ]
     if ctx.config.notify_manager and manager:
-        events.append(clock_event(ESCALATED, row, due, action="notify_manager", manager=manager))
+        events.append(clock_event(ESCALATED, a, due, action="notify_manager", manager=manager))
     await emit(conn, ctx, events, now)
     if step is None or timed:
         return
-    await take_step(conn, ctx, row, level, [row["id"], "sla_breach"], "sla_breach", due, now)
+    await take_step(conn, ctx, a, level, [a.id, "sla_breach"], "sla_breach", due, now)
 
 
 async def take_step(
     conn: AsyncConnection,
     ctx: RoutingContext,
-    row: Mapping[str, Any],
+    a: Assignment,
     index: int,
     cause: Sequence[str],
     reason: str,
     due: datetime,
     now: datetime,
 ) -> None:
-    """Take ladder step ``index`` for the active assignment ``row``, then arm the next step's
+    """Take ladder step ``index`` for the active assignment ``a``, then arm the next step's
     timer (if it has one) on whichever assignment is active afterwards."""
     step = ctx.config.ladder_step(index)
     if step is None:
         return
-    lead = row["lead"]
-    active: Mapping[str, Any] = row
+    active = a
     action = step.action
     if action == "reassign":
-        exclude = await repo.previous_owners(conn, row["lead_id"])
+        exclude = await repo.previous_owners(conn, a.lead_id)
         # Release the lead first: only one active assignment per lead may exist.
-        await repo.transition(conn, row["id"], from_=ACTIVE, to=State.REASSIGNED, updated_at=now)
+        await _save(conn, a, a.reassign(now), from_=ACTIVE)
         made = await assign(
             conn,
             ctx,
-            lead,
+            a.lead,
             cause,
             now,
             exclude=exclude,
             reason=reason,
-            previous=row,
+            previous=a,
             level=index + 1,
         )
         if made is not None:
-            await queues.cancel_timers(conn, row["id"])  # the old owner's clock is over
+            await queues.cancel_timers(conn, a.id)  # the old owner's clock is over
             active = made
         else:
-            await repo.transition(conn, row["id"], from_={State.REASSIGNED}, to=row["state"])
-            action = "queue"  # nobody else can take it: escalate to the queue instead
+            # Nobody else can take it: the assignment stands, escalated to the queue instead.
+            await repo.transition(conn, a.id, from_={State.REASSIGNED}, to=a.state)
+            action = "queue"
     if action == "notify_manager":
-        manager = _manager(ctx, row["team"])
-        data = clock_data(row, due, action="notify_manager", manager=manager, step=index)
+        manager = _manager(ctx, a.team)
+        data = clock_data(a, due, action="notify_manager", manager=manager, step=index)
         # Its own id (the breach's notification has the assignment's): one event per step.
-        await emit(conn, ctx, [event(ESCALATED, row, data, *cause, f"step:{index}", at=due)], now)
+        escalated = event(
+            ESCALATED, data, *cause, f"step:{index}", subject=a.lead_id, key=a.lead_key, at=due
+        )
+        await emit(conn, ctx, [escalated], now)
     elif action == "queue":
         queue = ctx.config.escalation_queue
         if await repo.queue_lead(
             conn,
             {
-                "lead_id": row["lead_id"],
-                "lead_key": row["lead_key"],
-                "lead": dict(lead),
+                "lead_id": a.lead_id,
+                "lead_key": a.lead_key,
+                "lead": dict(a.lead),
                 "reason": reason,
                 "queue": queue,
                 "escalation_level": index + 1,
@@ -391,14 +392,14 @@ async def take_step(
                 "created_at": now,
             },
         ):
-            await emit(conn, ctx, [unassigned_event(lead, reason, queue, *cause, at=now)], now)
-    if active is row:
-        await repo.transition(conn, row["id"], from_=ACTIVE, escalation_level=index + 1)
+            await emit(conn, ctx, [unassigned_event(a.lead, reason, queue, *cause, at=now)], now)
+    if active is a:
+        await repo.transition(conn, a.id, from_=ACTIVE, escalation_level=index + 1)
     nxt = ctx.config.ladder_step(index + 1)
     if nxt is not None and nxt.after_seconds is not None:
-        base = max(due, active["assigned_at"]) if active is not row else due
-        at = add_business_time(base, nxt.after_seconds, team_calendar(ctx, active["team"]))
-        await queues.add_timer(conn, active["id"], f"{ESCALATE_PREFIX}{index + 1}", at)
+        base = max(due, active.assigned_at) if active is not a else due
+        at = add_business_time(base, nxt.after_seconds, team_calendar(ctx, active.team))
+        await queues.add_timer(conn, active.id, f"{ESCALATE_PREFIX}{index + 1}", at)
 
 
 async def on_lead_gone(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
@@ -438,9 +439,9 @@ async def on_lead_gone(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEven
 
 async def _release(conn: AsyncConnection, ctx: RoutingContext, lead_id: str) -> None:
     """Close the lead's active assignment (its timers stop) and drop it from every queue."""
-    row = await repo.active_assignment(conn, lead_id)
-    if row is not None:
-        await close(conn, ctx, row)
+    a = await repo.active_assignment(conn, lead_id)
+    if a is not None:
+        await close(conn, ctx, a)
     await repo.take_from_queue(conn, lead_id)
 
 
@@ -477,7 +478,7 @@ async def on_merged(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) 
         old = await repo.active_assignment(conn, other)
         keep = await repo.active_assignment(conn, survivor)
         if old is not None and keep is None:
-            await repo.repoint_assignment(conn, old["id"], survivor, snapshot, now)
+            await repo.repoint_assignment(conn, old.id, survivor, snapshot, now)
             await repo.take_from_queue(conn, survivor)  # it has an owner now
         elif old is not None:
             await close(conn, ctx, old)

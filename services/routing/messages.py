@@ -15,6 +15,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.routing import durable_queues as queues
+from services.routing.domain.assignment import Assignment, Owner
 from services.routing.domain.model import RoutingConfig
 from shared.events import CloudEvent, RoutingType, derived_event_id, rfc3339
 from shared.outbox import enqueue
@@ -87,80 +88,79 @@ def scrub_body(body: str) -> str:
     return orjson.dumps(event).decode()
 
 
-def sla_block(row: Mapping[str, Any]) -> dict[str, Any]:
+def sla_block(a: Assignment) -> dict[str, Any]:
     """The ``sla`` object of routing events."""
-    return {
-        "policy": row["policy"],
-        "due_at": rfc3339(row["due_at"]),
-        "warn_at": rfc3339(row["warn_at"]),
-    }
+    return {"policy": a.policy, "due_at": rfc3339(a.due_at), "warn_at": rfc3339(a.warn_at)}
 
 
 def event(
     type_: str,
-    row: Mapping[str, Any],
     data: Mapping[str, Any],
     *cause: str,
+    subject: str,
+    key: str | None,
     at: datetime | None = None,
 ) -> CloudEvent:
-    """A routing event about a lead; its id derives from ``cause`` so a replay repeats it."""
+    """A routing event about lead ``subject`` (Kafka key ``key``, the lead's key); its id
+    derives from ``cause`` so a replay repeats it."""
     kwargs: dict[str, Any] = {"time": at} if at else {}
     return CloudEvent(
         type=type_,
         source=EVENT_SOURCE,
         data=dict(data),
         id=derived_event_id(*cause, type_),
-        subject=row["lead_id"],
-        key=row.get("lead_key"),
+        subject=subject,
+        key=key,
         **kwargs,
     )
 
 
-def assigned_event(
-    row: Mapping[str, Any], *cause: str, previous_owner: Mapping[str, Any] | None = None
-) -> CloudEvent:
+def assigned_event(a: Assignment, *cause: str, previous_owner: Owner | None = None) -> CloudEvent:
     """``routing.assigned`` (or ``routing.reassigned`` when there is a previous owner)."""
-    data = {
-        "assignment_id": row["id"],
-        "lead_id": row["lead_id"],
-        "owner": row["owner"],
-        "lead": lead_snapshot(row["lead"]),
-        "sla": sla_block(row),
-        "assigned_at": rfc3339(row["assigned_at"]),
-        "reason": row["reason"],
+    data: dict[str, Any] = {
+        "assignment_id": a.id,
+        "lead_id": a.lead_id,
+        "owner": a.owner.as_dict(),
+        "lead": lead_snapshot(a.lead),
+        "sla": sla_block(a),
+        "assigned_at": rfc3339(a.assigned_at),
+        "reason": a.reason,
     }
+    type_ = RoutingType.ASSIGNED
     if previous_owner is not None:
-        data["previous_owner"] = dict(previous_owner)
-        data["previous_assignment_id"] = row["previous_assignment_id"]
-        return event(RoutingType.REASSIGNED, row, data, *cause, at=row["assigned_at"])
-    return event(RoutingType.ASSIGNED, row, data, *cause, at=row["assigned_at"])
+        data["previous_owner"] = previous_owner.as_dict()
+        data["previous_assignment_id"] = a.previous_assignment_id
+        type_ = RoutingType.REASSIGNED
+    return event(type_, data, *cause, subject=a.lead_id, key=a.lead_key, at=a.assigned_at)
 
 
-def clock_data(row: Mapping[str, Any], at: datetime, **extra: Any) -> dict[str, Any]:
+def clock_data(a: Assignment, at: datetime, **extra: Any) -> dict[str, Any]:
     """The data of an assignment's clock events: who holds it, its SLA, when, and ``extra``."""
     return {
-        "assignment_id": row["id"],
-        "lead_id": row["lead_id"],
-        "owner": row["owner"],
-        "team": row["team"],
-        "sla": sla_block(row),
+        "assignment_id": a.id,
+        "lead_id": a.lead_id,
+        "owner": a.owner.as_dict(),
+        "team": a.team,
+        "sla": sla_block(a),
         "at": rfc3339(at),
         **extra,
     }
 
 
-def clock_event(type_: str, row: Mapping[str, Any], at: datetime, **extra: Any) -> CloudEvent:
+def clock_event(type_: str, a: Assignment, at: datetime, **extra: Any) -> CloudEvent:
     """``sla_warning``, ``sla_breached``, ``sla_met`` or ``escalated`` for an assignment."""
-    return event(type_, row, clock_data(row, at, **extra), row["id"], at=at)
+    data = clock_data(a, at, **extra)
+    return event(type_, data, a.id, subject=a.lead_id, key=a.lead_key, at=at)
 
 
 def unassigned_event(
     lead: Mapping[str, Any], reason: str, queue: str, *cause: str, at: datetime
 ) -> CloudEvent:
     """``routing.unassigned``: nobody could take the lead (or it moved to a queue)."""
-    row = {"lead_id": lead["id"], "lead_key": lead.get("key")}
     data = {"lead_id": lead["id"], "lead": lead_snapshot(lead), "reason": reason, "queue": queue}
-    return event(RoutingType.UNASSIGNED, row, data, *cause, at=at)
+    return event(
+        RoutingType.UNASSIGNED, data, *cause, subject=lead["id"], key=lead.get("key"), at=at
+    )
 
 
 async def emit(

@@ -15,19 +15,21 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.routing.domain.assignment import ACTIVE, State
+from services.routing.domain.assignment import ACTIVE, Assignment, Owner, State
 from services.routing.domain.business_time import Calendar, local_day_start, make_calendar
 from services.routing.domain.model import RepState, RoutingConfig
 from services.routing.tables import assignments, rep_states, tombstones, unassigned
 from shared.db import insert_for, is_sqlite
-from shared.events import parse_time, rfc3339
+from shared.events import parse_time
 from shared.messaging_tables import outbox
 
+#: A database row as a plain dict (queue rows, rep states, report rows, timers, deliveries).
 Row = dict[str, Any]
 log = logging.getLogger(__name__)
 
 
-def _rows(result: Any) -> list[Row]:
+def rows_of(result: Any) -> list[Row]:
+    """The rows of a query result as plain dicts."""
     return [dict(r._mapping) for r in result]
 
 
@@ -63,7 +65,7 @@ async def rep_state_rows(
         q = q.where(rep_states.c.rep_id.in_(list(rep_ids)))
     if lock and not is_sqlite(conn):
         q = q.with_for_update()
-    return {r["rep_id"]: r for r in _rows(await conn.execute(q))}
+    return {r["rep_id"]: r for r in rows_of(await conn.execute(q))}
 
 
 def working_hours_calendar(spec: Any) -> Calendar | None:
@@ -141,32 +143,82 @@ async def update_rep_state(conn: AsyncConnection, rep_id: str, values: Mapping[s
 # ---- assignments ------------------------------------------------------------------------------
 
 
-async def insert_assignment(conn: AsyncConnection, row: Row) -> None:
+def _assignment(row: Mapping[str, Any]) -> Assignment:
+    return Assignment(
+        id=row["id"],
+        lead_id=row["lead_id"],
+        lead_key=row["lead_key"],
+        owner=Owner.from_mapping(row["owner"]),
+        team=row["team"],
+        state=State(row["state"]),
+        policy=row["policy"],
+        warn_at=row["warn_at"],
+        due_at=row["due_at"],
+        assigned_at=row["assigned_at"],
+        reason=row["reason"],
+        lead=row["lead"] or {},
+        met_at=row["met_at"],
+        breached=bool(row["breached"]),
+        response_seconds=row["response_seconds"],
+        business_seconds=row["business_seconds"],
+        escalation_level=int(row["escalation_level"] or 0),
+        previous_assignment_id=row["previous_assignment_id"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def _assignments(conn: AsyncConnection, query: Any) -> list[Assignment]:
+    return [_assignment(r) for r in rows_of(await conn.execute(query))]
+
+
+async def insert_assignment(conn: AsyncConnection, a: Assignment) -> None:
     """Store a new assignment."""
-    await conn.execute(assignments.insert().values(**row))
+    await conn.execute(
+        assignments.insert().values(
+            id=a.id,
+            lead_id=a.lead_id,
+            lead_key=a.lead_key,
+            owner_id=a.owner.id,
+            owner=a.owner.as_dict(),
+            team=a.team,
+            state=a.state,
+            policy=a.policy,
+            warn_at=a.warn_at,
+            due_at=a.due_at,
+            met_at=a.met_at,
+            breached=a.breached,
+            response_seconds=a.response_seconds,
+            business_seconds=a.business_seconds,
+            assigned_at=a.assigned_at,
+            reason=a.reason,
+            lead=dict(a.lead),
+            escalation_level=a.escalation_level,
+            previous_assignment_id=a.previous_assignment_id,
+            updated_at=a.updated_at or a.assigned_at,
+        )
+    )
 
 
 async def get_assignment(
     conn: AsyncConnection, assignment_id: str, *, lock: bool = False
-) -> Row | None:
+) -> Assignment | None:
     """One assignment by id."""
     q = select(assignments).where(assignments.c.id == assignment_id)
     if lock and not is_sqlite(conn):
         q = q.with_for_update()
-    rows = _rows(await conn.execute(q))
-    return rows[0] if rows else None
+    found = await _assignments(conn, q)
+    return found[0] if found else None
 
 
-async def active_assignment(conn: AsyncConnection, lead_id: str) -> Row | None:
+async def active_assignment(conn: AsyncConnection, lead_id: str) -> Assignment | None:
     """The lead's open or breached assignment, if any."""
-    rows = _rows(
-        await conn.execute(
-            select(assignments).where(
-                assignments.c.lead_id == lead_id, assignments.c.state.in_(list(ACTIVE))
-            )
-        )
+    found = await _assignments(
+        conn,
+        select(assignments).where(
+            assignments.c.lead_id == lead_id, assignments.c.state.in_(list(ACTIVE))
+        ),
     )
-    return rows[0] if rows else None
+    return found[0] if found else None
 
 
 async def lead_known(conn: AsyncConnection, lead_id: str) -> bool:
@@ -201,7 +253,7 @@ async def scrub_outbox(
     row stays meaningful. Only sent rows lose their partition key (an email or phone): an
     unsent row keeps it so that it still lands on the lead's partition, in order.
     """
-    rows = _rows(
+    rows = rows_of(
         await conn.execute(
             select(outbox.c.id, outbox.c.data, outbox.c.sent_at).where(
                 outbox.c.source == source, outbox.c.ce_subject == lead_id
@@ -347,7 +399,7 @@ async def list_assignments(
     lead_id: str | None,
     limit: int,
     after: tuple[datetime, str] | None,
-) -> list[Row]:
+) -> list[Assignment]:
     """Assignments, newest first, keyset-paginated on (assigned_at, id)."""
     q = select(assignments).order_by(assignments.c.assigned_at.desc(), assignments.c.id.desc())
     if owner:
@@ -364,12 +416,12 @@ async def list_assignments(
                 and_(assignments.c.assigned_at == at, assignments.c.id < aid),
             )
         )
-    return _rows(await conn.execute(q.limit(limit)))
+    return await _assignments(conn, q.limit(limit))
 
 
 async def report_rows(conn: AsyncConnection, start: datetime, end: datetime) -> list[Row]:
     """Assignments made in [start, end) for the SLA report."""
-    return _rows(
+    return rows_of(
         await conn.execute(
             select(
                 assignments.c.team,
@@ -401,12 +453,12 @@ async def queued(conn: AsyncConnection, queue: str | None = None, limit: int = 1
     q = select(unassigned).order_by(unassigned.c.created_at, unassigned.c.lead_id).limit(limit)
     if queue:
         q = q.where(unassigned.c.queue == queue)
-    return _rows(await conn.execute(q))
+    return rows_of(await conn.execute(q))
 
 
 async def queued_lead(conn: AsyncConnection, lead_id: str) -> Row | None:
     """The lead's queue row, if it is queued."""
-    rows = _rows(await conn.execute(select(unassigned).where(unassigned.c.lead_id == lead_id)))
+    rows = rows_of(await conn.execute(select(unassigned).where(unassigned.c.lead_id == lead_id)))
     return rows[0] if rows else None
 
 
@@ -422,31 +474,3 @@ async def take_from_queue(conn: AsyncConnection, lead_id: str) -> bool:
     """Remove a lead from its queue; True if this caller removed it."""
     res = await conn.execute(delete(unassigned).where(unassigned.c.lead_id == lead_id))
     return bool(res.rowcount)
-
-
-def assignment_resource(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The public assignment resource of a row."""
-
-    def t(v: datetime | None) -> str | None:
-        return rfc3339(v) if v else None
-
-    return {
-        "id": row["id"],
-        "lead_id": row["lead_id"],
-        "owner": row["owner"],
-        "team": row["team"],
-        "state": row["state"],
-        "sla": {
-            "policy": row["policy"],
-            "due_at": t(row["due_at"]),
-            "warn_at": t(row["warn_at"]),
-            "met_at": t(row["met_at"]),
-            "breached": bool(row["breached"]),
-            "response_seconds": row["response_seconds"],
-            "business_seconds": row["business_seconds"],
-        },
-        "assigned_at": t(row["assigned_at"]),
-        "reason": row["reason"],
-        "previous_assignment_id": row["previous_assignment_id"],
-        "escalation_level": row["escalation_level"],
-    }
