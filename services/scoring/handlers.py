@@ -7,8 +7,8 @@ so an event redelivered after a crash is never applied twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +25,6 @@ from services.scoring.domain.identity import (
     Identifiers,
     identifier_hash,
     identifiers_of,
-    normalise_email,
 )
 from services.scoring.domain.lifecycle import Change
 from services.scoring.domain.model import Lead
@@ -33,6 +32,7 @@ from services.scoring.domain.resolution import resolve
 from services.scoring.domain.rules import Rules
 from services.scoring.outgoing import SOURCE, lead_events
 from services.scoring.repository import LeadRepository
+from shared.contract import Interaction, InvalidEvent, Owner, SalesActivity
 from shared.events import (
     INTERACTION_TYPES,
     SALES_TYPES,
@@ -41,6 +41,7 @@ from shared.events import (
     LeadType,
     RoutingType,
     derived_event_id,
+    parse_time,
     utcnow,
 )
 from shared.outbox import enqueue
@@ -49,6 +50,44 @@ from shared.topics import Topics
 log = logging.getLogger(__name__)
 
 ASSIGNMENT_TYPES = frozenset({RoutingType.ASSIGNED, RoutingType.REASSIGNED})
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerAssigned:
+    """What scoring reads of routing's ``assigned``/``reassigned``: the lead and its owner."""
+
+    lead_id: str
+    owner: Owner
+    occurred_at: datetime | None = None
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> OwnerAssigned:
+        if b"\\u0000" in orjson.dumps(data):  # the timeline stores the data as it came
+            raise InvalidEvent("text holds a NUL character")
+        lead_id = data.get("lead_id")
+        if not isinstance(lead_id, str) or not lead_id:
+            raise InvalidEvent("data/lead_id: a non-empty string is required")
+        raw_time = data.get("occurred_at")
+        try:
+            at = parse_time(raw_time) if isinstance(raw_time, str) else None
+        except ValueError:
+            at = None
+        return cls(lead_id, Owner.from_data(data.get("owner"), "data/owner"), at)
+
+
+#: A consumed event read once, at the edge: its typed data (None: not one scoring applies).
+Message = Interaction | SalesActivity | OwnerAssigned | None
+
+
+def parse(ev: CloudEvent) -> Message:
+    """The typed data of an event; :class:`InvalidEvent` (dead-lettered) when out of contract."""
+    if ev.type in INTERACTION_TYPES:
+        return Interaction.from_data(ev.data)
+    if ev.type in SALES_TYPES:
+        return SalesActivity.from_data(ev.data)
+    if ev.type in ASSIGNMENT_TYPES:
+        return OwnerAssigned.from_data(ev.data)
+    return None
 
 
 class ScoringHandler:
@@ -64,26 +103,34 @@ class ScoringHandler:
     async def __call__(self, conn: AsyncConnection, events: Sequence[CloudEvent]) -> None:
         """The ConsumerRunner's batch handler.
 
+        Every event is read at the start, before anything is written: one out of contract
+        raises :class:`InvalidEvent`, and the runner applies the batch again one event at a
+        time, dead-lettering only that one.
+
         An erasure request splits the batch: what came before it is written first, then the
         erasure, then what came after (which then sees the erased identifiers), in order.
         """
+        batch = [(ev, parse(ev)) for ev in events]
         now = self.clock()
-        run: list[CloudEvent] = []
-        for ev in (_without_nul(e) for e in events):
+        run: list[tuple[CloudEvent, Message]] = []
+        for ev, msg in batch:
             if ev.type != InteractionType.ERASURE_REQUESTED:
-                run.append(ev)
+                run.append((ev, msg))
                 continue
             if run:
                 await self._apply(conn, run, now)
                 run = []
-            await self._erase(conn, ev, now)
+            assert isinstance(msg, Interaction)
+            await self._erase(conn, ev, msg, now)
         if run:
             await self._apply(conn, run, now)
 
-    async def _erase(self, conn: AsyncConnection, ev: CloudEvent, now: datetime) -> None:
+    async def _erase(
+        self, conn: AsyncConnection, ev: CloudEvent, ix: Interaction, now: datetime
+    ) -> None:
         """Erase the lead the request names (as DELETE /v1/leads/{id} does), or, if there is
         none, remember the identifiers' hashes so the person is not created without consent."""
-        ids = identifiers_of(dict(ev.data), ev.key)
+        ids = identifiers_of(ix, ev.key)
         if not ids.pairs():
             log.info("erasure request %s names no email, phone or anonymous id; ignored", ev.id)
             return
@@ -95,7 +142,7 @@ class ScoringHandler:
         # an identifier that belongs to another identified person is not theirs to block
         hashes = [identifier_hash(k, v) for k, v in ids.pairs() if (k, v) not in res.foreign]
         targets = [res.lead_id, *res.merge_ids] if res.lead_id else []
-        details = _erasure_details(ev)
+        details = _erasure_details(ix)
         for lead_id in targets:
             await commands.erase_lead(
                 conn,
@@ -112,23 +159,21 @@ class ScoringHandler:
             await repository.remember_erased(conn, hashes, now)
 
     async def _apply(
-        self, conn: AsyncConnection, events: Sequence[CloudEvent], now: datetime
+        self, conn: AsyncConnection, batch: Sequence[tuple[CloudEvent, Message]], now: datetime
     ) -> None:
         repo = LeadRepository(conn)
         ids_of = {
-            e.id: identifiers_of(dict(e.data), e.key) for e in events if e.type in INTERACTION_TYPES
+            ev.id: identifiers_of(msg, ev.key) for ev, msg in batch if isinstance(msg, Interaction)
         }
         hashes_of = {
             eid: [identifier_hash(k, v) for k, v in ids.pairs()] for eid, ids in ids_of.items()
         }
         refs = [
-            str(e.data["lead_id"])
-            for e in events
-            if e.type not in INTERACTION_TYPES and e.data.get("lead_id")
+            msg.lead_id
+            for _, msg in batch
+            if isinstance(msg, SalesActivity | OwnerAssigned) and msg.lead_id
         ]
-        sales_emails = [
-            normalise_email(e.data.get("email")) for e in events if e.type in SALES_TYPES
-        ]
+        sales_emails = [msg.email for _, msg in batch if isinstance(msg, SalesActivity)]
         pairs = [p for i in ids_of.values() for p in i.pairs()]
         pairs += [(MERGED, r) for r in refs] + [(EMAIL, m) for m in sales_emails if m]
         index = await repo.find_identities(pairs)
@@ -145,32 +190,32 @@ class ScoringHandler:
         out: list[CloudEvent] = []
         merges: list[tuple[str, str]] = []
         consented: list[str] = []
-        for ev in events:
-            if ev.type in INTERACTION_TYPES:
+        for ev, msg in batch:
+            if isinstance(msg, Interaction):
                 ids = ids_of[ev.id]
                 blocked = [h for h in hashes_of[ev.id] if h in erased]
                 if blocked:
-                    if not _new_consent(ev.data):
+                    if not _new_consent(msg):
                         log.info("event %s: erased person without new consent; ignored", ev.id)
                         continue
                     erased.difference_update(blocked)
                     consented += blocked
-                out += self._interaction(repo, index, ev, ids, merges, now)
-            elif ev.type in ASSIGNMENT_TYPES or ev.type in SALES_TYPES:
-                lead = self._referenced(repo, index, ev)
+                out += self._interaction(repo, index, ev, msg, ids, merges, now)
+            elif isinstance(msg, SalesActivity | OwnerAssigned):
+                lead = _referenced(repo, index, msg)
                 if lead is None:
                     log.info("event %s: no lead for %s; ignored", ev.id, ev.type)
                     continue
-                at = profile.event_time(ev.data, ev.time)
-                if ev.type in SALES_TYPES:
+                at = msg.occurred_at or ev.time
+                if isinstance(msg, SalesActivity):
                     changes = lifecycle.apply_sales(lead, ev.type, at)
                 else:
-                    changes = lifecycle.apply_assignment(lead, ev.data)
+                    changes = lifecycle.apply_assignment(lead, msg.owner)
                 repo.touch(lead)
                 repo.add_timeline(
                     lead.id,
                     at,
-                    "sales" if ev.type in SALES_TYPES else "routing",
+                    "sales" if isinstance(msg, SalesActivity) else "routing",
                     ev.type,
                     ev.id,
                     dict(ev.data),
@@ -181,23 +226,12 @@ class ScoringHandler:
         await repo.flush(now, merges=merges)
         await enqueue(conn, SOURCE, self.topics.leads, out)
 
-    def _referenced(
-        self, repo: LeadRepository, index: dict[tuple[str, str], str], ev: CloudEvent
-    ) -> Lead | None:
-        ref = ev.data.get("lead_id")
-        if ref:
-            ref = str(ref)
-            lead = repo.loaded.get(ref) or repo.loaded.get(index.get((MERGED, ref), ""))
-            if lead is not None:
-                return lead
-        email = normalise_email(ev.data.get("email"))
-        return repo.loaded.get(index.get((EMAIL, email), "")) if email else None
-
     def _interaction(
         self,
         repo: LeadRepository,
         index: dict[tuple[str, str], str],
         ev: CloudEvent,
+        ix: Interaction,
         ids: Identifiers,
         merges: list[tuple[str, str]],
         now: datetime,
@@ -242,8 +276,8 @@ class ScoringHandler:
             if index.get(pair, lead.id) == lead.id:
                 index.pop(pair, None)
                 repo.drop_identity(pair[0], pair[1], lead.id)
-        at = profile.event_time(ev.data, ev.time)
-        changes += lifecycle.apply_interaction(lead, ev.id, ev.type, ev.data, at, self.rules, now)
+        at = ix.occurred_at
+        changes += lifecycle.apply_interaction(lead, ev.id, ev.type, ix, self.rules, now)
         repo.touch(lead)
         repo.add_timeline(lead.id, at, "interaction", ev.type, ev.id, dict(ev.data))
         for conflict in res.conflicts:
@@ -281,37 +315,31 @@ async def _settle(repo: LeadRepository, index: dict[tuple[str, str], str]) -> No
         del index[pair]  # a new identity row for it collides, and the runner retries
 
 
-def _erasure_details(ev: CloudEvent) -> dict[str, Any]:
+def _referenced(
+    repo: LeadRepository,
+    index: dict[tuple[str, str], str],
+    msg: SalesActivity | OwnerAssigned,
+) -> Lead | None:
+    """The lead a sales or routing event names by id (or a merged-away id), else by email."""
+    if msg.lead_id:
+        lead = repo.loaded.get(msg.lead_id) or repo.loaded.get(index.get((MERGED, msg.lead_id), ""))
+        if lead is not None:
+            return lead
+    email = msg.email if isinstance(msg, SalesActivity) else None
+    return repo.loaded.get(index.get((EMAIL, email), "")) if email else None
+
+
+def _erasure_details(ix: Interaction) -> dict[str, Any]:
     """What the timeline keeps of an erasure request: who asked and why, nothing personal."""
-    data = dict(ev.data)
-    custom, ad, channel = data.get("custom"), data.get("ad"), data.get("channel")
-    reason = custom.get("reason") if isinstance(custom, dict) else None
-    platform = ad.get("platform") if isinstance(ad, dict) else None
+    reason = ix.part("custom").get("reason")
+    platform = ix.part("ad").get("platform")
     return {
         "by": "event",
-        "channel": channel if isinstance(channel, str) else None,
+        "channel": ix.channel,
         "platform": platform if isinstance(platform, str) else None,
         "reason": reason[:200] if isinstance(reason, str) else None,
     }
 
 
-def _new_consent(data: Any) -> bool:
-    consent = data.get("consent") if hasattr(data, "get") else None
-    return isinstance(consent, dict) and consent.get("marketing") is True
-
-
-def _without_nul(ev: CloudEvent) -> CloudEvent:
-    """PostgreSQL JSON cannot store NUL characters: drop them from the event's data."""
-    if "\\u0000" not in orjson.dumps(ev.data).decode():
-        return ev
-    return replace(ev, data=_strip(ev.data))
-
-
-def _strip(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, dict):
-        return {_strip(k): _strip(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
+def _new_consent(ix: Interaction) -> bool:
+    return ix.part("consent").get("marketing") is True

@@ -12,7 +12,8 @@ from services.scoring.domain.model import Lead
 from services.scoring.domain.rules import Rules, parse_rules
 from services.scoring.main import load_rules
 from shared.config import load_config
-from shared.events import CloudEvent, InteractionType, rfc3339, utcnow
+from shared.contract import Contact, Interaction
+from shared.events import CloudEvent, InteractionType, utcnow
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -35,46 +36,66 @@ def interaction(
     intent: str | None = None,
     contact: dict[str, Any] | None = None,
     event_id: str | None = None,
-    **extra: Any,
+    **parts: Any,
 ) -> CloudEvent:
-    """An interaction event as capture writes it (docs/events.md)."""
+    """An interaction event as capture writes it (``shared.contract.Interaction``); ``parts``
+    are the other fields of the interaction (``anonymous_id``, ``asset``, ``consent`` …)."""
     at = at or utcnow()
-    data: dict[str, Any] = {
-        "lead_key": email or extra.get("anonymous_id"),
-        "occurred_at": rfc3339(at),
-        "channel": "form",
-        "form_id": None,
-        "intent": intent,
-        "contact": {"email": email, **(contact or {})},
-        "anonymous_id": None,
-        "user_id": None,
-        "attribution": None,
-        "consent": None,
-        "custom": {},
-        "asset": None,
-        "webinar": None,
-        "ad": None,
-        "track": None,
-    }
-    data.update(extra)
+    who = Contact(email=email, **(contact or {}))
+    parts.setdefault("lead_key", email or who.phone or parts.get("anonymous_id"))
+    parts.setdefault("channel", "form")
+    ix = Interaction(occurred_at=at, intent=intent, contact=who, **parts)
     return CloudEvent(
         type=type_,
         source="/leadflow/capture",
-        data=data,
+        data=ix.to_data(),
         id=event_id or str(uuid.uuid4()),
         time=at,
-        key=data["lead_key"],
+        key=ix.lead_key,
+    )
+
+
+def ix(**fields: Any) -> Interaction:
+    """An interaction for the pure domain: a form of ``k@x.io`` at T0 unless told otherwise."""
+    fields.setdefault("lead_key", "k@x.io")
+    fields.setdefault("occurred_at", T0)
+    fields.setdefault("channel", "form")
+    return Interaction(**fields)
+
+
+def ad_lead(
+    platform: str,
+    lead_id: str,
+    contact: Contact | None = None,
+    *,
+    custom: dict[str, Any] | None = None,
+    **ad: Any,
+) -> Interaction:
+    """An ad platform's lead as capture builds it (``ad_lead_received``, or with ``custom`` the
+    ``erasure_requested`` of a deleted one): keyed by the email, else the phone, else
+    ``<platform>:<lead id>``."""
+    key = (contact.email or contact.phone) if contact is not None else None
+    return Interaction(
+        lead_key=key or f"{platform}:{lead_id}",
+        occurred_at=T0,
+        channel="ad",
+        contact=contact,
+        custom=custom,
+        ad={"platform": platform, "lead_id": lead_id, "is_test": False, **ad},
     )
 
 
 def drive(events: list[CloudEvent], rules: Rules, now: datetime | None = None) -> Lead:
     """Apply interactions of one person to a fresh lead through the pure domain."""
     first = events[0]
-    lead = profile.new_lead("lead-1", identifiers_of(dict(first.data), first.key), first.time)
+    lead = profile.new_lead(
+        "lead-1", identifiers_of(Interaction.from_data(first.data), first.key), first.time
+    )
     for ev in events:
-        profile.add_identifiers(lead, identifiers_of(dict(ev.data), ev.key))
+        msg = Interaction.from_data(ev.data)
+        profile.add_identifiers(lead, identifiers_of(msg, ev.key))
         lifecycle.apply_interaction(
-            lead, ev.id, ev.type, ev.data, ev.time, rules, now or ev.time + timedelta(minutes=1)
+            lead, ev.id, ev.type, msg, rules, now or ev.time + timedelta(minutes=1)
         )
     return lead
 

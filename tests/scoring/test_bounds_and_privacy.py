@@ -12,7 +12,6 @@ import orjson
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.capture.domain.ads import ad_interaction, erasure_interaction
 from services.scoring import commands
 from services.scoring.domain import profile
 from services.scoring.domain.identity import Identifiers
@@ -21,11 +20,12 @@ from services.scoring.domain.profile import MAX_ANONYMOUS_IDS
 from services.scoring.handlers import ScoringHandler
 from services.scoring.outgoing import SOURCE
 from services.scoring.tables import identities, leads
+from shared.contract import Contact
 from shared.db import create_engine
-from shared.events import CloudEvent, InteractionType, LeadType, rfc3339, utcnow
+from shared.events import CloudEvent, InteractionType, LeadType, utcnow
 from shared.messaging_tables import outbox
 from shared.topics import Topics
-from tests.scoring.helpers import T0, VP_SALES, default_rules, interaction
+from tests.scoring.helpers import T0, VP_SALES, ad_lead, default_rules, interaction
 from tests.support import wait_for, waiting_on_a_lock
 
 TOPICS = Topics("i8.")
@@ -250,30 +250,35 @@ async def test_a_linkedin_deletion_naming_only_the_platform_lead_erases_it(db_ur
     erasure request carries only ``linkedin:<lead id>``; scoring must still find the lead."""
     engine = create_engine(db_url)
     handler = ScoringHandler(default_rules(), TOPICS)
-    now = rfc3339(utcnow())
-    received = ad_interaction(
+    received = ad_lead(
         "linkedin",
         "LI-77",
-        {"email": "pat@corp.example", "first_name": "Pat", "company": "Corp"},
-        {"form_id": "f-1", "campaign_id": "c-1"},
-        now,
+        Contact(email="pat@corp.example", first_name="Pat", company="Corp"),
+        form_id="f-1",
+        campaign_id="c-1",
     )
-    deleted = erasure_interaction("linkedin", "LI-77", None, None, now, "linkedin_lead_deleted")
-    other = ad_interaction("linkedin", "LI-78", {"email": "kim@corp.example"}, {}, now)
+    deleted = ad_lead("linkedin", "LI-77", custom={"reason": "linkedin_lead_deleted"})
+    other = ad_lead("linkedin", "LI-78", Contact(email="kim@corp.example"))
     try:
         await _apply(
             engine,
             handler,
             [
-                _platform_event(InteractionType.AD_LEAD_RECEIVED, received.lead_key, received.data),
-                _platform_event(InteractionType.AD_LEAD_RECEIVED, other.lead_key, other.data),
+                _platform_event(
+                    InteractionType.AD_LEAD_RECEIVED, received.lead_key, received.to_data()
+                ),
+                _platform_event(InteractionType.AD_LEAD_RECEIVED, other.lead_key, other.to_data()),
             ],
         )
-        assert deleted.lead_key == "linkedin:LI-77" and deleted.data["contact"] is None
+        assert deleted.lead_key == "linkedin:LI-77" and deleted.contact is None
         await _apply(
             engine,
             handler,
-            [_platform_event(InteractionType.ERASURE_REQUESTED, deleted.lead_key, deleted.data)],
+            [
+                _platform_event(
+                    InteractionType.ERASURE_REQUESTED, deleted.lead_key, deleted.to_data()
+                )
+            ],
         )
         by_first = {s["first_name"] or s["email"] or "erased": s for s in await _lead_rows(engine)}
         assert set(by_first) == {"erased", "kim@corp.example"}

@@ -1,4 +1,4 @@
-"""Config errors name the bad key; identifiers normalise; identity resolution (table-driven)."""
+"""Config errors name the bad key; the identifiers of an interaction; identity resolution."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 
-from services.scoring.domain.identity import Identifiers, identifiers_of, normalise_phone
+from services.scoring.domain.identity import MAX_ID_LENGTH, Identifiers, identifiers_of
 from services.scoring.domain.model import Lead
 from services.scoring.domain.resolution import resolve
 from services.scoring.domain.scoring import seniority
 from services.scoring.main import build_app, load_rules
 from shared.config import ConfigError, load_config
-from tests.scoring.helpers import T0
+from shared.contract import Contact
+from tests.scoring.helpers import T0, ix
 from tests.support import make_settings
 
 
@@ -74,17 +75,17 @@ def test_seniority(title: str | None, level: str | None) -> None:
 
 def test_identifiers() -> None:
     ids = identifiers_of(
-        {
-            "contact": {"email": " Jane@ACME.com ", "phone": "+49 151 1234 5678"},
-            "anonymous_id": "a1",
-        }
+        ix(contact=Contact(email="jane@acme.com", phone="+4915112345678"), anonymous_id="a1")
     )
     assert ids == Identifiers("jane@acme.com", "+4915112345678", "a1")
     assert ids.key == "jane@acme.com"
-    assert identifiers_of({"lead_key": "anon-7"}).key == "anon-7"
-    assert normalise_phone("12") is None
-    assert normalise_phone("0151 12345678") is None  # no country: not guessed
-    assert normalise_phone("0151 12345678", "de") == "+4915112345678"
+    # the lead key is the last resort: an email if it is one, else an anonymous id
+    assert identifiers_of(ix(lead_key="anon-7")) == Identifiers(None, None, "anon-7")
+    assert identifiers_of(ix(lead_key="k@x.io")) == Identifiers("k@x.io", None, None)
+    # an id too long for the identity index is no identifier
+    assert identifiers_of(ix(anonymous_id="a" * (MAX_ID_LENGTH + 1))).anonymous_id is None
+    ad = ix(channel="ad", lead_key="linkedin:7", ad={"platform": "LinkedIn", "lead_id": "7"})
+    assert identifiers_of(ad).ad_lead == "linkedin:7"
 
 
 def _lead(lead_id: str, *emails: str) -> Lead:

@@ -9,9 +9,10 @@ import pytest
 
 from services.scoring.domain import lifecycle, profile
 from services.scoring.domain.identity import identifiers_of
+from shared.contract import Interaction
 from shared.events import InteractionType as IT
 from shared.events import LeadType
-from tests.scoring.helpers import T0, VP_SALES, default_rules, drive
+from tests.scoring.helpers import T0, VP_SALES, default_rules, drive, ix
 from tests.scoring.helpers import interaction as _interaction
 
 RULES = default_rules()
@@ -101,11 +102,12 @@ def test_reasons_add_up_to_the_score() -> None:
 def test_qualified_once_and_stage_reported() -> None:
     demo = interaction(intent="demo_request", contact=VP_SALES, at=T0)
     contact = interaction(intent="contact", contact=VP_SALES, at=T0 + timedelta(hours=1))
-    lead = profile.new_lead("l", identifiers_of(dict(demo.data), demo.key), T0)
+    lead = profile.new_lead("l", identifiers_of(Interaction.from_data(demo.data), demo.key), T0)
     announced = []
     for ev, now in ((demo, T0), (contact, T0 + timedelta(hours=1))):
-        profile.add_identifiers(lead, identifiers_of(dict(ev.data), ev.key))
-        changes = lifecycle.apply_interaction(lead, ev.id, ev.type, ev.data, ev.time, RULES, now)
+        msg = Interaction.from_data(ev.data)
+        profile.add_identifiers(lead, identifiers_of(msg, ev.key))
+        changes = lifecycle.apply_interaction(lead, ev.id, ev.type, msg, RULES, now)
         announced.append([(c.type, c.change) for c in changes])
     first, second = announced
     assert (LeadType.STAGE_CHANGED, {"from": "IQL", "to": "SQL"}) in first
@@ -120,7 +122,7 @@ def test_a_new_lead_is_not_reactivated() -> None:
 
     lead = profile.new_lead("l", Identifiers("n@x.io", None, None), T0)
     changes = lifecycle.apply_interaction(
-        lead, "e", IT.FORM_SUBMITTED, {"intent": "demo_request"}, T0, RULES, T0
+        lead, "e", IT.FORM_SUBMITTED, ix(intent="demo_request"), RULES, T0
     )
     temp = [c.change for c in changes if c.type.endswith("temperature_changed")]
     assert temp == [{"from": "cold", "to": "hot"}]
@@ -138,7 +140,7 @@ def test_lead_cools_down_and_is_reactivated() -> None:
     ]
     later = T0 + timedelta(days=41)
     back = lifecycle.apply_interaction(
-        lead, "e-2", IT.FORM_SUBMITTED, {"intent": "demo_request"}, later, RULES, later
+        lead, "e-2", IT.FORM_SUBMITTED, ix(intent="demo_request", occurred_at=later), RULES, later
     )
     temp = [c.change for c in back if c.type.endswith("temperature_changed")]
     assert lead.temperature == "hot" and temp and temp[0]["reactivated"] is True

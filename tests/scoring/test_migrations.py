@@ -7,14 +7,14 @@ from alembic.config import Config
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from services.capture.domain.ads import ad_interaction
 from services.scoring import commands
 from services.scoring.handlers import ScoringHandler
 from services.scoring.tables import identities, leads
+from shared.contract import Contact
 from shared.db import create_engine
-from shared.events import CloudEvent, InteractionType, rfc3339
+from shared.events import CloudEvent, InteractionType
 from shared.topics import Topics
-from tests.scoring.helpers import T0, default_rules
+from tests.scoring.helpers import T0, ad_lead, default_rules
 
 
 def _alembic(conn: Connection, action: str, revision: str) -> None:
@@ -26,11 +26,11 @@ def _alembic(conn: Connection, action: str, revision: str) -> None:
 
 
 def _ad_lead(lead_id: str, email: str) -> CloudEvent:
-    got = ad_interaction("linkedin", lead_id, {"email": email}, {}, rfc3339(T0))
+    got = ad_lead("linkedin", lead_id, Contact(email=email))
     return CloudEvent(
         type=InteractionType.AD_LEAD_RECEIVED,
         source="/leadflow/capture",
-        data=got.data,
+        data=got.to_data(),
         key=got.lead_key,
     )
 

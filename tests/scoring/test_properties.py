@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from hypothesis import given, settings
@@ -10,8 +11,9 @@ from hypothesis import strategies as st
 from services.scoring.domain import lifecycle, scoring
 from services.scoring.domain.model import Hit, Lead, stage_rank
 from services.scoring.domain.rules import Rules
+from shared.contract import Contact
 from shared.events import InteractionType as IT
-from tests.scoring.helpers import T0, default_rules, rules_from
+from tests.scoring.helpers import T0, default_rules, ix, rules_from
 
 RULES = default_rules()
 CAPPED = rules_from(
@@ -89,19 +91,19 @@ def test_caps_hold(hs: list[Hit], offset: float) -> None:
 
 EVENT = st.one_of(
     st.builds(
-        lambda i: (IT.FORM_SUBMITTED, {"intent": i}),
+        lambda i: (IT.FORM_SUBMITTED, ix(intent=i)),
         st.sampled_from(["newsletter", "contact", "demo_request", "generic", "trial"]),
     ),
-    st.builds(lambda g: (IT.CONTENT_DOWNLOADED, {"asset": {"gated": g}}), st.booleans()),
+    st.builds(lambda g: (IT.CONTENT_DOWNLOADED, ix(asset={"gated": g})), st.booleans()),
     st.builds(
-        lambda m: (IT.WEBINAR_ATTENDED, {"webinar": {"attended_minutes": m}}), st.integers(0, 120)
+        lambda m: (IT.WEBINAR_ATTENDED, ix(webinar={"attended_minutes": m})), st.integers(0, 120)
     ),
     st.builds(
-        lambda n: (IT.TRACKED, {"track": {"event": "page", "name": n}}),
+        lambda n: (IT.TRACKED, ix(track={"event": "page", "name": n})),
         st.sampled_from(["Pricing", "Home", "Careers"]),
     ),
     st.builds(
-        lambda t, s: (IT.IDENTIFIED, {"contact": {"job_title": t, "company_size": s}}),
+        lambda t, s: (IT.IDENTIFIED, ix(contact=Contact(job_title=t, company_size=s))),
         st.sampled_from(["CEO", "Intern", "VP Sales", None]),
         st.integers(1, 5000),
     ),
@@ -115,7 +117,9 @@ def _run(steps: list, rules: Rules) -> list[tuple[str, str]]:
     now = T0
     for i, ((etype, data), gap) in enumerate(steps):
         now = now + timedelta(days=gap)
-        lifecycle.apply_interaction(lead, f"e{i}", etype, data, now, rules, now)
+        lifecycle.apply_interaction(
+            lead, f"e{i}", etype, replace(data, occurred_at=now), rules, now
+        )
         seen.append((lead.stage, lead.status))
         lifecycle.refresh(lead, rules, now + timedelta(days=gap))  # the sweep, later on
         seen.append((lead.stage, lead.status))
@@ -139,9 +143,9 @@ def test_stage_and_status_never_move_back_automatically(steps: list) -> None:
 def test_applying_the_same_event_twice_changes_nothing(steps: list) -> None:
     lead = Lead(id="l", key="k@x.io", created_at=T0, email="k@x.io", emails=["k@x.io"])
     for i, ((etype, data), _) in enumerate(steps):
-        lifecycle.apply_interaction(lead, f"e{i}", etype, data, T0, RULES, T0)
+        lifecycle.apply_interaction(lead, f"e{i}", etype, data, RULES, T0)
     before = lead.to_state()
     for i, ((etype, data), _) in enumerate(steps):
-        lifecycle.apply_interaction(lead, f"e{i}", etype, data, T0, RULES, T0)
+        lifecycle.apply_interaction(lead, f"e{i}", etype, data, RULES, T0)
     assert lead.to_state()["hits"] == before["hits"]
     assert lead.total == before["fit"] + before["engagement"]

@@ -51,7 +51,7 @@ async def test_two_consumers_race_on_one_person(pg_db_url: str) -> None:
     first = interaction(intent="newsletter", email="race@acme.com")
     second = interaction(
         InteractionType.CONTENT_DOWNLOADED,
-        email="Race@Acme.com",
+        email="race@acme.com",
         asset={"id": "g", "type": "ebook", "gated": True},
     )
     attempts: list[str] = []

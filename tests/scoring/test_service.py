@@ -66,7 +66,7 @@ async def test_demo_request_becomes_hot_sql_and_is_announced(
     async with running(kafka_bootstrap, db_url) as (settings, client):
         topics = Topics(settings.leadflow_topic_prefix)
         demo = interaction(
-            intent="demo_request", email="Jane@Acme.com", contact=VP_SALES, anonymous_id="anon-1"
+            intent="demo_request", email="jane@acme.com", contact=VP_SALES, anonymous_id="anon-1"
         )
         news = interaction(intent="newsletter", email="newbie@example.org")
         await produce(kafka_bootstrap, topics.interactions, [demo, news])
@@ -75,7 +75,7 @@ async def test_demo_request_becomes_hot_sql_and_is_announced(
         # catch it), then a same-key marker behind it on the same partition: once the marker
         # is in the timeline, the copy has been handled.
         marker = interaction(
-            InteractionType.IDENTIFIED, email="Jane@Acme.com", anonymous_id="anon-1"
+            InteractionType.IDENTIFIED, email="jane@acme.com", anonymous_id="anon-1"
         )
         assert marker.key == demo.key
         await produce(kafka_bootstrap, topics.interactions, [demo, marker])

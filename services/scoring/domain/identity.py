@@ -1,12 +1,17 @@
-"""Normalised identifiers of a person: email, phone, anonymous id and ad-platform lead id."""
+"""Identifiers of a person: email, phone, anonymous id and ad-platform lead id.
+
+An interaction's contact is already normalised (``shared.contract`` refuses an email that is
+not lower-case or a phone that is not E.164); what is decided here is scoring's own: which
+values count as identifiers, in which order, and the ``<platform>:<lead id>`` ad identity.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-import phonenumbers
+from shared.contract import EMAIL_PATTERN, Interaction
 
 EMAIL = "email"
 PHONE = "phone"
@@ -21,31 +26,13 @@ AD = "ad"
 
 
 def normalise_email(value: object) -> str | None:
-    """Lower-case, trimmed email, or None if it does not look like one."""
+    """Lower-case, trimmed email, or None if it does not look like one (an API query's)."""
     if not isinstance(value, str):
         return None
     email = value.strip().lower()
     if "@" not in email or email.startswith("@") or email.endswith("@") or " " in email:
         return None
     return email if len(email) <= MAX_ID_LENGTH else None
-
-
-def normalise_phone(value: object, region: object = None) -> str | None:
-    """E.164 phone, or None if it cannot be parsed.
-
-    A number without ``+`` is read in the contact's country (ISO alpha-2) when known;
-    otherwise it is not guessed.
-    """
-    if not isinstance(value, str) or not value.strip() or len(value) > 64:
-        return None
-    country = region.upper() if isinstance(region, str) and len(region) == 2 else None
-    try:
-        parsed = phonenumbers.parse(value.strip(), country)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(parsed):
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def email_domain(email: str | None) -> str | None:
@@ -104,24 +91,24 @@ class Identifiers:
         return self.email or self.phone or self.anonymous_id
 
 
-def identifiers_of(data: dict[str, object], partition_key: str | None = None) -> Identifiers:
-    """Identifiers of an interaction event's data (``lead_key`` is the last resort)."""
-    contact = data.get("contact") if isinstance(data.get("contact"), dict) else {}
-    assert isinstance(contact, dict)
-    email = normalise_email(contact.get("email"))
-    phone = normalise_phone(contact.get("phone"), contact.get("country"))
-    anonymous_id = _plain_id(data.get("anonymous_id")) or _plain_id(data.get("user_id"))
+def identifiers_of(ix: Interaction, partition_key: str | None = None) -> Identifiers:
+    """Identifiers of an interaction (``lead_key``, then the Kafka key, are the last resort)."""
+    contact = ix.contact
+    email = contact.email if contact is not None else None
+    phone = contact.phone if contact is not None else None
+    anonymous_id = _plain_id(ix.anonymous_id) or _plain_id(ix.user_id)
     if not (email or phone or anonymous_id):
-        fallback = _plain_id(data.get("lead_key")) or _plain_id(partition_key)
+        # The lead key is capture's normalised email, else phone, else anonymous id.
+        fallback = _plain_id(ix.lead_key) or _plain_id(partition_key)
         if fallback:
-            email = normalise_email(fallback)
+            email = fallback if EMAIL_PATTERN.match(fallback) else None
             anonymous_id = None if email else fallback
-    return Identifiers(email, phone, anonymous_id, ad_lead_of(data.get("ad")))
+    return Identifiers(email, phone, anonymous_id, ad_lead_of(ix.ad))
 
 
 def ad_lead_of(ad: object) -> str | None:
     """``<platform>:<lead id>`` of an event's ``ad`` part (as capture builds its lead key)."""
-    if not isinstance(ad, dict):
+    if not isinstance(ad, Mapping):
         return None
     platform, lead_id = _plain_id(ad.get("platform")), _plain_id(ad.get("lead_id"))
     if not (platform and lead_id):

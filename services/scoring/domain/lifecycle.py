@@ -15,6 +15,7 @@ from services.scoring.domain import scoring
 from services.scoring.domain.model import PROFILE_FIELDS, Hit, Lead, status_moves_forward
 from services.scoring.domain.profile import text_value, trim_identifiers, update_profile
 from services.scoring.domain.rules import Rules
+from shared.contract import Interaction, Owner
 from shared.events import LeadType, SalesType
 
 #: Sales activity → the status it implies.
@@ -112,20 +113,17 @@ def refresh(
 
 
 def apply_interaction(
-    lead: Lead,
-    event_id: str,
-    event_type: str,
-    data: Mapping[str, Any],
-    at: datetime,
-    rules: Rules,
-    now: datetime,
+    lead: Lead, event_id: str, event_type: str, ix: Interaction, rules: Rules, now: datetime
 ) -> list[Change]:
     """One interaction: profile, identifiers' data, engagement hits, then a refresh."""
     engaged_before = lead.last_engaged_at
-    update_profile(lead, data, at)
+    at = ix.occurred_at
+    update_profile(lead, ix, at)
     if lead.first_form_id is None:
-        lead.first_form_id = text_value(data.get("form_id"))
-    if add_hits(lead, event_id, event_type, data, at, rules):
+        lead.first_form_id = text_value(ix.form_id)
+    # Rules match on paths into the event data (``asset.gated``), as stored in the timeline
+    # and replayed by a rescore.
+    if add_hits(lead, event_id, event_type, ix.to_data(), at, rules):
         lead.last_engaged_at = max(lead.last_engaged_at or at, at)
     lead.last_activity_at = max(lead.last_activity_at or at, at)
     return refresh(lead, rules, now, engaged_before=engaged_before)
@@ -194,18 +192,9 @@ def apply_sales(lead: Lead, event_type: str, at: datetime) -> list[Change]:
     return set_status(lead, status, automatic=True, reason=event_type.rsplit(".", 1)[-1])
 
 
-def apply_assignment(lead: Lead, data: Mapping[str, Any]) -> list[Change]:
+def apply_assignment(lead: Lead, owner: Owner) -> list[Change]:
     """Routing assigned (or reassigned) the lead: remember its owner."""
-    owner = data.get("owner")
-    if not isinstance(owner, Mapping):
-        return []
-    owner_id = text_value(owner.get("id"))
-    if owner_id is None:
-        return []
-    lead.owner = {
-        "id": owner_id,
-        **{k: text_value(owner.get(k)) for k in ("name", "email", "team")},
-    }
+    lead.owner = owner.to_data()
     return []
 
 

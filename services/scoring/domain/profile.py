@@ -1,19 +1,18 @@
-"""A lead's profile from interaction data: identifiers, contact fields, consent, touches.
+"""A lead's profile from an interaction: identifiers, contact fields, consent, touches.
 
-Input comes from outside (forms, ad platforms, tracking), so every value is coerced here:
-text stays text of a sane length, sizes are numbers, anything else is dropped.
+The contact arrives checked and normalised (``shared.contract.Interaction``), so it is taken as
+it is. The free-form parts (attribution) are still coerced where they fill a column: text of a
+sane length, anything else dropped.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from services.scoring.domain.identity import ANON, EMAIL, PHONE, Identifiers
 from services.scoring.domain.model import PROFILE_FIELDS, Lead
-from shared.events import parse_time
+from shared.contract import Interaction
 
 #: A lead keeps at most this many identifiers of each kind, the latest ones (plus its primary
 #: email, phone and key). Anyone with the public write key can attach anonymous ids to a lead,
@@ -26,17 +25,6 @@ _LISTS = (
     (PHONE, "phones", MAX_PHONES),
     (ANON, "anonymous_ids", MAX_ANONYMOUS_IDS),
 )
-
-
-def event_time(data: Mapping[str, Any], fallback: datetime) -> datetime:
-    """``occurred_at`` of event data, or the envelope time when absent or unreadable."""
-    raw = data.get("occurred_at")
-    if isinstance(raw, str):
-        try:
-            return parse_time(raw)
-        except ValueError:
-            pass
-    return fallback
 
 
 def new_lead(lead_id: str, ids: Identifiers, now: datetime) -> Lead:
@@ -91,19 +79,6 @@ def trim_identifiers(lead: Lead) -> list[tuple[str, str]]:
     return dropped
 
 
-def _company_size(value: Any) -> int | None:
-    """An employee count from a number or text such as ``51-200`` or ``500+`` (lower bound)."""
-    count: int | None = None
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float) and math.isfinite(value):
-        count = int(value)
-    elif isinstance(value, str):
-        digits = "".join(ch if ch.isdigit() else " " for ch in value).split()
-        count = int(digits[0][:9]) if digits else None
-    return count if count is not None and 0 <= count <= 100_000_000 else None
-
-
 def text_value(value: Any, limit: int = 200) -> str | None:
     """A profile or attribution value as trimmed text (numbers too); anything else is dropped."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -112,24 +87,22 @@ def text_value(value: Any, limit: int = 200) -> str | None:
     return text[:limit] or None
 
 
-def update_profile(lead: Lead, data: Mapping[str, Any], at: datetime) -> None:
+def update_profile(lead: Lead, ix: Interaction, at: datetime) -> None:
     """Newer non-empty contact fields, consent and attribution replace older ones."""
-    contact = data.get("contact") if isinstance(data.get("contact"), Mapping) else {}
-    assert isinstance(contact, Mapping)
     changed = False
-    for name in PROFILE_FIELDS:
-        value = contact.get(name)
-        value = _company_size(value) if name == "company_size" else text_value(value)
-        if value is not None and getattr(lead, name) != value:
-            setattr(lead, name, value)
-            changed = True
+    if ix.contact is not None:
+        for name in PROFILE_FIELDS:
+            value = getattr(ix.contact, name)
+            if value is not None and value != "" and getattr(lead, name) != value:
+                setattr(lead, name, value)
+                changed = True
     if changed or lead.profile_at is None:
         lead.profile_at = at
-    consent = data.get("consent")
-    if isinstance(consent, Mapping) and consent.get("marketing") is not None:
+    consent = ix.consent
+    if consent is not None and consent.get("marketing") is not None:
         lead.consent = dict(consent)
-    attribution = data.get("attribution")
-    if isinstance(attribution, Mapping) and any(
+    attribution = ix.attribution
+    if attribution is not None and any(
         attribution.get(k) for k in ("utm_source", "utm_medium", "utm_campaign")
     ):
         touch = {
