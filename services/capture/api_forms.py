@@ -1,27 +1,39 @@
 """Website-facing routes: form submissions, content downloads, webinar registrations and
-the server-to-server webinar attendance report."""
+the server-to-server webinar attendance report.
+
+Each route reads its request into a :class:`~services.capture.handlers.CaptureInteraction`;
+:func:`_submit` does what they share around the use case: the honeypot, the ``_redirect``
+target, the ``Idempotency-Key`` header and the 202 (or 303) answer.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+from pydantic import BaseModel
 
-from services.capture.context import CaptureContext, ContextDep
+from services.capture.deps import CaptureContext, ContextDep
+from services.capture.domain.interaction import InvalidSubmission
+from services.capture.domain.jsonsafe import clean_str
 from services.capture.domain.normalize import InvalidValue, parse_bool
-from services.capture.handlers import AcceptedOut, capture, path_id
+from services.capture.handlers import CaptureInteraction, capture_interaction
 from services.capture.http_input import (
     check_origin,
+    cors_headers,
     cors_on_problems,
+    origin_of,
     parse_fields,
     parse_json_object,
     preflight,
     read_body,
 )
 from shared.auth import AdminAuth
-from shared.events import InteractionType
+from shared.events import InteractionType, new_event_id, utcnow
 from shared.problems import Problem
 
 router = APIRouter(tags=["capture"])
@@ -51,6 +63,82 @@ _FIELDS_BODY = {
         },
     }
 }
+
+
+class AcceptedOut(BaseModel):
+    """The answer to an accepted submission."""
+
+    event_id: str
+    lead_key: str
+    status: str = "accepted"
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header, trimmed; 422 when empty or longer than 200 characters."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key.strip()) <= 200:
+        raise Problem(
+            422,
+            "Idempotency-Key must have 1 to 200 characters",
+            errors=[{"loc": "/header/Idempotency-Key", "msg": "bad length"}],
+        )
+    return key.strip()
+
+
+def path_id(value: str, what: str) -> str:
+    """A path id (webinar id) made safe to store; 422 when empty or too long."""
+    cleaned = clean_str(value).strip()
+    if not 1 <= len(cleaned) <= 200:
+        raise Problem(422, f"{what} must have 1 to 200 characters")
+    return cleaned
+
+
+def _redirect_target(fields: Mapping[str, Any], allowed: Iterable[str]) -> str | None:
+    target = fields.get("_redirect")
+    if target is None or target == "":
+        return None
+    allowed_set = {o.lower() for o in allowed}
+    if not isinstance(target, str) or origin_of(target) not in allowed_set:
+        raise Problem(
+            422,
+            "_redirect must be a URL on one of the form's allowed origins",
+            errors=[{"loc": "/body/_redirect", "msg": "origin not allowed"}],
+        )
+    return target
+
+
+def _answer(body: AcceptedOut, redirect: str | None, origin: str | None) -> Response:
+    if redirect:
+        return RedirectResponse(redirect, status_code=303, headers=cors_headers(origin))
+    return JSONResponse(body.model_dump(), status_code=202, headers=cors_headers(origin))
+
+
+async def _submit(
+    ctx: CaptureContext,
+    request: Request,
+    cmd: CaptureInteraction,
+    allowed_origins: Iterable[str] = (),
+    origin: str | None = None,
+) -> Response:
+    """Capture ``cmd`` and answer 202, or 303 to the form's ``_redirect``."""
+    if cmd.fields.get("_hp"):
+        # A bot filled the hidden honeypot: pretend success so it learns nothing; publish nothing.
+        try:
+            redirect = _redirect_target(cmd.fields, allowed_origins)
+        except Problem:
+            redirect = None
+        return _answer(AcceptedOut(event_id=new_event_id(), lead_key=""), redirect, origin)
+    redirect = _redirect_target(cmd.fields, allowed_origins)
+    # The header wins over a key the route derived from the request itself (attendance).
+    cmd = replace(cmd, idempotency_key=idempotency_key(request) or cmd.idempotency_key)
+    try:
+        accepted = await capture_interaction(cmd, ctx, utcnow())
+    except InvalidSubmission as exc:
+        raise Problem(422, "the submission is invalid", errors=exc.errors) from None
+    body = AcceptedOut(event_id=accepted.event_id, lead_key=accepted.lead_key)
+    return _answer(body, redirect, origin)
 
 
 @asynccontextmanager
@@ -83,17 +171,10 @@ async def submit_form(form_id: str, request: Request, ctx: ContextDep) -> Respon
     """A website form submission (JSON, urlencoded or multipart)."""
     form = ctx.form(form_id)
     async with _browser_post(request, ctx, form.allowed_origins) as (origin, fields):
-        return await capture(
-            ctx,
-            request,
-            fields,
-            event_type=InteractionType.FORM_SUBMITTED,
-            channel="form",
-            scope=f"form:{form_id}",
-            form=form,
-            allowed_origins=form.allowed_origins,
-            origin=origin,
+        cmd = CaptureInteraction(
+            InteractionType.FORM_SUBMITTED, "form", f"form:{form_id}", fields, form=form
         )
+        return await _submit(ctx, request, cmd, form.allowed_origins, origin)
 
 
 @router.options("/v1/downloads", include_in_schema=False)
@@ -134,17 +215,14 @@ async def download(request: Request, ctx: ContextDep) -> Response:
             "type": asset_type,
             "gated": not errors and gated,
         }
-        return await capture(
-            ctx,
-            request,
+        cmd = CaptureInteraction(
+            InteractionType.CONTENT_DOWNLOADED,
+            "download",
+            "download",
             fields,
-            event_type=InteractionType.CONTENT_DOWNLOADED,
-            channel="download",
-            scope="download",
             extra={"asset": asset},
-            allowed_origins=ctx.config.public_origins,
-            origin=origin,
         )
+        return await _submit(ctx, request, cmd, ctx.config.public_origins, origin)
 
 
 @router.post(
@@ -157,17 +235,14 @@ async def register_for_webinar(webinar_id: str, request: Request, ctx: ContextDe
     """A webinar registration (contact fields)."""
     async with _browser_post(request, ctx, ctx.config.public_origins) as (origin, fields):
         webinar_id = path_id(webinar_id, "webinar_id")
-        return await capture(
-            ctx,
-            request,
+        cmd = CaptureInteraction(
+            InteractionType.WEBINAR_REGISTERED,
+            "webinar",
+            f"webinar:{webinar_id}",
             fields,
-            event_type=InteractionType.WEBINAR_REGISTERED,
-            channel="webinar",
-            scope=f"webinar:{webinar_id}",
             extra={"webinar": {"id": webinar_id, "attended_minutes": None}},
-            allowed_origins=ctx.config.public_origins,
-            origin=origin,
         )
+        return await _submit(ctx, request, cmd, ctx.config.public_origins, origin)
 
 
 @router.post(
@@ -196,15 +271,12 @@ async def report_attendance(webinar_id: str, request: Request, ctx: ContextDep) 
     fields.pop("_hp", None)
     fields.pop("_redirect", None)
     # One attendance per person and webinar: a re-sent report is a repeat, not a second visit.
-    natural = f"{fields['email'].strip().lower()}"
-    return await capture(
-        ctx,
-        request,
+    cmd = CaptureInteraction(
+        InteractionType.WEBINAR_ATTENDED,
+        "webinar",
+        f"attendance:{webinar_id}",
         fields,
-        event_type=InteractionType.WEBINAR_ATTENDED,
-        channel="webinar",
-        scope=f"attendance:{webinar_id}",
-        allowed_origins=(),
         extra={"webinar": {"id": webinar_id, "attended_minutes": minutes}},
-        natural_key=natural,
+        idempotency_key=fields["email"].strip().lower(),
     )
+    return await _submit(ctx, request, cmd)

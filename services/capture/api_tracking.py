@@ -12,7 +12,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from services.capture.context import CaptureContext, ContextDep
+from services.capture.deps import CaptureContext, ContextDep
 from services.capture.domain.interaction import InvalidSubmission
 from services.capture.domain.tracking import TrackedCall, parse_call
 from services.capture.events import interaction_event, tracking_event_id

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from services.capture import repository
-from services.capture.context import CaptureContext, ContextDep
+from services.capture.deps import CaptureContext, ContextDep
 from services.capture.domain.ads import (
     InvalidPayload,
     ad_interaction,

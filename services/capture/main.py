@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from services.capture import api_forms, api_static, api_tracking, api_webhooks
 from services.capture.ad_fetcher import AdFetcher
 from services.capture.config import parse_config
-from services.capture.context import CaptureContext
+from services.capture.deps import CaptureContext
 from services.capture.http_input import RateLimiter
 from services.capture.intake import Intake, SpoolSweeper
 from shared.config import load_config

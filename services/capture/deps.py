@@ -1,9 +1,9 @@
-"""What capture's routes share: config, the intake, the rate limiter and the ad fetcher."""
+"""What capture's routes depend on: the per-process :class:`CaptureContext` and ``ContextDep``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -11,6 +11,7 @@ from services.capture.config import CaptureConfig
 from services.capture.domain.interaction import FormSettings
 from services.capture.http_input import RateLimiter
 from services.capture.intake import Intake
+from shared.loops import DueWorkLoop
 from shared.problems import Problem
 from shared.settings import Settings
 
@@ -23,7 +24,8 @@ class CaptureContext:
     config: CaptureConfig
     intake: Intake
     limiter: RateLimiter
-    fetcher: Any = None  # services.capture.ad_fetcher.AdFetcher, set when wired
+    #: The ad-lead fetcher, woken when a webhook stores a lead to fetch (set when wired).
+    fetcher: DueWorkLoop | None = None
     #: Origins whose browser scripts may read tracking API answers; ``{"*"}`` allows any.
     tracking_origins: frozenset[str] = frozenset()
 
