@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header
 from pydantic import BaseModel, Field
 
 from services.routing import handlers
 from services.routing import repository as repo
+from services.routing.api_common import Limit, aware
+from services.routing.deps import ContextDep
 from services.routing.domain.assignment import Assignment, State
-from services.routing.messages import RoutingContext
 from shared.auth import AdminAuth, ReadAuth
 from shared.events import CloudEvent, derived_event_id, new_event_id, parse_time, rfc3339, utcnow
 from shared.http import RuntimeDep
@@ -21,20 +22,6 @@ from shared.outbox import enqueue
 from shared.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["routing"])
-Limit = Annotated[int, Query(ge=1, le=200)]
-
-
-def ctx_of(request: Request) -> RoutingContext:
-    """The routing context of the app serving this request."""
-    ctx: RoutingContext = request.app.state.routing
-    return ctx
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """A datetime in UTC; a naive one is taken to be UTC already."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class OwnerOut(BaseModel):
@@ -124,7 +111,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 @router.get("/assignments", dependencies=[ReadAuth])
 async def list_assignments(
-    request: Request,
+    ctx: ContextDep,
     runtime: RuntimeDep,
     owner: str | None = None,
     state: State | None = None,
@@ -135,7 +122,7 @@ async def list_assignments(
     """Assignments, newest first, filtered by owner (rep id or email), state or lead."""
     after = _decode_cursor(cursor) if cursor else None
     if owner and "@" in owner:
-        reps = ctx_of(request).config.reps.values()
+        reps = ctx.config.reps.values()
         owner = next((r.id for r in reps if r.email.lower() == owner.lower()), owner)
     async with runtime.engine.connect() as conn:
         rows = await repo.list_assignments(
@@ -181,10 +168,9 @@ def _when(value: datetime | None) -> datetime:
 
 @router.post("/assignments/{assignment_id}/first-touch", dependencies=[AdminAuth])
 async def post_first_touch(
-    assignment_id: str, request: Request, runtime: RuntimeDep, body: FirstTouch | None = None
+    assignment_id: str, ctx: ContextDep, runtime: RuntimeDep, body: FirstTouch | None = None
 ) -> AssignmentOut:
     """Stop the SLA clock: the rep reached the lead."""
-    ctx = ctx_of(request)
     at = _when(body.occurred_at if body else None)
     try:
         async with runtime.engine.begin() as conn:
@@ -214,12 +200,11 @@ class SalesActivity(BaseModel):
 @router.post("/sales/activities", status_code=202, dependencies=[AdminAuth])
 async def post_sales_activity(
     body: SalesActivity,
-    request: Request,
+    ctx: ContextDep,
     runtime: RuntimeDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict[str, Any]:
     """Publish ``io.leadflow.sales.<type>`` (scoring consumes it) and apply it to the clock."""
-    ctx = ctx_of(request)
     at = _when(body.occurred_at)
     async with runtime.engine.begin() as conn:
         a = None

@@ -5,17 +5,17 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.routing import durable_queues as queues
 from services.routing import repository as repo
-from services.routing.api import Limit, aware, ctx_of
+from services.routing.api_common import Limit, aware
+from services.routing.deps import ContextDep, RoutingContext
 from services.routing.domain.business_time import DAYS, Calendar, make_calendar
 from services.routing.domain.model import effective_calendar, effective_weight
 from services.routing.domain.rules import can_take
 from services.routing.domain.sla import report
-from services.routing.messages import RoutingContext
 from services.routing.webhooks import url_host
 from shared.auth import AdminAuth, ReadAuth
 from shared.events import rfc3339, utcnow
@@ -70,9 +70,9 @@ def _rep_resource(ctx: RoutingContext, rid: str, state: Any, now: datetime) -> d
 
 
 @router.get("/reps", dependencies=[ReadAuth])
-async def list_reps(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+async def list_reps(ctx: ContextDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Every rep with availability, capacity and current load."""
-    ctx, now = ctx_of(request), utcnow()
+    now = utcnow()
     # A read: reps without a state row yet are shown with the configured defaults.
     async with runtime.engine.connect() as conn:
         states = await repo.load_rep_states(conn, ctx.config, now, lock=False)
@@ -125,10 +125,10 @@ class RepPatch(BaseModel):
 
 @router.patch("/reps/{rep_id}", dependencies=[AdminAuth])
 async def patch_rep(
-    rep_id: str, body: RepPatch, request: Request, runtime: RuntimeDep
+    rep_id: str, body: RepPatch, ctx: ContextDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Pause or resume a rep, set out-of-office ranges, or override capacity."""
-    ctx, now = ctx_of(request), utcnow()
+    now = utcnow()
     if rep_id not in ctx.config.reps:
         raise Problem(404, f"no rep {rep_id}")
     values: dict[str, Any] = {"updated_at": now}

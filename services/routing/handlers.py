@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.routing import durable_queues as queues
 from services.routing import repository as repo
+from services.routing.deps import RoutingContext
 from services.routing.domain.assignment import (
     ACTIVE,
     Assignment,
@@ -31,7 +32,6 @@ from services.routing.domain.rules import route
 from services.routing.domain.sla import deadlines
 from services.routing.messages import (
     ESCALATED,
-    RoutingContext,
     assigned_event,
     clock_data,
     clock_event,

@@ -10,10 +10,10 @@ from fastapi import FastAPI
 
 from services.routing.api import router
 from services.routing.api_admin import router as admin_router
+from services.routing.deps import RoutingContext
 from services.routing.domain.config import RoutingConfigError, parse_routing_config
 from services.routing.domain.model import RoutingConfig
 from services.routing.handlers import batch_handler
-from services.routing.messages import RoutingContext
 from services.routing.webhooks import WebhookWorker
 from services.routing.workers import QueueRetrier, RoutingRetention, TimerWorker, compose
 from shared.bus import ConsumerRunner

@@ -6,8 +6,7 @@ the outbox row for Kafka and one delivery row per subscribed webhook commit toge
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,30 +14,14 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.routing import durable_queues as queues
+from services.routing.deps import RoutingContext
 from services.routing.domain.assignment import Assignment, Owner
-from services.routing.domain.model import RoutingConfig
 from shared.events import CloudEvent, RoutingType, derived_event_id, rfc3339
 from shared.outbox import enqueue
-from shared.topics import Topics
 
 EVENT_SOURCE = "/leadflow/routing"
 #: Extension type: the breach escalated to the team's manager.
 ESCALATED = RoutingType.ESCALATED
-
-
-@dataclass
-class RoutingContext:
-    """What handlers need besides the connection: config, topics, and post-commit wake-ups."""
-
-    config: RoutingConfig
-    topics: Topics
-    source: str = "routing"
-    wakers: list[Callable[[], None]] = field(default_factory=list)
-
-    def after_commit(self) -> None:
-        """Wake the relay and the workers (call after a commit that wrote something)."""
-        for wake in self.wakers:
-            wake()
 
 
 def lead_snapshot(lead: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.routing import durable_queues as queues
+from services.routing.deps import RoutingContext
 from services.routing.domain.model import Webhook
-from services.routing.messages import RoutingContext
 from shared.events import utcnow
 from shared.loops import DueWorkLoop
 

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.routing import durable_queues as queues
 from services.routing import handlers
 from services.routing import repository as repo
+from services.routing.deps import RoutingContext
 from services.routing.domain.rules import next_available_at
-from services.routing.messages import RoutingContext
 from shared.events import utcnow
 from shared.loops import DueWorkLoop, PeriodicPurge
 
