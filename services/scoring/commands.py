@@ -14,7 +14,7 @@ from services.scoring.domain.identity import email_hash
 from services.scoring.domain.lifecycle import Change
 from services.scoring.domain.model import Lead
 from services.scoring.domain.privacy import scrub_interaction
-from services.scoring.outgoing import SOURCE, lead_events
+from services.scoring.events import SOURCE, lead_events
 from services.scoring.repository import LeadRepository
 from shared.events import LeadType, new_event_id
 from shared.outbox import enqueue

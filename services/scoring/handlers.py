@@ -30,7 +30,7 @@ from services.scoring.domain.lifecycle import Change
 from services.scoring.domain.model import Lead
 from services.scoring.domain.resolution import resolve
 from services.scoring.domain.rules import Rules
-from services.scoring.outgoing import SOURCE, lead_events
+from services.scoring.events import SOURCE, lead_events
 from services.scoring.repository import LeadRepository
 from shared.contract import Interaction, InvalidEvent, Owner, SalesActivity
 from shared.events import (

@@ -12,7 +12,7 @@ from typing import Any
 from services.scoring import queries
 from services.scoring.domain import lifecycle
 from services.scoring.domain.rules import Rules
-from services.scoring.handlers import SOURCE, lead_events
+from services.scoring.events import SOURCE, lead_events
 from services.scoring.repository import LeadRepository
 from shared.config import load_config
 from shared.db import create_engine

@@ -17,8 +17,8 @@ from services.scoring.domain import profile
 from services.scoring.domain.identity import Identifiers
 from services.scoring.domain.lifecycle import MAX_HITS_PER_RULE
 from services.scoring.domain.profile import MAX_ANONYMOUS_IDS
+from services.scoring.events import SOURCE
 from services.scoring.handlers import ScoringHandler
-from services.scoring.outgoing import SOURCE
 from services.scoring.tables import identities, leads
 from shared.contract import Contact
 from shared.db import create_engine
