@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.capture import repository
-from services.capture.events import SOURCE
-from shared.events import CloudEvent
-from shared.outbox import enqueue, publish
+from services.capture.events import AD_EVENT_TYPES, SOURCE
+from shared.events import CloudEvent, utcnow
+from shared.outbox import count_pending, enqueue, hold, mark_sent, publish, release, rewrite_sent
 from shared.problems import Problem
 from shared.runtime import Runtime
 
@@ -148,7 +149,8 @@ class Intake:
         if self._spooling:
             try:
                 async with self.runtime.engine.connect() as conn:
-                    self._spooling = await repository.spool_pending(conn) > 0
+                    # held rows are settled by their sender; in-doubt sends are tracked above
+                    self._spooling = await count_pending(conn, SOURCE, held=False) > 0
             except Exception:
                 return False  # the database is away: Kafka is the only way left
         return self._spooling
@@ -177,9 +179,10 @@ class Intake:
             async with self.runtime.engine.begin() as conn:
                 await enqueue(conn, SOURCE, self.topic, events)
                 if in_doubt is not None:
-                    await repository.mark_in_doubt(conn, ids)
+                    # held back from the relay while the direct send is in flight
+                    await hold(conn, ids, utcnow() + repository.HOLD)
                 else:
-                    await repository.settle(conn, [i for i in ids if i in claimed], delivered=False)
+                    await release(conn, [i for i in ids if i in claimed])
                 await repository.remember_idempotent(conn, _records(subs))
         except Exception as exc:
             log.error("spooling %d events failed: %s", len(events), exc)
@@ -214,7 +217,7 @@ class Intake:
         while True:
             try:
                 async with self.runtime.engine.begin() as conn:
-                    await repository.settle(conn, ids, delivered=delivered)
+                    await (mark_sent if delivered else release)(conn, ids)
                 break
             except Exception as exc:
                 log.warning("resolving in-doubt events failed (%s); retrying", exc)
@@ -231,7 +234,7 @@ class Intake:
             return
         try:
             async with self.runtime.engine.begin() as conn:
-                await repository.settle(conn, done, delivered=True)
+                await mark_sent(conn, done)
                 await repository.remember_idempotent(conn, records)
         except Exception as exc:
             # The event is on Kafka already; the sweep may re-send the same id, harmless.
@@ -247,6 +250,18 @@ def _records(subs: Sequence[Submission]) -> list[tuple[str, str, str]]:
     return [
         (s.event.id, s.idempotency_scope, s.event.key or "") for s in subs if s.idempotency_scope
     ]
+
+
+async def forget_expired(
+    conn: AsyncConnection, keep_idempotency: timedelta, keep_ad_fetches: timedelta
+) -> None:
+    """Forget what capture keeps only for a while (see :class:`SpoolSweeper`)."""
+    await repository.prune_idempotent(conn, keep_idempotency)
+    await repository.prune_identifiers(conn)
+    # A published ad-lead or erasure row is kept only for its event id (a repeat is still
+    # ignored); the answers fetched from the platform and the person's key can go.
+    await rewrite_sent(conn, SOURCE, lambda _: {}, types=AD_EVENT_TYPES, drop_key=True)
+    await repository.prune_ad_fetches(conn, keep_ad_fetches)
 
 
 class SpoolSweeper:
@@ -275,10 +290,7 @@ class SpoolSweeper:
         while not self._stop.is_set():
             try:
                 async with self.intake.runtime.engine.begin() as conn:
-                    await repository.prune_idempotent(conn, self.keep_idempotency)
-                    await repository.prune_identifiers(conn)
-                    await repository.scrub_sent_ad_events(conn)
-                    await repository.prune_ad_fetches(conn, self.keep_ad_fetches)
+                    await forget_expired(conn, self.keep_idempotency, self.keep_ad_fetches)
                 self.sweeps += 1
             except Exception as exc:
                 log.warning("spool sweep failed: %s", exc)

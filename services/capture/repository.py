@@ -6,15 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.capture.events import AD_EVENT_TYPES, SOURCE
+from services.capture.events import SOURCE
 from services.capture.tables import ad_fetches, idempotency
 from shared.db import insert_for
 from shared.events import CloudEvent, utcnow
-from shared.messaging_tables import outbox
-from shared.outbox import enqueue, mark_sent, release
+from shared.outbox import enqueue
 
 #: How long a spooled row is held back from the relay while capture itself is sending it (a
 #: claimed idempotency key, or a direct send in doubt). The send settles it long before; if the
@@ -80,44 +79,12 @@ async def claim_idempotent(
     return {e.id for e in won}
 
 
-async def settle(conn: AsyncConnection, event_ids: Sequence[str], *, delivered: bool) -> None:
-    """Held rows whose direct send is over: delivered ones are done, others go to the relay."""
-    if delivered:
-        await mark_sent(conn, event_ids)
-    else:
-        await release(conn, event_ids)
-
-
 async def prune_idempotent(conn: AsyncConnection, older_than: timedelta) -> int:
     """Forget idempotency records older than ``older_than`` (repeats come within hours)."""
     result = await conn.execute(
         delete(idempotency).where(idempotency.c.created_at < utcnow() - older_than)
     )
     return int(result.rowcount or 0)
-
-
-async def mark_in_doubt(conn: AsyncConnection, event_ids: Sequence[str]) -> None:
-    """Hold freshly spooled rows back from the relay while their direct send is in flight."""
-    await conn.execute(
-        update(outbox)
-        .where(outbox.c.event_id.in_(list(event_ids)), outbox.c.sent_at.is_(None))
-        .values(available_at=utcnow() + HOLD)
-    )
-
-
-async def spool_pending(conn: AsyncConnection) -> int:
-    """How many capture events wait for the relay (held rows are settled by their sender;
-    the intake tracks its own in-doubt sends)."""
-    q = (
-        select(func.count())
-        .select_from(outbox)
-        .where(
-            outbox.c.source == SOURCE,
-            outbox.c.sent_at.is_(None),
-            or_(outbox.c.available_at.is_(None), outbox.c.available_at <= utcnow()),
-        )
-    )
-    return int((await conn.execute(q)).scalar_one())
 
 
 async def add_ad_fetch(
@@ -292,22 +259,6 @@ async def fail_fetch(
         )
     )
     return bool(result.rowcount)
-
-
-async def scrub_sent_ad_events(conn: AsyncConnection) -> int:
-    """Blank the data and key of spooled ad-lead / erasure events once they are on Kafka: the
-    outbox row is only needed for its event id then (a repeated id is still ignored)."""
-    result = await conn.execute(
-        update(outbox)
-        .where(
-            outbox.c.source == SOURCE,
-            outbox.c.ce_type.in_(AD_EVENT_TYPES),
-            outbox.c.sent_at.is_not(None),
-            outbox.c.partition_key.is_not(None),
-        )
-        .values(data={}, partition_key=None)
-    )
-    return int(result.rowcount or 0)
 
 
 async def fetch_status(conn: AsyncConnection, platform: str, lead_id: str) -> Any:

@@ -9,9 +9,11 @@ import httpx
 from sqlalchemy import func, select, update
 
 from services.capture import repository
+from services.capture.events import SOURCE
 from shared.db import create_engine
 from shared.events import CloudEvent, utcnow
 from shared.messaging_tables import outbox
+from shared.outbox import count_pending
 from shared.settings import DEV_WRITE_KEY
 from tests.capture.conftest import Running
 from tests.support import read_topic, wait_for, wait_for_events
@@ -75,7 +77,7 @@ async def test_claim_left_by_a_crash_goes_to_the_relay(db_url: str) -> None:
             }
             assert await repository.claim_idempotent(conn, "topic", [(ev, "form:x")]) == set()
             # A claimed row is neither relayed nor a reason to spool, until its hold runs out.
-            assert await repository.spool_pending(conn) == 0
+            assert await count_pending(conn, SOURCE, held=False) == 0
             assert await repository.find_idempotent(conn, ["claimed-1"]) == {"claimed-1": "k"}
             row = (
                 await conn.execute(
@@ -92,6 +94,6 @@ async def test_claim_left_by_a_crash_goes_to_the_relay(db_url: str) -> None:
                 .where(outbox.c.event_id == "claimed-1")
                 .values(available_at=utcnow() - timedelta(seconds=1))
             )
-            assert await repository.spool_pending(conn) == 1
+            assert await count_pending(conn, SOURCE, held=False) == 1
     finally:
         await engine.dispose()

@@ -8,11 +8,12 @@ from sqlalchemy import select, update
 
 from services.capture import repository
 from services.capture.events import SOURCE
+from services.capture.intake import forget_expired
 from services.capture.tables import ad_fetches, idempotency
 from shared.db import create_engine
 from shared.events import CloudEvent, InteractionType, utcnow
 from shared.messaging_tables import outbox
-from shared.outbox import enqueue
+from shared.outbox import count_pending, enqueue, hold, mark_sent, release
 
 
 async def test_idempotency_records_and_pruning(db_url: str) -> None:
@@ -45,19 +46,19 @@ async def test_in_doubt_rows_are_hidden_then_resolved_or_released(db_url: str) -
     try:
         async with engine.begin() as conn:
             await enqueue(conn, "capture", "topic", events)
-            await repository.mark_in_doubt(conn, ids)
+            await hold(conn, ids, utcnow() + repository.HOLD)  # as the intake does
         async with engine.begin() as conn:
             # held: not for the relay (the intake tracks its own in-doubt sends)
-            assert await repository.spool_pending(conn) == 0
-            await repository.settle(conn, ids[:1], delivered=True)
-            await repository.settle(conn, ids[1:2], delivered=False)
+            assert await count_pending(conn, SOURCE, held=False) == 0
+            await mark_sent(conn, ids[:1])
+            await release(conn, ids[1:2])
             # the third is stale: a crashed process left it in doubt, and its hold ran out
             await conn.execute(
                 update(outbox)
                 .where(outbox.c.event_id == ids[2])
                 .values(available_at=utcnow() - timedelta(seconds=1))
             )
-            assert await repository.spool_pending(conn) == 2
+            assert await count_pending(conn, SOURCE, held=False) == 2
         async with engine.connect() as conn:
             rows = {
                 r.event_id: r
@@ -152,8 +153,8 @@ async def test_sent_ad_events_are_scrubbed_in_the_spool(db_url: str) -> None:
                 .where(outbox.c.event_id.in_([ad.id, form.id]))
                 .values(sent_at=utcnow())
             )
-            assert await repository.scrub_sent_ad_events(conn) == 1
-            assert await repository.scrub_sent_ad_events(conn) == 0
+            await forget_expired(conn, timedelta(days=7), timedelta(days=30))
+            await forget_expired(conn, timedelta(days=7), timedelta(days=30))  # idempotent
             rows = {
                 r.event_id: r
                 for r in await conn.execute(
