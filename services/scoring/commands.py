@@ -14,10 +14,10 @@ from services.scoring.domain.identity import email_hash
 from services.scoring.domain.lifecycle import Change
 from services.scoring.domain.model import Lead
 from services.scoring.domain.privacy import scrub_interaction
-from services.scoring.events import SOURCE, lead_events
+from services.scoring.events import SOURCE, lead_events, scrubbed
 from services.scoring.repository import LeadRepository
 from shared.events import LeadType, new_event_id
-from shared.outbox import enqueue
+from shared.outbox import rewrite_sent
 from shared.topics import Topics
 
 OVERRIDE_TYPE = "io.leadflow.scoring.override"
@@ -35,7 +35,7 @@ async def override_lead(
     now: datetime,
 ) -> Lead | None:
     """Set stage and/or status by hand (any direction), audited in the timeline."""
-    repo = LeadRepository(conn)
+    repo = LeadRepository(conn, topics.leads)
     lead = (await repo.load([lead_id])).get(lead_id)
     if lead is None:
         return None
@@ -56,8 +56,7 @@ async def override_lead(
             "changes": [c.change for c in changes],
         },
     )
-    await repo.flush(now)
-    await enqueue(conn, SOURCE, topics.leads, lead_events(lead, changes, cause, OVERRIDE_TYPE, now))
+    await repo.commit(now, lead_events(lead, changes, cause, OVERRIDE_TYPE, now))
     return lead
 
 
@@ -78,22 +77,18 @@ async def erase_lead(
     passes its own id as ``cause_id`` (so ``lead.erased`` gets a stable id) and the hashes of
     the identifiers it named as ``extra_hashes``.
     """
-    repo = LeadRepository(conn)
+    repo = LeadRepository(conn, topics.leads)
     lead = (await repo.load([lead_id])).get(lead_id)
     if lead is None:
         return None
     hashes = [email_hash(e) for e in lead.emails] + list(extra_hashes)
     profile.erase(lead, now)
     await repository.erase(conn, lead.id, hashes, now, scrub_interaction)
-    await repository.scrub_sent_events(conn, SOURCE, lead.id)
+    # What scoring already published about the person is only history now; rows the relay
+    # still owes to Kafka are left alone (``lead.erased`` follows them).
+    await rewrite_sent(conn, SOURCE, scrubbed(lead.id), subject=lead.id)
     cause = cause_id or new_event_id()
     repo.touch(lead)
     repo.add_timeline(lead.id, now, "erased", cause_type, cause, details or {"by": "api"})
-    await repo.flush(now)
-    await enqueue(
-        conn,
-        SOURCE,
-        topics.leads,
-        lead_events(lead, [Change(LeadType.ERASED)], cause, cause_type, now),
-    )
+    await repo.commit(now, lead_events(lead, [Change(LeadType.ERASED)], cause, cause_type, now))
     return lead

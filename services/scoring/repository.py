@@ -1,7 +1,8 @@
 """Lead storage, the write side, on an AsyncConnection (SQLAlchemy Core; PostgreSQL and SQLite).
 
 Reads and writes are set-based: a consumer batch loads all its leads with one SELECT and
-writes them back with one bulk statement per table.
+writes them back with one bulk statement per table, and its lead events go to the outbox in
+the same transaction (:meth:`LeadRepository.commit`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from sqlalchemy import bindparam, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scoring.domain.model import Lead
+from services.scoring.events import SOURCE
 from services.scoring.tables import erased_emails, identities, leads, timeline
 from shared.db import insert_for, is_sqlite
-from shared.messaging_tables import outbox
+from shared.events import CloudEvent
+from shared.outbox import enqueue
 
 
 def _row(lead: Lead, now: datetime) -> dict[str, Any]:
@@ -45,10 +48,14 @@ def _row(lead: Lead, now: datetime) -> dict[str, Any]:
 
 
 class LeadRepository:
-    """The leads of one transaction: load many at once, remember what to write back."""
+    """The leads of one transaction: load many at once, remember what to write back.
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    ``topic`` is where :meth:`commit` publishes the lead events (``leadflow.leads``).
+    """
+
+    def __init__(self, conn: AsyncConnection, topic: str | None = None) -> None:
         self.conn = conn
+        self.topic = topic
         self.loaded: dict[str, Lead] = {}
         self._new: set[str] = set()
         self._dirty: set[str] = set()
@@ -135,6 +142,21 @@ class LeadRepository:
                 "data": data,
             }
         )
+
+    async def commit(
+        self,
+        now: datetime,
+        events: Sequence[CloudEvent],
+        *,
+        merges: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """End the unit of work: write the leads back (:meth:`flush`) and put their events in
+        the outbox, in the caller's transaction."""
+        await self.flush(now, merges=merges)
+        if events:
+            if self.topic is None:
+                raise RuntimeError("this LeadRepository was made without a topic to publish on")
+            await enqueue(self.conn, SOURCE, self.topic, events)
 
     async def flush(self, now: datetime, *, merges: Sequence[tuple[str, str]] = ()) -> None:
         """Write everything back with bulk statements; ``merges`` are (from, into) lead ids."""
@@ -232,39 +254,6 @@ async def remember_erased(conn: AsyncConnection, hashes: Iterable[str], now: dat
             insert_for(conn)(erased_emails).on_conflict_do_nothing(index_elements=["email_hash"]),
             [{"email_hash": h, "erased_at": now} for h in wanted],
         )
-
-
-async def scrub_sent_events(conn: AsyncConnection, source: str, lead_id: str) -> int:
-    """Replace the lead snapshot in already-published outbox rows about this lead.
-
-    They carried the person's data; once published they are only history. Rows not yet
-    published are left alone: the relay still owes them to Kafka, and ``lead.erased`` follows.
-    """
-    rows = (
-        await conn.execute(
-            select(outbox.c.id, outbox.c.data).where(
-                outbox.c.source == source,
-                outbox.c.ce_subject == lead_id,
-                outbox.c.sent_at.is_not(None),
-            )
-        )
-    ).all()
-    if rows:
-        await conn.execute(
-            update(outbox).where(outbox.c.id == bindparam("b_id")).values(data=bindparam("data")),
-            [
-                {
-                    "b_id": r.id,
-                    "data": {
-                        "lead": {"id": lead_id, "erased": True},
-                        "cause": (r.data or {}).get("cause"),
-                        "change": (r.data or {}).get("change"),
-                    },
-                }
-                for r in rows
-            ],
-        )
-    return len(rows)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

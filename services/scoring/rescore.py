@@ -12,12 +12,11 @@ from typing import Any
 from services.scoring import queries
 from services.scoring.domain import lifecycle
 from services.scoring.domain.rules import Rules
-from services.scoring.events import SOURCE, lead_events
+from services.scoring.events import lead_events
 from services.scoring.repository import LeadRepository
 from shared.config import load_config
 from shared.db import create_engine
 from shared.events import derived_event_id, rfc3339, utcnow
-from shared.outbox import enqueue
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -44,7 +43,7 @@ async def rescore_all(
                 ids = await queries.all_lead_ids(conn, after, page_size)
                 if not ids:
                     break
-                repo = LeadRepository(conn)
+                repo = LeadRepository(conn, topics.leads)
                 leads = await repo.load(ids)
                 interactions = await queries.interactions_of(conn, ids)
                 events = []
@@ -58,8 +57,7 @@ async def rescore_all(
                         cause = derived_event_id(lead.id, "rescore", rfc3339(now))
                         events += lead_events(lead, changes, cause, RESCORE_TYPE, now)
                     repo.touch(lead)
-                await repo.flush(now)
-                await enqueue(conn, SOURCE, topics.leads, events)
+                await repo.commit(now, events)
                 after = ids[-1]
     finally:
         await engine.dispose()

@@ -17,10 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.scoring import queries
 from services.scoring.domain import lifecycle
 from services.scoring.domain.rules import Rules
-from services.scoring.events import SOURCE, lead_events
+from services.scoring.events import lead_events
 from services.scoring.repository import LeadRepository
 from shared.events import LeadType, derived_event_id, rfc3339, utcnow
-from shared.outbox import enqueue
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ class DecaySweep:
                 page = await queries.leads_to_sweep(conn, after, self.page_size)
                 if not page:
                     break
-                repo = LeadRepository(conn)
+                repo = LeadRepository(conn, self.topics.leads)
                 events = []
                 for lead in page:
                     repo.loaded[lead.id] = lead
@@ -105,8 +104,7 @@ class DecaySweep:
                                 lead.id, now, "change", change.type, cause, change.change or {}
                             )
                         events += lead_events(lead, news, cause, SWEEP_TYPE, now)
-                await repo.flush(now)
-                await enqueue(conn, SOURCE, self.topics.leads, events)
+                await repo.commit(now, events)
                 emitted += len(events)
                 after = page[-1].id
             if len(page) < self.page_size:

@@ -7,9 +7,10 @@ import time
 from sqlalchemy import event, select
 
 from services.scoring import queries
-from services.scoring.handlers import ScoringHandler
+from services.scoring.handlers import ASSIGNMENT_TYPES, EVENT_HANDLERS, ScoringHandler, parse
 from services.scoring.tables import identities, leads, timeline
 from shared.db import create_engine
+from shared.events import INTERACTION_TYPES, SALES_TYPES, CloudEvent, RoutingType
 from shared.events import InteractionType as IT
 from shared.topics import Topics
 from tests.scoring.helpers import VP_SALES, default_rules, interaction
@@ -75,3 +76,11 @@ async def test_a_batch_costs_a_constant_number_of_statements(db_url: str) -> Non
         assert len(page) == 100 and {lead.engagement for lead in page} == {20}
     finally:
         await engine.dispose()
+
+
+def test_every_consumed_type_has_one_handler_and_others_are_not_read() -> None:
+    consumed = (INTERACTION_TYPES - {IT.ERASURE_REQUESTED}) | SALES_TYPES | ASSIGNMENT_TYPES
+    assert set(EVENT_HANDLERS) == consumed
+    # routing's other events are not scoring's business: not even read
+    ignored = CloudEvent(type=RoutingType.SLA_WARNING, source="t", data={"lead_id": ["\x00"]})
+    assert parse(ignored) is None
