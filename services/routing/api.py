@@ -15,8 +15,9 @@ from services.routing import repository as repo
 from services.routing.api_common import Limit, aware
 from services.routing.deps import ContextDep
 from services.routing.domain.assignment import Assignment, State
+from services.routing.events import sales_activity_event, sales_activity_id
 from shared.auth import AdminAuth, ReadAuth
-from shared.events import CloudEvent, derived_event_id, new_event_id, parse_time, rfc3339, utcnow
+from shared.events import parse_time, rfc3339, utcnow
 from shared.http import RuntimeDep
 from shared.outbox import enqueue
 from shared.problems import Problem
@@ -220,20 +221,8 @@ async def post_sales_activity(
             "occurred_at": rfc3339(at),
             "note": body.note,
         }
-        eid = (
-            derived_event_id("sales-activity", idempotency_key)
-            if idempotency_key
-            else new_event_id()
-        )
-        ev = CloudEvent(
-            type=f"io.leadflow.sales.{body.type}",
-            source="/leadflow/routing",
-            data=data,
-            id=eid,
-            time=at,
-            subject=body.lead_id,
-            key=key,
-        )
+        eid = sales_activity_id(idempotency_key)
+        ev = sales_activity_event(body.type, data, id=eid, at=at, lead_id=body.lead_id, key=key)
         await enqueue(conn, ctx.source, ctx.topics.sales, [ev])
         await handlers.handle_event(conn, ctx, ev)
     ctx.after_commit()

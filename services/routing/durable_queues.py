@@ -12,12 +12,15 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.routing.domain.model import Webhook
 from services.routing.repository import Row, rows_of
 from services.routing.tables import deliveries, timers
 from shared.db import insert_for, is_sqlite
+from shared.events import CloudEvent
 
 # ---- timers ----------------------------------------------------------------------------------
 
@@ -146,6 +149,33 @@ async def timers_of(conn: AsyncConnection, assignment_id: str) -> list[Row]:
 
 
 # ---- webhook deliveries -----------------------------------------------------------------------
+
+
+async def add_webhook_copies(
+    conn: AsyncConnection, webhooks: Sequence[Webhook], events: Sequence[CloudEvent], now: datetime
+) -> None:
+    """Queue one delivery of each event to every webhook subscribed to its type (a webhook
+    without an event list takes them all)."""
+    await add_deliveries(
+        conn,
+        [
+            {
+                "webhook": hook.name,
+                "url": hook.url,
+                "event_id": ev.id,
+                "event_type": ev.type,
+                "lead_id": ev.subject,
+                "body": orjson.dumps(ev.to_structured()).decode(),
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for hook in webhooks
+            for ev in events
+            if not hook.events or ev.type in hook.events
+        ],
+    )
 
 
 async def add_deliveries(conn: AsyncConnection, rows: Sequence[Row]) -> None:

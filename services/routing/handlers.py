@@ -30,12 +30,11 @@ from services.routing.domain.business_time import (
 )
 from services.routing.domain.rules import route
 from services.routing.domain.sla import deadlines
-from services.routing.messages import (
+from services.routing.events import (
     ESCALATED,
     assigned_event,
     clock_data,
     clock_event,
-    emit,
     event,
     scrub_body,
     scrub_data,
@@ -50,6 +49,7 @@ from shared.events import (
     parse_time,
     utcnow,
 )
+from shared.outbox import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,17 @@ class NotFound(LookupError):
 
 class Conflict(RuntimeError):
     """The assignment is not in a state that allows this."""
+
+
+async def emit(
+    conn: AsyncConnection, ctx: RoutingContext, events: Sequence[CloudEvent], now: datetime
+) -> None:
+    """Publish routing events in the caller's transaction: the outbox row for Kafka and one
+    delivery per subscribed webhook commit together with the state change they report."""
+    if not events:
+        return
+    await enqueue(conn, ctx.source, ctx.topics.routing, events)
+    await queues.add_webhook_copies(conn, ctx.config.webhooks, events, now)
 
 
 def team_calendar(ctx: RoutingContext, team: str) -> Calendar:

@@ -15,7 +15,7 @@ from services.routing.domain.config import RoutingConfigError, parse_routing_con
 from services.routing.domain.model import RoutingConfig
 from services.routing.handlers import batch_handler
 from services.routing.webhooks import WebhookWorker
-from services.routing.workers import QueueRetrier, RoutingRetention, TimerWorker, compose
+from services.routing.workers import QueueRetrier, RoutingRetention, TimerWorker
 from shared.bus import ConsumerRunner
 from shared.config import ConfigError, load_config, load_schema, validate_section
 from shared.db import create_engine
@@ -58,7 +58,7 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
         group_id="leadflow-routing",
         source=SERVICE_NAME,
         handler=batch_handler(ctx),
-        after_commit=compose(*ctx.wakers),
+        after_commit=ctx.after_commit,
     )
     retention = RoutingRetention(
         engine,

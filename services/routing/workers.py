@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter
@@ -160,13 +159,3 @@ class RoutingRetention(PeriodicPurge):
                 deliveries_before=now - self.deliveries_keep,
                 timers_before=now - self.timers_keep,
             )
-
-
-def compose(*wakers: Callable[[], None]) -> Callable[[], None]:
-    """One after-commit callback calling several."""
-
-    def wake() -> None:
-        for w in wakers:
-            w()
-
-    return wake

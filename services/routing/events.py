@@ -1,25 +1,24 @@
-"""The routing events (CloudEvents on ``leadflow.routing``) and their outbound-webhook copies.
+"""What routing publishes: the routing events (CloudEvents on ``leadflow.routing``, copied to
+outbound webhooks) and the sales activities its API accepts (on ``leadflow.sales``).
 
-Every event is written with :func:`emit` in the transaction of the state change it reports:
-the outbox row for Kafka and one delivery row per subscribed webhook commit together.
+Pure: builds CloudEvents and derives their ids, no I/O. An id derived from what caused the
+event (the consumed event, the timer, an Idempotency-Key) makes a replay publish the same
+event, which the outbox and consumers then ignore. ``handlers.emit`` writes them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.routing import durable_queues as queues
-from services.routing.deps import RoutingContext
 from services.routing.domain.assignment import Assignment, Owner
-from shared.events import CloudEvent, RoutingType, derived_event_id, rfc3339
-from shared.outbox import enqueue
+from shared.events import CloudEvent, RoutingType, derived_event_id, new_event_id, rfc3339
 
-EVENT_SOURCE = "/leadflow/routing"
+#: The CloudEvents ``source`` of every event routing publishes.
+SOURCE_URI = "/leadflow/routing"
 #: Extension type: the breach escalated to the team's manager.
 ESCALATED = RoutingType.ESCALATED
 
@@ -89,7 +88,7 @@ def event(
     kwargs: dict[str, Any] = {"time": at} if at else {}
     return CloudEvent(
         type=type_,
-        source=EVENT_SOURCE,
+        source=SOURCE_URI,
         data=dict(data),
         id=derived_event_id(*cause, type_),
         subject=subject,
@@ -146,30 +145,24 @@ def unassigned_event(
     )
 
 
-async def emit(
-    conn: AsyncConnection, ctx: RoutingContext, events: Sequence[CloudEvent], now: datetime
-) -> None:
-    """Write events to the outbox and queue their webhook deliveries, in the caller's tx."""
-    if not events:
-        return
-    await enqueue(conn, ctx.source, ctx.topics.routing, events)
-    rows = []
-    for hook in ctx.config.webhooks:
-        for ev in events:
-            if hook.events and ev.type not in hook.events:
-                continue
-            rows.append(
-                {
-                    "webhook": hook.name,
-                    "url": hook.url,
-                    "event_id": ev.id,
-                    "event_type": ev.type,
-                    "lead_id": ev.subject,
-                    "body": orjson.dumps(ev.to_structured()).decode(),
-                    "state": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-            )
-    await queues.add_deliveries(conn, rows)
+def sales_activity_id(idempotency_key: str | None) -> str:
+    """The id of a sales activity posted to the API: the same for a retry with the same
+    Idempotency-Key, else a fresh one."""
+    if idempotency_key:
+        return derived_event_id("sales-activity", idempotency_key)
+    return new_event_id()
+
+
+def sales_activity_event(
+    kind: str, data: Mapping[str, Any], *, id: str, at: datetime, lead_id: str, key: str
+) -> CloudEvent:
+    """``io.leadflow.sales.<kind>``, as a sales tool would publish it (scoring consumes it)."""
+    return CloudEvent(
+        type=f"io.leadflow.sales.{kind}",
+        source=SOURCE_URI,
+        data=dict(data),
+        id=id,
+        time=at,
+        subject=lead_id,
+        key=key,
+    )
