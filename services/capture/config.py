@@ -1,4 +1,5 @@
-"""Capture's configuration: the ``forms`` and ``capture`` sections of the YAML file."""
+"""Capture's configuration: the ``forms`` and ``capture`` sections of the YAML file, and the
+settings capture derives from the environment (tracking origins, trusted proxies)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.capture.domain.interaction import FormSettings
-from shared.config import load_schema, validate_section
+from services.capture.domain.ratelimit import Network, parse_networks
+from shared.config import load_config, load_schema, validate_section
+from shared.settings import Settings, SettingsError, split_list
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,30 @@ class CaptureConfig:
         for form in self.forms.values():
             out.update(form.allowed_origins)
         return frozenset(out)
+
+
+def load_capture_config(settings: Settings, raw: Mapping[str, Any] | None = None) -> CaptureConfig:
+    """Capture's config from the file ``LEADFLOW_CONFIG`` names (or from ``raw``, already read)."""
+    return parse_config(load_config(settings.leadflow_config) if raw is None else raw)
+
+
+def tracking_origins(settings: Settings, public_origins: frozenset[str]) -> frozenset[str]:
+    """Who may call the tracking API from a browser: ``LEADFLOW_TRACKING_ORIGINS``, else the
+    forms' allowed origins, else (dev mode only) any origin."""
+    if settings.leadflow_tracking_origins is not None:
+        given = split_list(settings.leadflow_tracking_origins)
+        return frozenset(o.rstrip("/").lower() for o in given)
+    if public_origins:
+        return frozenset(o.lower() for o in public_origins)
+    return frozenset({"*"}) if settings.leadflow_dev else frozenset()
+
+
+def trusted_proxies(settings: Settings) -> tuple[Network, ...]:
+    """The proxies whose ``X-Forwarded-For`` is believed (``LEADFLOW_TRUSTED_PROXIES``)."""
+    try:
+        return parse_networks(settings.leadflow_trusted_proxies or "")
+    except ValueError as exc:
+        raise SettingsError(f"invalid setting LEADFLOW_TRUSTED_PROXIES: {exc}") from None
 
 
 def parse_config(config: Mapping[str, Any]) -> CaptureConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, Collection, Iterable, Iterator
+from collections.abc import AsyncGenerator, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -15,7 +15,7 @@ from starlette.formparsers import MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from services.capture.domain import jsonsafe
-from services.capture.domain.ratelimit import TokenBuckets, client_address, parse_networks
+from services.capture.domain.ratelimit import Network, TokenBuckets, client_address
 from shared.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -132,14 +132,14 @@ async def parse_fields(request: Request, body: bytes) -> dict[str, Any]:
 class RateLimiter:
     """Per-IP token buckets; raises 429 with ``Retry-After`` when a client exceeds its rate.
 
-    The client is the TCP peer, unless the peer is one of ``trusted_proxies`` (IPs or CIDRs):
-    then it is the rightmost untrusted address of ``X-Forwarded-For`` (see
+    The client is the TCP peer, unless the peer is in one of ``trusted_proxies``: then it is
+    the rightmost untrusted address of ``X-Forwarded-For`` (see
     :func:`~services.capture.domain.ratelimit.client_address`).
     """
 
-    def __init__(self, rate: float, burst: int, trusted_proxies: str | None = None) -> None:
+    def __init__(self, rate: float, burst: int, trusted_proxies: Sequence[Network] = ()) -> None:
         self.buckets = TokenBuckets(rate, burst)
-        self.trusted = parse_networks(trusted_proxies or "")
+        self.trusted = tuple(trusted_proxies)
 
     def client_ip(self, request: Request) -> str:
         """The address this request is charged to."""

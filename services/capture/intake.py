@@ -22,19 +22,16 @@ relay); a row left held by a crash is published when its hold runs out, so nothi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.capture import repository
-from services.capture.events import AD_EVENT_TYPES, SOURCE
+from services.capture.events import SOURCE
 from shared.events import CloudEvent, utcnow
-from shared.outbox import count_pending, enqueue, hold, mark_sent, publish, release, rewrite_sent
+from shared.outbox import count_pending, enqueue, hold, mark_sent, publish, release
 from shared.problems import Problem
 from shared.runtime import Runtime
 
@@ -250,54 +247,3 @@ def _records(subs: Sequence[Submission]) -> list[tuple[str, str, str]]:
     return [
         (s.event.id, s.idempotency_scope, s.event.key or "") for s in subs if s.idempotency_scope
     ]
-
-
-async def forget_expired(
-    conn: AsyncConnection, keep_idempotency: timedelta, keep_ad_fetches: timedelta
-) -> None:
-    """Forget what capture keeps only for a while (see :class:`SpoolSweeper`)."""
-    await repository.prune_idempotent(conn, keep_idempotency)
-    await repository.prune_identifiers(conn)
-    # A published ad-lead or erasure row is kept only for its event id (a repeat is still
-    # ignored); the answers fetched from the platform and the person's key can go.
-    await rewrite_sent(conn, SOURCE, lambda _: {}, types=AD_EVENT_TYPES, drop_key=True)
-    await repository.prune_ad_fetches(conn, keep_ad_fetches)
-
-
-class SpoolSweeper:
-    """A worker that forgets idempotency records once they are too old to matter, the
-    email/phone kept for LinkedIn erasure requests once their time is up, the data of
-    ad-lead events once they are on Kafka, and finished ad fetches after their retention."""
-
-    def __init__(
-        self,
-        intake: Intake,
-        *,
-        keep_idempotency_days: float = 7.0,
-        keep_ad_fetches_days: float = 30.0,
-        every: float = 30.0,
-    ) -> None:
-        self.intake = intake
-        self.every = every
-        self.keep_idempotency = timedelta(days=keep_idempotency_days)
-        self.keep_ad_fetches = timedelta(days=keep_ad_fetches_days)
-        #: Completed sweeps (tests wait on it).
-        self.sweeps = 0
-        self._stop = asyncio.Event()
-
-    async def run(self) -> None:
-        """Sweep now and then until stopped."""
-        while not self._stop.is_set():
-            try:
-                async with self.intake.runtime.engine.begin() as conn:
-                    await forget_expired(conn, self.keep_idempotency, self.keep_ad_fetches)
-                self.sweeps += 1
-            except Exception as exc:
-                log.warning("spool sweep failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self.every)
-
-    async def stop(self) -> None:
-        """Let in-doubt sends finish, then stop sweeping."""
-        self._stop.set()
-        await self.intake.drain(within=5.0)

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from services.capture.main import build_app, tracking_origins
+from services.capture.config import tracking_origins
+from services.capture.main import build_app
 from shared.broker import free_port
 from shared.settings import DEV_WRITE_KEY
 from tests.browser import serve

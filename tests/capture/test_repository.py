@@ -8,8 +8,8 @@ from sqlalchemy import select, update
 
 from services.capture import repository
 from services.capture.events import SOURCE
-from services.capture.intake import forget_expired
 from services.capture.tables import ad_fetches, idempotency
+from services.capture.workers import CaptureRetention
 from shared.db import create_engine
 from shared.events import CloudEvent, InteractionType, utcnow
 from shared.messaging_tables import outbox
@@ -153,8 +153,11 @@ async def test_sent_ad_events_are_scrubbed_in_the_spool(db_url: str) -> None:
                 .where(outbox.c.event_id.in_([ad.id, form.id]))
                 .values(sent_at=utcnow())
             )
-            await forget_expired(conn, timedelta(days=7), timedelta(days=30))
-            await forget_expired(conn, timedelta(days=7), timedelta(days=30))  # idempotent
+        retention = CaptureRetention(engine)
+        await retention.sweep()
+        await retention.sweep()  # nothing left to scrub: no change
+        assert retention.sweeps == 2
+        async with engine.connect() as conn:
             rows = {
                 r.event_id: r
                 for r in await conn.execute(
