@@ -33,7 +33,7 @@ from services.scoring.domain.identity import (
 from services.scoring.domain.lifecycle import Change
 from services.scoring.domain.model import Lead
 from services.scoring.domain.resolution import resolve
-from services.scoring.domain.rules import Rules
+from services.scoring.domain.ruleset import Rules
 from services.scoring.events import lead_events
 from services.scoring.repository import LeadRepository
 from shared.contract import Interaction, InvalidEvent, Owner, SalesActivity

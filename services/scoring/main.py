@@ -9,12 +9,11 @@ from fastapi import FastAPI
 
 from services.scoring.api import router
 from services.scoring.api_reports import router as reports_router
-from services.scoring.domain.rules import Rules, parse_rules
+from services.scoring.config import rules_for
 from services.scoring.handlers import ScoringHandler
 from services.scoring.retention import ScoringRetention
 from services.scoring.sweep import DecaySweep
 from shared.bus import ConsumerRunner
-from shared.config import load_config, load_schema, validate_section
 from shared.db import create_engine
 from shared.deadletter_api import router as deadletter_router
 from shared.http import create_app
@@ -26,20 +25,11 @@ SERVICE_NAME = "scoring"
 GROUP_ID = "leadflow-scoring"
 
 
-def load_rules(config: dict[str, Any]) -> Rules:
-    """Validate the ``scoring:`` section (ConfigError naming the key) and parse it."""
-    validate_section(config, load_schema("services.scoring"))
-    return parse_rules(config.get("scoring") or {})
-
-
 def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastAPI:
     """The scoring app; its lifespan starts and drains the runtime."""
-    if config is None:
-        config = load_config(settings.leadflow_config)
-    rules = load_rules(config)
+    rules = rules_for(settings, config)
     topics = Topics(settings.leadflow_topic_prefix)
     runtime = Runtime(SERVICE_NAME, settings, create_engine(settings.db_url))
-    runtime.state["rules"] = rules
     runtime.add_worker(
         ConsumerRunner(
             settings=settings,

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from services.scoring import queries
+from services.scoring.config import rules_for
 from services.scoring.domain import lifecycle
-from services.scoring.domain.rules import Rules
+from services.scoring.domain.ruleset import Rules
 from services.scoring.events import lead_events
 from services.scoring.repository import LeadRepository
-from shared.config import load_config
 from shared.db import create_engine
 from shared.events import derived_event_id, rfc3339, utcnow
 from shared.settings import Settings
@@ -27,11 +27,7 @@ async def rescore_all(
     settings: Settings, config: dict[str, Any] | None = None, *, page_size: int = 200
 ) -> int:
     """Rescore every lead; return how many leads changed."""
-    from services.scoring.main import load_rules
-
-    rules: Rules = load_rules(
-        config if config is not None else load_config(settings.leadflow_config)
-    )
+    rules = rules_for(settings, config)
     topics = Topics(settings.leadflow_topic_prefix)
     engine = create_engine(settings.db_url)
     changed = 0

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring import queries
 from services.scoring.domain import lifecycle
-from services.scoring.domain.rules import Rules
+from services.scoring.domain.ruleset import Rules
 from services.scoring.events import lead_events
 from services.scoring.repository import LeadRepository
 from shared.events import LeadType, derived_event_id, rfc3339, utcnow

@@ -6,11 +6,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.scoring.config import load_rules
 from services.scoring.domain import lifecycle, profile
 from services.scoring.domain.identity import identifiers_of
 from services.scoring.domain.model import Lead
-from services.scoring.domain.rules import Rules, parse_rules
-from services.scoring.main import load_rules
+from services.scoring.domain.ruleset import Rules, parse_rules
 from shared.config import load_config
 from shared.contract import Contact, Interaction
 from shared.events import CloudEvent, InteractionType, utcnow

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
+from services.scoring.config import load_rules
+from services.scoring.domain.engine import seniority
 from services.scoring.domain.identity import MAX_ID_LENGTH, Identifiers, identifiers_of
 from services.scoring.domain.model import Lead
 from services.scoring.domain.resolution import resolve
-from services.scoring.domain.scoring import seniority
-from services.scoring.main import build_app, load_rules
+from services.scoring.main import build_app
 from shared.config import ConfigError, load_config
 from shared.contract import Contact
 from tests.scoring.helpers import T0, ix

@@ -8,9 +8,9 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scoring.domain import lifecycle, scoring
+from services.scoring.domain import engine, lifecycle
 from services.scoring.domain.model import Hit, Lead, stage_rank
-from services.scoring.domain.rules import Rules
+from services.scoring.domain.ruleset import Rules
 from shared.contract import Contact
 from shared.events import InteractionType as IT
 from tests.scoring.helpers import T0, default_rules, ix, rules_from
@@ -69,15 +69,15 @@ offsets = st.floats(0, 400)
 def test_decay_never_increases_engagement(hs: list[Hit], a: float, b: float) -> None:
     early, late = sorted((a, b))
     base = T0 + timedelta(days=60)
-    first, _ = scoring.compute_engagement(hs, CAPPED, base + timedelta(days=early))
-    second, _ = scoring.compute_engagement(hs, CAPPED, base + timedelta(days=late))
+    first, _ = engine.compute_engagement(hs, CAPPED, base + timedelta(days=early))
+    second, _ = engine.compute_engagement(hs, CAPPED, base + timedelta(days=late))
     assert second <= first
 
 
 @given(hits, offsets)
 def test_caps_hold(hs: list[Hit], offset: float) -> None:
     now = T0 + timedelta(days=60 + offset)
-    total, reasons = scoring.compute_engagement(hs, CAPPED, now)
+    total, reasons = engine.compute_engagement(hs, CAPPED, now)
     positive_cap = 40 + 25
     assert total <= positive_cap
     by_rule: dict[str, float] = {}

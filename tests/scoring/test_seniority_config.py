@@ -7,14 +7,15 @@ from typing import Any
 
 import pytest
 
+from services.scoring.config import load_rules
+from services.scoring.domain.engine import compute_fit, seniority
 from services.scoring.domain.model import Lead
-from services.scoring.domain.rules import (
+from services.scoring.domain.ruleset import (
     DEFAULT_SENIORITY,
     DEFAULT_SENIORITY_PATTERNS,
     parse_rules,
 )
-from services.scoring.domain.scoring import compute_fit, seniority
-from services.scoring.main import build_app, load_rules
+from services.scoring.main import build_app
 from shared.config import ConfigError, load_config
 from tests.scoring.helpers import T0
 from tests.support import make_settings

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.scoring.domain import scoring
+from services.scoring.domain import engine
 from services.scoring.domain.model import PROFILE_FIELDS, Hit, Lead, status_moves_forward
 from services.scoring.domain.profile import text_value, trim_identifiers, update_profile
-from services.scoring.domain.rules import Rules
+from services.scoring.domain.ruleset import Rules
 from shared.contract import Interaction, Owner
 from shared.events import LeadType, SalesType
 
@@ -27,7 +27,6 @@ SALES_STATUS = {
     SalesType.LOST: "disqualified",
     SalesType.DISQUALIFIED: "disqualified",
 }
-TEMPERATURE_RANK = {"cold": 0, "warm": 1, "hot": 2}
 #: A repeatable rule keeps at most this many hits per lead (a lead's state stays small).
 MAX_HITS_PER_RULE = 50
 
@@ -45,7 +44,7 @@ def add_hits(
 ) -> list[Hit]:
     """Apply the engagement rules to one interaction; an (event, rule) pair counts once."""
     added = []
-    for rule in scoring.matching_rules(event_type, data, rules):
+    for rule in engine.matching_rules(event_type, data, rules):
         if lead.has_hit(event_id, rule.id):
             continue
         if not rule.repeatable and any(h.rule == rule.id for h in lead.hits):
@@ -81,12 +80,12 @@ def refresh(
     lead earns a higher one again. ``lead.qualified`` is announced the first time SQL is reached.
     """
     before = (lead.fit, lead.engagement, lead.total)
-    card = scoring.score(lead, rules, now)
+    card = engine.score(lead, rules, now)
     lead.fit, lead.engagement, lead.reasons = card.fit, card.engagement, card.reasons
     changes: list[Change] = []
     if (lead.fit, lead.engagement, lead.total) != before:
         changes.append(Change(LeadType.SCORED, {"from": before[2], "to": lead.total}))
-    temp = scoring.temperature(card.engagement, lead.last_engaged_at, rules, now)
+    temp = engine.temperature(card.engagement, lead.last_engaged_at, rules, now)
     if temp != lead.temperature:
         change: dict[str, Any] = {"from": lead.temperature, "to": temp}
         if lead.temperature == "cold" and engaged_before is not None:
@@ -99,8 +98,8 @@ def refresh(
             set_status(lead, "disqualified", automatic=True, reason=card.disqualified_by)
         )
     if lead.status != "disqualified":
-        stage = scoring.forward_stage(
-            lead.stage, scoring.earned_stage(card, lead.sales_intent, rules)
+        stage = engine.forward_stage(
+            lead.stage, engine.earned_stage(card, lead.sales_intent, rules)
         )
         if stage != lead.stage:
             changes.append(Change(LeadType.STAGE_CHANGED, {"from": lead.stage, "to": stage}))

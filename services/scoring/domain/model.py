@@ -6,11 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.contract import STAGES
 from shared.events import parse_time, rfc3339
 
-STAGES = ("IQL", "MQL", "SQL")
-STATUSES = ("lead", "prospect", "client", "disqualified")
-TEMPERATURES = ("cold", "warm", "hot")
 #: Automatic status moves only go up this rank; client and disqualified are both final.
 STATUS_RANK = {"lead": 0, "prospect": 1, "client": 2, "disqualified": 2}
 PROFILE_FIELDS = (

@@ -12,7 +12,7 @@ from typing import Any
 
 from services.scoring.domain.identity import email_domain
 from services.scoring.domain.model import Hit, Lead, stage_rank
-from services.scoring.domain.rules import (
+from services.scoring.domain.ruleset import (
     DEFAULT_SENIORITY,
     Decay,
     EngagementRule,
