@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header
 from pydantic import BaseModel, Field
@@ -15,11 +15,9 @@ from services.routing import repository as repo
 from services.routing.api_common import Limit, aware
 from services.routing.deps import ContextDep
 from services.routing.domain.assignment import Assignment, State
-from services.routing.events import sales_activity_event, sales_activity_id
 from shared.auth import AdminAuth, ReadAuth
 from shared.events import parse_time, rfc3339, utcnow
 from shared.http import RuntimeDep
-from shared.outbox import enqueue
 from shared.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["routing"])
@@ -198,32 +196,33 @@ class SalesActivity(BaseModel):
     occurred_at: datetime | None = None
 
 
+class SalesActivityOut(BaseModel):
+    """A sales activity accepted: the id and type of the event published for it."""
+
+    event_id: str
+    type: str
+    status: Literal["accepted"] = "accepted"
+
+
 @router.post("/sales/activities", status_code=202, dependencies=[AdminAuth])
 async def post_sales_activity(
     body: SalesActivity,
     ctx: ContextDep,
     runtime: RuntimeDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> dict[str, Any]:
+) -> SalesActivityOut:
     """Publish ``io.leadflow.sales.<type>`` (scoring consumes it) and apply it to the clock."""
-    at = _when(body.occurred_at)
+    cmd = handlers.LogSalesActivity(
+        kind=body.type,
+        lead_id=body.lead_id,
+        at=_when(body.occurred_at),
+        rep_id=body.rep_id,
+        assignment_id=body.assignment_id,
+        email=body.email,
+        note=body.note,
+        idempotency_key=idempotency_key,
+    )
     async with runtime.engine.begin() as conn:
-        a = None
-        if body.assignment_id:
-            a = await repo.get_assignment(conn, body.assignment_id)
-        a = a or await repo.active_assignment(conn, body.lead_id)
-        key = (a.lead_key if a else None) or (body.email or "").strip().lower() or body.lead_id
-        data = {
-            "lead_id": body.lead_id,
-            "email": body.email,
-            "assignment_id": body.assignment_id or (a.id if a else None),
-            "rep_id": body.rep_id,
-            "occurred_at": rfc3339(at),
-            "note": body.note,
-        }
-        eid = sales_activity_id(idempotency_key)
-        ev = sales_activity_event(body.type, data, id=eid, at=at, lead_id=body.lead_id, key=key)
-        await enqueue(conn, ctx.source, ctx.topics.sales, [ev])
-        await handlers.handle_event(conn, ctx, ev)
+        ev = await handlers.log_sales_activity(conn, ctx, cmd)
     ctx.after_commit()
-    return {"event_id": eid, "type": ev.type, "status": "accepted"}
+    return SalesActivityOut(event_id=ev.id, type=ev.type)

@@ -1,13 +1,16 @@
 """Use cases: event or request -> domain decision -> repository and outbox, in one transaction.
 
-``handle_batch`` is the consumer's handler for ``leadflow.leads`` and ``leadflow.sales``; the
-timer worker calls :func:`fire_timer`, the API calls :func:`first_touch` and friends.
+:data:`EVENT_HANDLERS` says what each consumed event type does (``batch_handler`` is the
+consumer's handler for ``leadflow.leads`` and ``leadflow.sales``); the timer worker calls
+:func:`fire_timer`, the queue retrier :func:`retry_queued`, the API :func:`first_touch` and
+:func:`log_sales_activity`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +31,7 @@ from services.routing.domain.business_time import (
     add_business_time,
     make_calendar,
 )
+from services.routing.domain.model import Action
 from services.routing.domain.rules import route
 from services.routing.domain.sla import deadlines
 from services.routing.events import (
@@ -36,6 +40,8 @@ from services.routing.events import (
     clock_data,
     clock_event,
     event,
+    sales_activity_event,
+    sales_activity_id,
     scrub_body,
     scrub_data,
     unassigned_event,
@@ -47,6 +53,7 @@ from shared.events import (
     SalesType,
     derived_event_id,
     parse_time,
+    rfc3339,
     utcnow,
 )
 from shared.outbox import enqueue
@@ -270,6 +277,45 @@ async def on_sales(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -
             await close(conn, ctx, fresh)
 
 
+@dataclass(frozen=True)
+class LogSalesActivity:
+    """A sales activity logged through the API (a rep called, booked a meeting, won …)."""
+
+    kind: str
+    lead_id: str
+    at: datetime
+    rep_id: str | None = None
+    assignment_id: str | None = None
+    email: str | None = None
+    note: str | None = None
+    idempotency_key: str | None = None
+
+
+async def log_sales_activity(
+    conn: AsyncConnection, ctx: RoutingContext, cmd: LogSalesActivity
+) -> CloudEvent:
+    """Publish ``io.leadflow.sales.<kind>`` on ``leadflow.sales`` (scoring consumes it) and
+    apply it to the assignment's clock here and now, in the same transaction."""
+    a = None
+    if cmd.assignment_id:
+        a = await repo.get_assignment(conn, cmd.assignment_id)
+    a = a or await repo.active_assignment(conn, cmd.lead_id)
+    key = (a.lead_key if a else None) or (cmd.email or "").strip().lower() or cmd.lead_id
+    data = {
+        "lead_id": cmd.lead_id,
+        "email": cmd.email,
+        "assignment_id": cmd.assignment_id or (a.id if a else None),
+        "rep_id": cmd.rep_id,
+        "occurred_at": rfc3339(cmd.at),
+        "note": cmd.note,
+    }
+    eid = sales_activity_id(cmd.idempotency_key)
+    ev = sales_activity_event(cmd.kind, data, id=eid, at=cmd.at, lead_id=cmd.lead_id, key=key)
+    await enqueue(conn, ctx.source, ctx.topics.sales, [ev])
+    await handle_event(conn, ctx, ev)
+    return ev
+
+
 ESCALATE_PREFIX = "escalate:"
 
 
@@ -320,7 +366,7 @@ async def escalate(
     level = a.escalation_level
     step = ctx.config.ladder_step(level)
     timed = step is not None and step.after_seconds is not None and level > 0
-    action = step.action if step is not None else "none"
+    action = step.action if step is not None else Action.NONE
     manager = _manager(ctx, a.team)
     events = [
         clock_event(
@@ -333,11 +379,103 @@ async def escalate(
         )
     ]
     if ctx.config.notify_manager and manager:
-        events.append(clock_event(ESCALATED, a, due, action="notify_manager", manager=manager))
+        notify = clock_event(ESCALATED, a, due, action=Action.NOTIFY_MANAGER, manager=manager)
+        events.append(notify)
     await emit(conn, ctx, events, now)
     if step is None or timed:
         return
     await take_step(conn, ctx, a, level, [a.id, "sla_breach"], "sla_breach", due, now)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One escalation ladder step being taken: for which assignment, why and when."""
+
+    conn: AsyncConnection
+    ctx: RoutingContext
+    a: Assignment
+    index: int
+    cause: Sequence[str]
+    reason: str
+    due: datetime
+    now: datetime
+
+
+async def _reassign(s: _Step) -> Assignment:
+    """Give the lead to the next available rep who has not had it yet; nobody: queue it."""
+    exclude = await repo.previous_owners(s.conn, s.a.lead_id)
+    # Release the lead first: only one active assignment per lead may exist.
+    await _save(s.conn, s.a, s.a.reassign(s.now), from_=ACTIVE)
+    made = await assign(
+        s.conn,
+        s.ctx,
+        s.a.lead,
+        s.cause,
+        s.now,
+        exclude=exclude,
+        reason=s.reason,
+        previous=s.a,
+        level=s.index + 1,
+    )
+    if made is not None:
+        await queues.cancel_timers(s.conn, s.a.id)  # the old owner's clock is over
+        return made
+    # Nobody else can take it: the assignment stands, escalated to the queue instead.
+    await repo.transition(s.conn, s.a.id, from_={State.REASSIGNED}, to=s.a.state)
+    return await _queue(s)
+
+
+async def _queue(s: _Step) -> Assignment:
+    """Park the lead in the escalation queue for a manager to handle."""
+    queue = s.ctx.config.escalation_queue
+    if await repo.queue_lead(
+        s.conn,
+        {
+            "lead_id": s.a.lead_id,
+            "lead_key": s.a.lead_key,
+            "lead": dict(s.a.lead),
+            "reason": s.reason,
+            "queue": queue,
+            "escalation_level": s.index + 1,
+            "exclude": [],
+            "attempts": 0,
+            "created_at": s.now,
+        },
+    ):
+        unassigned = unassigned_event(s.a.lead, s.reason, queue, *s.cause, at=s.now)
+        await emit(s.conn, s.ctx, [unassigned], s.now)
+    return s.a
+
+
+async def _notify_manager(s: _Step) -> Assignment:
+    """Tell the team's manager (``routing.escalated``)."""
+    manager = _manager(s.ctx, s.a.team)
+    data = clock_data(s.a, s.due, action=Action.NOTIFY_MANAGER, manager=manager, step=s.index)
+    # Its own id (the breach's notification has the assignment's): one event per step.
+    escalated = event(
+        ESCALATED,
+        data,
+        *s.cause,
+        f"step:{s.index}",
+        subject=s.a.lead_id,
+        key=s.a.lead_key,
+        at=s.due,
+    )
+    await emit(s.conn, s.ctx, [escalated], s.now)
+    return s.a
+
+
+async def _nothing(s: _Step) -> Assignment:
+    return s.a
+
+
+#: What each escalation action does; each returns the assignment active afterwards.
+LADDER_ACTIONS: dict[Action, Callable[[_Step], Awaitable[Assignment]]] = {
+    Action.REASSIGN: _reassign,
+    Action.QUEUE: _queue,
+    Action.NOTIFY_MANAGER: _notify_manager,
+    Action.NONE: _nothing,
+}
 
 
 async def take_step(
@@ -355,55 +493,7 @@ async def take_step(
     step = ctx.config.ladder_step(index)
     if step is None:
         return
-    active = a
-    action = step.action
-    if action == "reassign":
-        exclude = await repo.previous_owners(conn, a.lead_id)
-        # Release the lead first: only one active assignment per lead may exist.
-        await _save(conn, a, a.reassign(now), from_=ACTIVE)
-        made = await assign(
-            conn,
-            ctx,
-            a.lead,
-            cause,
-            now,
-            exclude=exclude,
-            reason=reason,
-            previous=a,
-            level=index + 1,
-        )
-        if made is not None:
-            await queues.cancel_timers(conn, a.id)  # the old owner's clock is over
-            active = made
-        else:
-            # Nobody else can take it: the assignment stands, escalated to the queue instead.
-            await repo.transition(conn, a.id, from_={State.REASSIGNED}, to=a.state)
-            action = "queue"
-    if action == "notify_manager":
-        manager = _manager(ctx, a.team)
-        data = clock_data(a, due, action="notify_manager", manager=manager, step=index)
-        # Its own id (the breach's notification has the assignment's): one event per step.
-        escalated = event(
-            ESCALATED, data, *cause, f"step:{index}", subject=a.lead_id, key=a.lead_key, at=due
-        )
-        await emit(conn, ctx, [escalated], now)
-    elif action == "queue":
-        queue = ctx.config.escalation_queue
-        if await repo.queue_lead(
-            conn,
-            {
-                "lead_id": a.lead_id,
-                "lead_key": a.lead_key,
-                "lead": dict(a.lead),
-                "reason": reason,
-                "queue": queue,
-                "escalation_level": index + 1,
-                "exclude": [],
-                "attempts": 0,
-                "created_at": now,
-            },
-        ):
-            await emit(conn, ctx, [unassigned_event(a.lead, reason, queue, *cause, at=now)], now)
+    active = await LADDER_ACTIONS[step.action](_Step(conn, ctx, a, index, cause, reason, due, now))
     if active is a:
         await repo.transition(conn, a.id, from_=ACTIVE, escalation_level=index + 1)
     nxt = ctx.config.ladder_step(index + 1)
@@ -506,16 +596,24 @@ async def on_merged(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) 
             )
 
 
+#: A consumed event's use case.
+Handler = Callable[[AsyncConnection, RoutingContext, CloudEvent], Awaitable[None]]
+
+#: What routing does with each event type it consumes (``leadflow.leads``, ``leadflow.sales``).
+EVENT_HANDLERS: dict[str, Handler] = {
+    LeadType.QUALIFIED: on_qualified,
+    LeadType.ERASED: on_lead_gone,
+    LeadType.STATUS_CHANGED: on_lead_gone,
+    LeadType.MERGED: on_merged,
+    **dict.fromkeys(TOUCH_TYPES | CLOSE_TYPES, on_sales),
+}
+
+
 async def handle_event(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
-    """Dispatch one consumed event."""
-    if ev.type == LeadType.QUALIFIED:
-        await on_qualified(conn, ctx, ev)
-    elif ev.type in (LeadType.ERASED, LeadType.STATUS_CHANGED):
-        await on_lead_gone(conn, ctx, ev)
-    elif ev.type == LeadType.MERGED:
-        await on_merged(conn, ctx, ev)
-    elif ev.type in TOUCH_TYPES or ev.type in CLOSE_TYPES:
-        await on_sales(conn, ctx, ev)
+    """Dispatch one consumed event (a type routing has no use for is skipped)."""
+    handler = EVENT_HANDLERS.get(ev.type)
+    if handler is not None:
+        await handler(conn, ctx, ev)
 
 
 def batch_handler(ctx: RoutingContext) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 
 from services.routing.domain.business_time import make_calendar
 from services.routing.domain.model import (
+    Action,
     EscalationStep,
     Rep,
     RoutingConfig,
@@ -22,7 +23,6 @@ _UNITS = {"business_seconds": 1, "business_minutes": 60, "business_hours": 3600}
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _SHORT = {"s": 1, "m": 60, "h": 3600}
-LADDER_ACTIONS = ("reassign", "queue", "notify_manager", "none")
 
 
 class RoutingConfigError(ValueError):
@@ -78,7 +78,7 @@ def parse_ladder(raw: Any, hours_per_day: float) -> list[EscalationStep]:
             action, after = spec.get("action"), spec.get("after")
         else:
             raise RoutingConfigError(key, "a step is an action name or {action, after}")
-        if action not in LADDER_ACTIONS:
+        if action not in list(Action):
             raise RoutingConfigError(f"{key}.action", f"unknown action {action!r}")
         seconds = None
         if after is not None:
@@ -88,7 +88,7 @@ def parse_ladder(raw: Any, hours_per_day: float) -> list[EscalationStep]:
                 seconds = parse_duration(after, hours_per_day)
             except ValueError as exc:
                 raise RoutingConfigError(f"{key}.after", str(exc)) from None
-        steps.append(EscalationStep(str(action), seconds))
+        steps.append(EscalationStep(Action(action), seconds))
     return steps
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from services.routing.domain.business_time import Calendar
@@ -26,17 +27,29 @@ class Rep:
     hours: Any = None
 
 
+class Action(StrEnum):
+    """What an escalation ladder step does, as the config names it."""
+
+    #: Give the lead to the next available rep who has not had it yet (none: queue it).
+    REASSIGN = "reassign"
+    #: Park the lead in the escalation queue for a manager.
+    QUEUE = "queue"
+    #: Tell the team's manager (``routing.escalated``).
+    NOTIFY_MANAGER = "notify_manager"
+    NONE = "none"
+
+
 @dataclass(frozen=True)
 class EscalationStep:
     """One rung of the escalation ladder.
 
-    ``action`` is ``reassign``, ``queue``, ``notify_manager`` or ``none``. Without
+    Without
     ``after_seconds`` the step is taken at a breach (the first step always is); with it, the
     step fires on its own durable timer that many business seconds after the previous step,
     if the lead is still untouched.
     """
 
-    action: str
+    action: Action
     after_seconds: float | None = None
 
 
