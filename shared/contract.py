@@ -229,8 +229,7 @@ class Interaction:
         for name in INTERACTION_PARTS:
             part = getattr(self, name)
             out[name] = dict(part) if part is not None else None
-        if self.message is not None:
-            out["message"] = self.message
+        out["message"] = self.message
         return out
 
     @classmethod

@@ -20,25 +20,6 @@ SOURCE = "capture"
 #: Event types whose data holds answers fetched from an ad platform (or identifiers).
 AD_EVENT_TYPES = (InteractionType.AD_LEAD_RECEIVED, InteractionType.ERASURE_REQUESTED)
 
-#: Channels whose interactions are built from submitted fields (forms, downloads, webinars).
-_FIELD_CHANNELS = frozenset({"form", "download", "webinar"})
-
-
-def interaction_data(type_: str, ix: Interaction) -> dict[str, Any]:
-    """The event data of ``ix`` exactly as capture has always published it.
-
-    ``Interaction.to_data()`` plus two details of capture's data before the typed contract,
-    kept so that the events on Kafka stay as they were: interactions built from submitted
-    fields carry ``"message": null`` when there is no message, and an erasure request's
-    ``contact`` holds only the identifiers it names (``email`` and/or ``phone``).
-    """
-    data = ix.to_data()
-    if ix.channel in _FIELD_CHANNELS:
-        data.setdefault("message", None)
-    if type_ == InteractionType.ERASURE_REQUESTED and data["contact"] is not None:
-        data["contact"] = {k: v for k, v in data["contact"].items() if v is not None}
-    return data
-
 
 def interaction_event(
     type_: str, ix: Interaction, *, id: str, time: datetime | None = None
@@ -47,7 +28,7 @@ def interaction_event(
     return CloudEvent(
         type=type_,
         source=SOURCE_URI,
-        data=interaction_data(type_, ix),
+        data=ix.to_data(),
         id=id,
         time=time or utcnow(),
         key=ix.lead_key,

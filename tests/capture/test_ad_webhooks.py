@@ -352,7 +352,8 @@ async def test_linkedin_deleted_after_fetch_requests_erasure(
     [erasure] = [e for e in events if e.type == InteractionType.ERASURE_REQUESTED]
     assert erasure.id == body["event_id"] and erasure.key == "del@x.com"
     assert erasure.data["channel"] == "ad" and erasure.data["lead_key"] == "del@x.com"
-    assert erasure.data["contact"] == {"email": "del@x.com", "phone": "+14155550123"}
+    contact = {k: v for k, v in erasure.data["contact"].items() if v is not None}
+    assert contact == {"email": "del@x.com", "phone": "+14155550123"}
     assert erasure.data["ad"]["platform"] == "linkedin" and erasure.data["ad"]["lead_id"] == "del-1"
     assert erasure.data["custom"] == {"reason": "linkedin_lead_deleted"}
     assert erasure.data["occurred_at"] == "2023-06-07T23:59:18.881000Z"

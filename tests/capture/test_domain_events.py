@@ -27,7 +27,6 @@ from services.capture.events import (
     ad_event_id,
     erasure_event_id,
     fetch_deadletter_event,
-    interaction_data,
     interaction_event,
     submission_event_id,
     tracking_event_id,
@@ -51,7 +50,7 @@ def test_lead_key_prefers_email_then_phone() -> None:
 
 def test_every_documented_part_is_present() -> None:
     ix = build_interaction({"email": "a@b.co"}, channel="form", occurred_at=T, form=FORM)
-    data = interaction_data(InteractionType.FORM_SUBMITTED, ix)
+    data = ix.to_data()
     assert data["occurred_at"] == "2026-11-26T10:00:00Z" and data["message"] is None
     for part in (
         "lead_key",
@@ -117,7 +116,7 @@ def test_interaction_event_is_keyed_by_the_lead() -> None:
     ix = build_interaction({"email": "A@B.co"}, channel="form", occurred_at=T, form=FORM)
     ev = interaction_event(InteractionType.FORM_SUBMITTED, ix, id="e-1", time=T)
     assert (ev.source, ev.key, ev.id, ev.time) == (SOURCE_URI, "a@b.co", "e-1", T)
-    assert ev.data == interaction_data(InteractionType.FORM_SUBMITTED, ix)
+    assert ev.data == ix.to_data()
 
 
 def test_country_field_sets_phone_region() -> None:
