@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Any
 
@@ -10,14 +9,12 @@ from fastapi import FastAPI
 
 from services.routing.api import router
 from services.routing.api_admin import router as admin_router
+from services.routing.config import read_routing_config
 from services.routing.deps import RoutingContext
-from services.routing.domain.config import RoutingConfigError, parse_routing_config
-from services.routing.domain.model import RoutingConfig
 from services.routing.handlers import batch_handler
 from services.routing.webhooks import WebhookWorker
 from services.routing.workers import QueueRetrier, RoutingRetention, TimerWorker
 from shared.bus import ConsumerRunner
-from shared.config import ConfigError, load_config, load_schema, validate_section
 from shared.db import create_engine
 from shared.deadletter_api import router as deadletter_router
 from shared.http import create_app
@@ -28,21 +25,9 @@ from shared.topics import Topics
 SERVICE_NAME = "routing"
 
 
-def load_routing_config(config: dict[str, Any]) -> RoutingConfig:
-    """Validate the ``routing:`` section (schema, then references); stop with a clear message."""
-    section = config.get("routing")
-    validate_section({"routing": section}, load_schema("services.routing"))
-    try:
-        return parse_routing_config(section or {}, os.environ)
-    except RoutingConfigError as exc:
-        raise ConfigError(str(exc)) from None
-
-
 def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastAPI:
     """The routing service app; its lifespan starts and drains the runtime."""
-    if config is None:
-        config = load_config(settings.leadflow_config)
-    routing_config = load_routing_config(config)
+    routing_config = read_routing_config(settings, config)
     topics = Topics(settings.leadflow_topic_prefix)
     engine = create_engine(settings.db_url)
     runtime = Runtime(SERVICE_NAME, settings, engine)

@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.routing import durable_queues as queues
+from services.routing.config import load_routing_config
 from services.routing.deps import RoutingContext
 from services.routing.handlers import handle_event
-from services.routing.main import load_routing_config
 from services.routing.tables import assignments, deliveries, timers, unassigned
 from services.routing.workers import RoutingRetention
 from shared.db import create_engine

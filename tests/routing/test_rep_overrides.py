@@ -138,7 +138,7 @@ NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)  # a Wednesday
 
 
 def test_overrides_drive_the_routing_choice() -> None:
-    from services.routing.main import load_routing_config
+    from services.routing.config import load_routing_config
 
     cfg = load_routing_config(config())
     states = {"anna": RepState("anna", weight=1), "ben": RepState("ben", weight=3)}

@@ -190,8 +190,8 @@ def test_bad_config_stops_start_with_the_key(change: dict, key: str, tmp_path: P
 async def test_default_config_is_valid_and_always_assignable(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
+    from services.routing.config import load_routing_config
     from services.routing.domain.rules import route
-    from services.routing.main import load_routing_config
     from shared.config import load_config
 
     cfg = load_routing_config(load_config())

@@ -20,8 +20,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.routing import durable_queues as queues
+from services.routing.config import load_routing_config
 from services.routing.deps import RoutingContext
-from services.routing.main import load_routing_config
 from services.routing.tables import deliveries
 from services.routing.webhooks import SIGNATURE_HEADER, WebhookWorker, sign, url_host, verify
 from shared.broker import free_port

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from services.routing.domain.business_time import make_calendar
+from services.routing.domain.business_time import Calendar, make_calendar
 from services.routing.domain.model import (
     Action,
     EscalationStep,
@@ -92,14 +92,23 @@ def parse_ladder(raw: Any, hours_per_day: float) -> list[EscalationStep]:
     return steps
 
 
-def parse_routing_config(
-    section: Mapping[str, Any], env: Mapping[str, str] | None = None
-) -> RoutingConfig:
-    """Build the routing config; raise :class:`RoutingConfigError` naming the bad key.
+Calendars = Mapping[str, Calendar]
 
-    ``env`` holds the environment that webhook ``secret_env`` names are looked up in.
-    """
-    env = env or {}
+
+def _calendar(ref: Any, key: str, calendars: Calendars) -> Calendar:
+    """A calendar by name, or an inline ``{timezone, hours, holidays}``."""
+    if isinstance(ref, str):
+        if ref not in calendars:
+            raise RoutingConfigError(key, f"unknown calendar {ref!r}")
+        return calendars[ref]
+    try:
+        return make_calendar(ref["timezone"], ref["hours"], ref.get("holidays", ()))
+    except ValueError as exc:
+        raise RoutingConfigError(key, str(exc)) from None
+
+
+def _calendars(section: Mapping[str, Any]) -> dict[str, Calendar]:
+    """``routing.calendars``: the named opening hours."""
     calendars = {}
     for name, spec in (section.get("calendars") or {}).items():
         try:
@@ -108,23 +117,38 @@ def parse_routing_config(
             )
         except ValueError as exc:
             raise RoutingConfigError(f"routing.calendars.{name}", str(exc)) from None
+    return calendars
 
-    def calendar(ref: Any, key: str) -> Any:
-        if isinstance(ref, str):
-            if ref not in calendars:
-                raise RoutingConfigError(key, f"unknown calendar {ref!r}")
-            return calendars[ref]
-        try:
-            return make_calendar(ref["timezone"], ref["hours"], ref.get("holidays", ()))
-        except ValueError as exc:
-            raise RoutingConfigError(key, str(exc)) from None
 
-    teams = {
+def _teams(section: Mapping[str, Any], calendars: Calendars) -> dict[str, Team]:
+    """``routing.teams``: each with the calendar its SLA clock counts, and a manager."""
+    return {
         name: Team(
-            name, calendar(spec["calendar"], f"routing.teams.{name}.calendar"), spec.get("manager")
+            name,
+            _calendar(spec["calendar"], f"routing.teams.{name}.calendar", calendars),
+            spec.get("manager"),
         )
         for name, spec in (section.get("teams") or {}).items()
     }
+
+
+def _rep_calendar(spec: Mapping[str, Any], key: str, team: Team, calendars: Calendars) -> Calendar:
+    """A rep's working hours: their own ``hours``, a ``calendar``, else the team's."""
+    if "hours" in spec:
+        tz = spec.get("timezone", team.calendar.tz.key)
+        # Without their own holidays, reps are off on the team's holidays.
+        holidays = spec.get("holidays", sorted(d.isoformat() for d in team.calendar.holidays))
+        own = {"timezone": tz, "hours": spec["hours"], "holidays": holidays}
+        return _calendar(own, f"{key}.hours", calendars)
+    if "calendar" in spec:
+        return _calendar(spec["calendar"], f"{key}.calendar", calendars)
+    return team.calendar
+
+
+def _reps(
+    section: Mapping[str, Any], teams: Mapping[str, Team], calendars: Calendars
+) -> dict[str, Rep]:
+    """``routing.reps``: who takes leads, in which team, how many and when."""
     reps: dict[str, Rep] = {}
     for i, spec in enumerate(section.get("reps") or []):
         key = f"routing.reps[{i}]"
@@ -132,18 +156,6 @@ def parse_routing_config(
             raise RoutingConfigError(f"{key}.team", f"unknown team {spec['team']!r}")
         if spec["id"] in reps:
             raise RoutingConfigError(f"{key}.id", f"duplicate rep id {spec['id']!r}")
-        team_cal = teams[spec["team"]].calendar
-        if "hours" in spec:
-            tz = spec.get("timezone", team_cal.tz.key)
-            # Without their own holidays, reps are off on the team's holidays.
-            holidays = spec.get("holidays", sorted(d.isoformat() for d in team_cal.holidays))
-            cal = calendar(
-                {"timezone": tz, "hours": spec["hours"], "holidays": holidays}, f"{key}.hours"
-            )
-        elif "calendar" in spec:
-            cal = calendar(spec["calendar"], f"{key}.calendar")
-        else:
-            cal = team_cal
         cap = spec.get("capacity") or {}
         reps[spec["id"]] = Rep(
             id=spec["id"],
@@ -151,13 +163,16 @@ def parse_routing_config(
             email=spec["email"],
             team=spec["team"],
             weight=int(spec.get("weight", 1)),
-            calendar=cal,
+            calendar=_rep_calendar(spec, key, teams[spec["team"]], calendars),
             max_open=cap.get("max_open"),
             max_per_day=cap.get("max_per_day"),
             hours=spec.get("hours"),
         )
-    sla = section.get("sla") or {}
-    hours_per_day = float(sla.get("business_day_hours", 8))
+    return reps
+
+
+def _sla(sla: Mapping[str, Any], hours_per_day: float) -> tuple[dict[str, SlaPolicy], str]:
+    """``routing.sla``: the response-time policies and the default one."""
     policies = {
         name: SlaPolicy(name, policy_seconds(spec, hours_per_day))
         for name, spec in (sla.get("policies") or {}).items()
@@ -168,6 +183,13 @@ def parse_routing_config(
     default_policy = sla.get("default_policy", "warm")
     if default_policy not in policies:
         raise RoutingConfigError("routing.sla.default_policy", f"unknown policy {default_policy!r}")
+    return policies, default_policy
+
+
+def _rules(
+    section: Mapping[str, Any], teams: Mapping[str, Team], policies: Mapping[str, SlaPolicy]
+) -> list[Rule]:
+    """``routing.rules``, in order; each names a known team and, maybe, a known policy."""
     rules = []
     for i, spec in enumerate(section.get("rules") or []):
         if spec["team"] not in teams:
@@ -176,10 +198,11 @@ def parse_routing_config(
         if pol is not None and pol not in policies:
             raise RoutingConfigError(f"routing.rules[{i}].sla_policy", f"unknown policy {pol!r}")
         rules.append(Rule(spec["name"], spec["team"], spec.get("when") or {}, pol))
-    fallback = section.get("fallback_team")
-    if fallback is not None and fallback not in teams:
-        raise RoutingConfigError("routing.fallback_team", f"unknown team {fallback!r}")
-    esc = section.get("escalation") or {}
+    return rules
+
+
+def _webhooks(section: Mapping[str, Any], env: Mapping[str, str]) -> list[Webhook]:
+    """``routing.webhooks``: each with a secret (inline or from ``secret_env``), names unique."""
     webhooks: list[Webhook] = []
     for i, spec in enumerate(section.get("webhooks") or []):
         secret = spec.get("secret") or env.get(spec.get("secret_env", ""), "")
@@ -202,6 +225,28 @@ def parse_routing_config(
                 backoff_seconds=float(spec.get("backoff_seconds", 2.0)),
             )
         )
+    return webhooks
+
+
+def parse_routing_config(
+    section: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> RoutingConfig:
+    """Build the routing config; raise :class:`RoutingConfigError` naming the bad key.
+
+    ``env`` holds the environment that webhook ``secret_env`` names are looked up in.
+    """
+    calendars = _calendars(section)
+    teams = _teams(section, calendars)
+    reps = _reps(section, teams, calendars)
+    sla = section.get("sla") or {}
+    hours_per_day = float(sla.get("business_day_hours", 8))
+    policies, default_policy = _sla(sla, hours_per_day)
+    rules = _rules(section, teams, policies)
+    fallback = section.get("fallback_team")
+    if fallback is not None and fallback not in teams:
+        raise RoutingConfigError("routing.fallback_team", f"unknown team {fallback!r}")
+    webhooks = _webhooks(section, env or {})
+    esc = section.get("escalation") or {}
     return RoutingConfig(
         teams=teams,
         reps=reps,
