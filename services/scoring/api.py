@@ -8,18 +8,97 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.scoring import commands, queries
+from services.scoring.deps import ContextDep
 from services.scoring.domain.identity import normalise_email
+from services.scoring.domain.model import Lead
 from shared.auth import AdminAuth, ReadAuth
-from shared.events import utcnow
-from shared.http import RuntimeDep
 from shared.problems import Problem
-from shared.topics import Topics
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"])
 
 Stage = Literal["IQL", "MQL", "SQL"]
 Status = Literal["lead", "prospect", "client", "disqualified"]
 Temperature = Literal["cold", "warm", "hot"]
+
+
+class _Out(BaseModel):
+    # extra="forbid": a field the model lacks fails loudly instead of vanishing from the JSON
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReasonOut(_Out):
+    """One rule's points, and when they were earned; the reasons add up to the score."""
+
+    rule: str
+    points: int | float
+    at: str
+
+
+class ScoreOut(_Out):
+    total: int | float
+    fit: int | float
+    engagement: int | float
+    reasons: list[ReasonOut]
+
+
+class OwnerOut(_Out):
+    id: str
+    name: str | None = None
+    email: str | None = None
+    team: str | None = None
+
+
+class LeadOut(_Out):
+    """The lead resource (the ``lead`` of ``leadflow.leads`` events too, without
+    ``anonymous_ids``)."""
+
+    id: str
+    key: str
+    email: str | None
+    emails: list[str]
+    phone: str | None
+    first_name: str | None
+    last_name: str | None
+    company: str | None
+    job_title: str | None
+    industry: str | None
+    company_size: int | None
+    country: str | None
+    status: Status
+    stage: Stage
+    temperature: Temperature
+    score: ScoreOut
+    owner: OwnerOut | None
+    consent: dict[str, Any] | None
+    first_touch: dict[str, Any] | None
+    last_touch: dict[str, Any] | None
+    anonymous_ids: list[str]
+    created_at: str
+    last_activity_at: str | None
+    qualified_at: str | None
+    erased: bool
+
+    @classmethod
+    def of(cls, lead: Lead) -> LeadOut:
+        return cls.model_validate(lead.to_resource())
+
+
+class LeadPageOut(_Out):
+    items: list[LeadOut]
+    next_cursor: str | None
+
+
+class TimelineEntryOut(_Out):
+    at: str
+    kind: str
+    type: str
+    event_id: str | None
+    data: dict[str, Any]
+
+
+class TimelinePageOut(_Out):
+    items: list[TimelineEntryOut]
+    next_cursor: str | None
 
 
 class LeadPatch(BaseModel):
@@ -54,7 +133,7 @@ def _not_found(lead_id: str) -> Problem:
 
 @router.get("", dependencies=[ReadAuth])
 async def list_leads(
-    runtime: RuntimeDep,
+    ctx: ContextDep,
     email: str | None = None,
     stage: Stage | None = None,
     temperature: Temperature | None = None,
@@ -62,7 +141,7 @@ async def list_leads(
     owner: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
-) -> dict[str, Any]:
+) -> LeadPageOut:
     """Leads, newest first, with cursor pagination."""
     _no_nul(email=email, owner=owner, cursor=cursor)
     wanted_email = None
@@ -75,7 +154,7 @@ async def list_leads(
                 errors=[{"loc": "/query/email", "msg": "not an email address"}],
             )
     try:
-        async with runtime.engine.connect() as conn:
+        async with ctx.engine.connect() as conn:
             page, next_cursor = await queries.list_leads(
                 conn,
                 email=wanted_email,
@@ -88,30 +167,30 @@ async def list_leads(
             )
     except queries.BadCursor as exc:
         raise Problem(400, str(exc), errors=[{"loc": "/query/cursor", "msg": str(exc)}]) from None
-    return {"items": [lead.to_resource() for lead in page], "next_cursor": next_cursor}
+    return LeadPageOut(items=[LeadOut.of(lead) for lead in page], next_cursor=next_cursor)
 
 
 @router.get("/{lead_id}", dependencies=[ReadAuth])
-async def get_lead(runtime: RuntimeDep, lead_id: str) -> dict[str, Any]:
+async def get_lead(ctx: ContextDep, lead_id: str) -> LeadOut:
     """One lead (a lead merged into another answers with the surviving lead)."""
     _no_nul(lead_id=lead_id)
-    async with runtime.engine.connect() as conn:
+    async with ctx.engine.connect() as conn:
         lead = await queries.get_lead(conn, lead_id)
     if lead is None:
         raise _not_found(lead_id)
-    return lead.to_resource()
+    return LeadOut.of(lead)
 
 
 @router.get("/{lead_id}/timeline", dependencies=[ReadAuth])
 async def get_timeline(
-    runtime: RuntimeDep,
+    ctx: ContextDep,
     lead_id: str,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
-) -> dict[str, Any]:
+) -> TimelinePageOut:
     """Everything that happened to the lead, oldest first."""
     _no_nul(lead_id=lead_id, cursor=cursor)
-    async with runtime.engine.connect() as conn:
+    async with ctx.engine.connect() as conn:
         lead = await queries.get_lead(conn, lead_id)
         if lead is None:
             raise _not_found(lead_id)
@@ -123,38 +202,36 @@ async def get_timeline(
             raise Problem(
                 400, str(exc), errors=[{"loc": "/query/cursor", "msg": str(exc)}]
             ) from None
-    return {"items": items, "next_cursor": next_cursor}
+    return TimelinePageOut.model_validate({"items": items, "next_cursor": next_cursor})
 
 
 @router.patch("/{lead_id}", dependencies=[AdminAuth])
-async def patch_lead(runtime: RuntimeDep, lead_id: str, body: LeadPatch) -> dict[str, Any]:
+async def patch_lead(ctx: ContextDep, lead_id: str, body: LeadPatch) -> LeadOut:
     """Override stage and/or status by hand (also backwards); audited in the timeline."""
     _no_nul(lead_id=lead_id, reason=body.reason)
-    topics = Topics(runtime.settings.leadflow_topic_prefix)
-    async with runtime.engine.begin() as conn:
+    async with ctx.engine.begin() as conn:
         lead = await commands.override_lead(
             conn,
-            topics,
+            ctx.topics,
             lead_id,
             stage=body.stage,
             status=body.status,
             reason=body.reason,
-            now=utcnow(),
+            now=ctx.clock(),
         )
     if lead is None:
         raise _not_found(lead_id)
-    runtime.relay.wake()
-    return lead.to_resource()
+    ctx.wake()
+    return LeadOut.of(lead)
 
 
 @router.delete("/{lead_id}", dependencies=[AdminAuth], status_code=204)
-async def delete_lead(runtime: RuntimeDep, lead_id: str) -> Response:
+async def delete_lead(ctx: ContextDep, lead_id: str) -> Response:
     """Erase the person's data; the email is not re-created without a new consent."""
     _no_nul(lead_id=lead_id)
-    topics = Topics(runtime.settings.leadflow_topic_prefix)
-    async with runtime.engine.begin() as conn:
-        lead = await commands.erase_lead(conn, topics, lead_id, utcnow())
+    async with ctx.engine.begin() as conn:
+        lead = await commands.erase_lead(conn, ctx.topics, lead_id, ctx.clock())
     if lead is None:
         raise _not_found(lead_id)
-    runtime.relay.wake()
+    ctx.wake()
     return Response(status_code=204)

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.scoring import kpis, queries
+from services.scoring.deps import ContextDep
 from shared.auth import (
     SESSION_COOKIE,
     SESSION_SECONDS,
@@ -19,8 +20,7 @@ from shared.auth import (
     SessionAuth,
     issue_session,
 )
-from shared.events import parse_time, rfc3339, utcnow
-from shared.http import RuntimeDep
+from shared.events import parse_time, rfc3339
 from shared.problems import Problem
 
 router = APIRouter(tags=["reports"])
@@ -45,7 +45,45 @@ class AdSpendBatch(BaseModel):
     items: list[AdSpend] = Field(min_length=1, max_length=5000)
 
 
-def _window(start: str | None, end: str | None) -> tuple[datetime, datetime]:
+class AdSpendPageOut(BaseModel):
+    """The spend entries recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: list[AdSpend]
+    next_cursor: None = None
+
+
+class FunnelOut(BaseModel):
+    """One group's funnel (``key``: its source, campaign or form; ``total`` for all)."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: str
+    leads: int
+    mqls: int
+    sqls: int
+    clients: int
+    mql_rate: float | None
+    sql_rate: float | None
+    client_rate: float | None
+    spend: float | None
+    currency: str | None
+    cost_per_lead: float | None
+    cost_per_sql: float | None
+
+
+class KpisOut(BaseModel):
+    """Funnel KPIs of the leads created in [from, to)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: str = Field(alias="from")
+    to: str
+    group_by: GroupBy
+    items: list[FunnelOut]
+    totals: FunnelOut
+    next_cursor: None = None
+
+
+def _window(start: str | None, end: str | None, now: datetime) -> tuple[datetime, datetime]:
     def parse(value: str, name: str) -> datetime:
         try:
             return parse_time(value if "T" in value else f"{value}T00:00:00Z")
@@ -56,7 +94,7 @@ def _window(start: str | None, end: str | None) -> tuple[datetime, datetime]:
                 errors=[{"loc": f"/query/{name}", "msg": "invalid time"}],
             ) from None
 
-    to = parse(end, "to") if end else utcnow()
+    to = parse(end, "to") if end else now
     frm = parse(start, "from") if start else to - timedelta(days=30)
     if frm >= to:
         raise Problem(
@@ -69,42 +107,37 @@ def _window(start: str | None, end: str | None) -> tuple[datetime, datetime]:
 
 @router.get("/v1/kpis", dependencies=[ReadAuth])
 async def get_kpis(
-    runtime: RuntimeDep,
+    ctx: ContextDep,
     from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
     to: Annotated[str | None, Query(max_length=40)] = None,
     group_by: GroupBy = "source",
-) -> dict[str, Any]:
+) -> KpisOut:
     """Leads created in the window, per first-touch source, campaign or first form: how many
     became MQL, SQL and client, the rates, and (for source/campaign) spend and cost per lead/SQL."""
-    frm, end = _window(from_, to)
-    async with runtime.engine.connect() as conn:
+    frm, end = _window(from_, to, ctx.clock())
+    async with ctx.engine.connect() as conn:
         report = await kpis.funnel(conn, frm, end, group_by)
-    return {
-        "from": rfc3339(frm),
-        "to": rfc3339(end),
-        "group_by": group_by,
-        **report,
-        "next_cursor": None,
-    }
+    return KpisOut.model_validate(
+        {"from": rfc3339(frm), "to": rfc3339(end), "group_by": group_by, **report}
+    )
 
 
 @router.post("/v1/ad-spend", dependencies=[AdminAuth])
-async def post_ad_spend(runtime: RuntimeDep, body: AdSpendBatch | AdSpend) -> dict[str, Any]:
+async def post_ad_spend(ctx: ContextDep, body: AdSpendBatch | AdSpend) -> AdSpendPageOut:
     """Record spend (one entry, or ``{"items": [...]}``); the same day/source/campaign replaces."""
     entries = body.items if isinstance(body, AdSpendBatch) else [body]
-    rows = [e.model_dump() for e in entries]
-    async with runtime.engine.begin() as conn:
-        await kpis.record_spend(conn, rows, utcnow())
-    return {"items": [{**r, "day": r["day"].isoformat()} for r in rows], "next_cursor": None}
+    async with ctx.engine.begin() as conn:
+        await kpis.record_spend(conn, [e.model_dump() for e in entries], ctx.clock())
+    return AdSpendPageOut(items=entries)
 
 
 @router.get(
     "/dashboard", response_class=HTMLResponse, include_in_schema=False, dependencies=[SessionAuth]
 )
-async def dashboard(runtime: RuntimeDep) -> HTMLResponse:
+async def dashboard(ctx: ContextDep) -> HTMLResponse:
     """A one-page overview: leads by stage and temperature, the 30-day funnel, newest SQLs."""
-    end = utcnow()
-    async with runtime.engine.connect() as conn:
+    end = ctx.clock()
+    async with ctx.engine.connect() as conn:
         counts = await kpis.funnel_counts(conn)
         report = await kpis.funnel(conn, end - timedelta(days=30), end, "source")
         sqls, _ = await queries.list_leads(conn, stage="SQL", limit=20)
@@ -170,12 +203,12 @@ async def login_form() -> HTMLResponse:
 @router.post("/login", include_in_schema=False, response_model=None)
 async def login(
     request: Request,
-    runtime: RuntimeDep,
+    ctx: ContextDep,
     token: Annotated[str, Form(max_length=1000)] = "",
 ) -> HTMLResponse | RedirectResponse:
     """Exchange a read or admin token for a signed session cookie (HttpOnly, SameSite=Lax,
     Secure over https), then go to the dashboard."""
-    cookie = issue_session(runtime.settings, token.strip())
+    cookie = issue_session(ctx.settings, token.strip())
     if cookie is None:
         return _login_page("That token is not valid.", status=403)
     response = RedirectResponse("/dashboard", status_code=303)

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from services.scoring.api import router
 from services.scoring.api_reports import router as reports_router
 from services.scoring.config import rules_for
+from services.scoring.deps import ScoringContext
 from services.scoring.handlers import ScoringHandler
 from services.scoring.retention import ScoringRetention
 from services.scoring.sweep import DecaySweep
@@ -49,4 +50,6 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
             timeline_keep=timedelta(days=settings.leadflow_timeline_retention_days),
         )
     )
-    return create_app(runtime, "Leadflow scoring", [router, reports_router, deadletter_router])
+    app = create_app(runtime, "Leadflow scoring", [router, reports_router, deadletter_router])
+    app.state.scoring = ScoringContext(settings, runtime.engine, rules, topics, runtime.relay.wake)
+    return app

@@ -1,0 +1,52 @@
+"""The API's response models give the JSON the routes answered before they were typed."""
+
+from __future__ import annotations
+
+from services.scoring.api import LeadOut
+from services.scoring.api_reports import KpisOut
+from shared.contract import Owner
+from tests.scoring.helpers import T0, VP_SALES, default_rules, drive, interaction
+
+
+def test_a_lead_renders_as_its_resource() -> None:
+    events = [
+        interaction(
+            intent="demo_request",
+            contact={**VP_SALES, "phone": "+4915112345678", "country": "DE"},
+            anonymous_id="a-1",
+            consent={"marketing": True, "at": "2026-11-02T09:00:00Z"},
+            attribution={"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "q4"},
+            at=T0,
+        )
+    ]
+    lead = drive(events, default_rules())
+    lead.owner = Owner("rep-anna", "Anna", None, "emea").to_data()
+    resource = lead.to_resource()
+    assert any(isinstance(r["points"], float) for r in resource["score"]["reasons"])
+    assert any(isinstance(r["points"], int) for r in resource["score"]["reasons"])
+    out = LeadOut.of(lead).model_dump(mode="json", by_alias=True)
+    assert out == resource
+    assert list(out) == list(resource)
+    assert [type(r["points"]) for r in out["score"]["reasons"]] == [
+        type(r["points"]) for r in resource["score"]["reasons"]
+    ]
+
+
+def test_kpis_keep_their_from_key() -> None:
+    item = {
+        "key": "total",
+        "leads": 2,
+        "mqls": 1,
+        "sqls": 1,
+        "clients": 0,
+        "mql_rate": 0.5,
+        "sql_rate": 0.5,
+        "client_rate": 0.0,
+        "spend": None,
+        "currency": None,
+        "cost_per_lead": None,
+        "cost_per_sql": None,
+    }
+    body = {"from": "a", "to": "b", "group_by": "source", "items": [item], "totals": item}
+    out = KpisOut.model_validate(body).model_dump(mode="json", by_alias=True)
+    assert out == {**body, "next_cursor": None}
