@@ -1,4 +1,4 @@
-"""Wiring of the scoring service: config, runtime, consumer, sweep and HTTP app."""
+"""Wiring of the scoring service: config, runtime, consumer, workers and HTTP app."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from services.scoring.api import router
 from services.scoring.api_reports import router as reports_router
 from services.scoring.config import rules_for
 from services.scoring.deps import ScoringContext
+from services.scoring.events import SOURCE
 from services.scoring.handlers import ScoringHandler
-from services.scoring.retention import ScoringRetention
-from services.scoring.sweep import DecaySweep
+from services.scoring.workers import DecaySweep, ScoringRetention, decay_worker
 from shared.bus import ConsumerRunner
 from shared.db import create_engine
 from shared.deadletter_api import router as deadletter_router
@@ -22,34 +22,39 @@ from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.topics import Topics
 
-SERVICE_NAME = "scoring"
 GROUP_ID = "leadflow-scoring"
 
 
 def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastAPI:
     """The scoring app; its lifespan starts and drains the runtime."""
-    rules = rules_for(settings, config)
-    topics = Topics(settings.leadflow_topic_prefix)
-    runtime = Runtime(SERVICE_NAME, settings, create_engine(settings.db_url))
+    runtime = Runtime(SOURCE, settings, create_engine(settings.db_url))
+    ctx = ScoringContext(
+        settings=settings,
+        engine=runtime.engine,
+        rules=rules_for(settings, config),
+        topics=Topics(settings.leadflow_topic_prefix),
+        wake=runtime.relay.wake,
+    )
     runtime.add_worker(
         ConsumerRunner(
             settings=settings,
             engine=runtime.consumer_engine,
-            topics=[topics.interactions, topics.routing, topics.sales],
+            topics=[ctx.topics.interactions, ctx.topics.routing, ctx.topics.sales],
             group_id=GROUP_ID,
-            handler=ScoringHandler(rules, topics),
-            source=SERVICE_NAME,
-            after_commit=runtime.relay.wake,
+            handler=ScoringHandler(ctx.rules, ctx.topics, ctx.clock),
+            source=SOURCE,
+            after_commit=ctx.wake,
         )
     )
-    runtime.add_worker(DecaySweep(runtime.engine, rules, topics, wake=runtime.relay.wake))
+    sweep = DecaySweep(ctx.engine, ctx.rules, ctx.topics, clock=ctx.clock, wake=ctx.wake)
+    runtime.add_worker(decay_worker(sweep))
     runtime.add_worker(
         ScoringRetention(
-            runtime.engine,
+            ctx.engine,
             anonymous_keep=timedelta(days=settings.leadflow_anonymous_retention_days),
             timeline_keep=timedelta(days=settings.leadflow_timeline_retention_days),
         )
     )
     app = create_app(runtime, "Leadflow scoring", [router, reports_router, deadletter_router])
-    app.state.scoring = ScoringContext(settings, runtime.engine, rules, topics, runtime.relay.wake)
+    app.state.scoring = ctx
     return app

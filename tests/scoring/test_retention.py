@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring import commands, queries
 from services.scoring.handlers import ScoringHandler
-from services.scoring.retention import ScoringRetention
 from services.scoring.tables import identities, leads, timeline
+from services.scoring.workers import ScoringRetention
 from shared.db import create_engine
 from shared.events import CloudEvent, InteractionType
 from shared.settings import Settings

@@ -10,13 +10,14 @@ from sqlalchemy import select
 from services.scoring import queries
 from services.scoring.handlers import ScoringHandler
 from services.scoring.rescore import rescore_all
-from services.scoring.sweep import DecaySweep
+from services.scoring.workers import DecaySweep, decay_worker
 from shared.config import load_config
 from shared.db import create_engine
 from shared.events import LeadType
+from shared.loops import Periodic
 from shared.messaging_tables import outbox
 from shared.topics import Topics
-from tests.scoring.helpers import T0, VP_SALES, default_rules, interaction
+from tests.scoring.helpers import T0, VP_SALES, default_rules, interaction, rules_from
 from tests.support import make_settings
 
 
@@ -93,3 +94,11 @@ async def test_rescore_all_applies_new_rules_without_double_counting(db_url: str
         assert any(d["cause"]["type"] == "io.leadflow.scoring.rescore" for d in scored)
     finally:
         await engine.dispose()
+
+
+def test_the_decay_sweep_runs_on_the_shared_periodic_loop() -> None:
+    rules = rules_from({"sweep_interval_seconds": 17})
+    sweep = DecaySweep(create_engine("sqlite+aiosqlite://"), rules, Topics("p."))
+    worker = decay_worker(sweep)
+    assert isinstance(worker, Periodic)
+    assert (worker.every, worker.work) == (17, sweep.sweep_once)

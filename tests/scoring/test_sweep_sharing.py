@@ -1,5 +1,5 @@
 """The decay sweep shares its work between replicas with SKIP LOCKED on PostgreSQL (docs/scoring.md
-"Operations notes"; services/scoring/sweep.py): concurrent sweepers cover every lead once and
+"Operations notes"; services/scoring/workers.py): concurrent sweepers cover every lead once and
 announce nothing twice, and a sweeper never waits for leads another replica holds."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from datetime import timedelta
 from sqlalchemy import select, text
 
 from services.scoring.handlers import ScoringHandler
-from services.scoring.sweep import SWEEP_TYPE, DecaySweep
 from services.scoring.tables import leads
+from services.scoring.workers import SWEEP_TYPE, DecaySweep
 from shared.db import create_engine
 from shared.events import LeadType
 from shared.messaging_tables import outbox

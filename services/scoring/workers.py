@@ -1,8 +1,14 @@
-"""Scoring's own retention: forgotten anonymous visitors and old timeline entries (a worker).
+"""Scoring's background work, each on ``shared.loops``: the decay sweep and the retention.
 
-Every new anonymous id (one page view of a new visitor) creates a lead, an identity row and a
-timeline row, and the timeline keeps every interaction, tracking included; without this both
-grow forever (review M7).
+**Decay sweep.** Time passes, engagement fades, hot leads cool down: every
+``scoring.sweep_interval_seconds`` (:func:`decay_worker`) the leads whose engagement can still
+decay are re-scored. On PostgreSQL several replicas share the work (rows locked with SKIP
+LOCKED); event ids are derived from the lead and its last engagement, so a repeated sweep
+announces nothing twice.
+
+**Retention.** Every new anonymous id (one page view of a new visitor) creates a lead, an
+identity row and a timeline row, and the timeline keeps every interaction, tracking included;
+without :class:`ScoringRetention` both grow forever (review M7).
 
 - An anonymous lead (no email, no phone, never erased) with no activity for
   ``LEADFLOW_ANONYMOUS_RETENTION_DAYS`` is deleted with its identities and timeline. It was
@@ -14,15 +20,104 @@ grow forever (review M7).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.scoring import queries
+from services.scoring.domain import lifecycle
+from services.scoring.domain.ruleset import Rules
+from services.scoring.events import lead_events
+from services.scoring.repository import LeadRepository
 from services.scoring.tables import identities, leads, timeline
 from shared.db import is_sqlite
-from shared.events import utcnow
-from shared.loops import PeriodicPurge
+from shared.events import LeadType, derived_event_id, rfc3339, utcnow
+from shared.loops import Periodic, PeriodicPurge
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+SWEEP_TYPE = "io.leadflow.scoring.sweep"
+
+
+def decay_worker(sweep: DecaySweep) -> Periodic:
+    """The runtime worker that runs the sweep every ``sweep_interval_seconds``."""
+    return Periodic(sweep.rules.sweep_interval_seconds, sweep.sweep_once)
+
+
+class DecaySweep:
+    """Re-evaluates the leads whose engagement can still decay (:meth:`sweep_once`, run by
+    :func:`decay_worker`)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        rules: Rules,
+        topics: Topics,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        page_size: int = 200,
+        wake: Callable[[], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.rules = rules
+        self.topics = topics
+        self.clock = clock
+        self.page_size = page_size
+        self.wake = wake
+
+    async def sweep_once(self) -> int:
+        """One pass over all decaying leads; returns how many lead events were emitted."""
+        emitted = 0
+        after = ""
+        while True:
+            now = self.clock()
+            async with self.engine.begin() as conn:
+                page = await queries.leads_to_sweep(conn, after, self.page_size)
+                if not page:
+                    break
+                repo = LeadRepository(conn, self.topics.leads)
+                events = []
+                for lead in page:
+                    repo.loaded[lead.id] = lead
+                    before = (lead.fit, lead.engagement, lead.temperature, lead.stage, lead.status)
+                    changes = lifecycle.refresh(lead, self.rules, now)
+                    if (
+                        lead.fit,
+                        lead.engagement,
+                        lead.temperature,
+                        lead.stage,
+                        lead.status,
+                    ) != before:
+                        repo.touch(lead)
+                    # Decay alone is not news; a temperature (or stage) change is.
+                    news = [c for c in changes if c.type != LeadType.SCORED]
+                    if news:
+                        cause = derived_event_id(
+                            lead.id,
+                            "sweep",
+                            rfc3339(lead.last_engaged_at or lead.created_at),
+                            lead.temperature,
+                        )
+                        for change in news:
+                            repo.add_timeline(
+                                lead.id, now, "change", change.type, cause, change.change or {}
+                            )
+                        events += lead_events(lead, news, cause, SWEEP_TYPE, now)
+                await repo.commit(now, events)
+                emitted += len(events)
+                after = page[-1].id
+            if len(page) < self.page_size:
+                break
+        if emitted and self.wake:
+            self.wake()
+        return emitted
+
+
+# -- retention -----------------------------------------------------------------------------
 
 
 class ScoringRetention(PeriodicPurge):
