@@ -12,8 +12,7 @@ from services.routing.api_admin import router as admin_router
 from services.routing.config import read_routing_config
 from services.routing.deps import RoutingContext
 from services.routing.handlers import batch_handler
-from services.routing.webhooks import WebhookWorker
-from services.routing.workers import QueueRetrier, RoutingRetention, TimerWorker
+from services.routing.workers import QueueRetrier, RoutingRetention, TimerWorker, WebhookWorker
 from shared.bus import ConsumerRunner
 from shared.db import create_engine
 from shared.deadletter_api import router as deadletter_router

@@ -1,4 +1,5 @@
-"""Durable SLA timers and the retry of unassigned leads, as Runtime workers.
+"""Routing's background loops, all on :class:`shared.loops.DueWorkLoop`: SLA timers, the retry
+of unassigned leads, webhook deliveries and retention.
 
 The timer worker sleeps until the earliest pending timer is due, or until woken (a nearer timer
 was committed), never polling faster than that. Due timers are claimed with
@@ -12,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
+import httpx
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,12 +25,14 @@ from services.routing import handlers
 from services.routing import repository as repo
 from services.routing.deps import RoutingContext
 from services.routing.domain.rules import next_available_at
+from services.routing.webhooks import backoff, send
 from shared.events import utcnow
 from shared.loops import DueWorkLoop, PeriodicPurge
 
 log = logging.getLogger(__name__)
 
 TIMERS_FIRED = Counter("leadflow_routing_timers_fired_total", "SLA timers fired", ["kind"])
+DELIVERIES = Counter("leadflow_routing_webhook_deliveries_total", "Webhook attempts", ["outcome"])
 
 
 class TimerWorker(DueWorkLoop):
@@ -158,4 +163,129 @@ class RoutingRetention(PeriodicPurge):
                 conn,
                 deliveries_before=now - self.deliveries_keep,
                 timers_before=now - self.timers_keep,
+            )
+
+
+class WebhookWorker(DueWorkLoop):
+    """Sends due webhook deliveries, a few at a time per webhook.
+
+    Each webhook gets at most ``concurrency`` sends in flight, claimed (leased) just before they
+    start, so a slow receiver only ever holds up its own deliveries. A send is cut off well
+    within its lease, and its outcome is written only under the lease token it was claimed
+    with: a delivery whose lease ran out (and was taken by another replica) is not overwritten.
+    Once stopping, nothing new is claimed; sends in flight get a short grace period.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        ctx: RoutingContext,
+        *,
+        batch: int = 20,
+        timeout: float = 10.0,
+        max_sleep: float = 30.0,
+        concurrency: int = 4,
+        stop_grace: float = 5.0,
+    ) -> None:
+        super().__init__(max_sleep)
+        self.engine = engine
+        self.ctx = ctx
+        self.batch = batch
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.stop_grace = stop_grace
+        self.hooks = {h.name: h for h in ctx.config.webhooks}
+        self._inflight: dict[str, set[asyncio.Task[None]]] = {n: set() for n in self.hooks}
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claim holds: a send is cut off after twice the timeout, well before."""
+        return self.timeout * 3
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        tasks = [t for ts in self._inflight.values() for t in ts]
+        if tasks:
+            # Unfinished sends keep their lease and are retried when it ends (at least once).
+            _, pending = await asyncio.wait(tasks, timeout=self.stop_grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def step(self) -> datetime | None:
+        if not self.hooks:
+            return None
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout)
+        free = [n for n, ts in self._inflight.items() if len(ts) < self.concurrency]
+        for name in free:
+            if self._stopping:
+                break
+            room = min(self.concurrency - len(self._inflight[name]), self.batch)
+            token = uuid.uuid4().hex  # this claim's own: results are written only under it
+            async with self.engine.begin() as conn:
+                rows = await queues.claim_deliveries(
+                    conn, utcnow(), room, self.lease_seconds, token, webhooks=[name]
+                )
+            for row in rows:
+                task = asyncio.create_task(self._send(self._client, row, token))
+                self._inflight[name].add(task)
+                task.add_done_callback(self._done(name))
+        # Busy webhooks are woken by their sends finishing; only the others' due rows count.
+        idle = [n for n, ts in self._inflight.items() if len(ts) < self.concurrency]
+        if not idle:
+            return None
+        async with self.engine.connect() as conn:
+            return await queues.next_delivery_due(conn, idle)
+
+    def _done(self, name: str) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            self._inflight[name].discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("webhook send failed", exc_info=task.exception())
+            self.wake()  # room for the next delivery of this webhook
+
+        return done
+
+    async def _send(self, client: httpx.AsyncClient, row: dict[str, object], token: str) -> None:
+        hook = self.hooks[str(row["webhook"])]
+        attempts = int(str(row["attempts"])) + 1
+        # Cut off well within the lease (three timeouts long).
+        status, error = await send(client, hook, str(row["body"]), str(row["id"]), self.timeout * 2)
+        now = utcnow()
+        values: dict[str, object] = {
+            "attempts": attempts,
+            "last_status": status,
+            "last_error": error,
+        }
+        if error is None:
+            values.update(state="delivered", delivered_at=now)
+            outcome = "delivered"
+        elif attempts >= hook.max_attempts:
+            values.update(state="dead")
+            outcome = "dead"
+            log.warning(
+                "webhook delivery %s dead after %s attempts: %s", row["id"], attempts, error
+            )
+        else:
+            values.update(next_attempt_at=now + backoff(hook, attempts))
+            outcome = "retry"
+        async with self.engine.begin() as conn:
+            kept = await queues.finish_delivery(conn, int(str(row["id"])), token, values)
+        if kept:
+            DELIVERIES.labels(outcome).inc()
+        else:
+            log.warning(
+                "webhook delivery %s: lease lost or cancelled; outcome %s not recorded",
+                row["id"],
+                outcome,
             )

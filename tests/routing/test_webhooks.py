@@ -23,7 +23,8 @@ from services.routing import durable_queues as queues
 from services.routing.config import load_routing_config
 from services.routing.deps import RoutingContext
 from services.routing.tables import deliveries
-from services.routing.webhooks import SIGNATURE_HEADER, WebhookWorker, sign, url_host, verify
+from services.routing.webhooks import SIGNATURE_HEADER, sign, url_host, verify
+from services.routing.workers import WebhookWorker
 from shared.broker import free_port
 from shared.db import create_engine
 from shared.events import utcnow
