@@ -16,6 +16,8 @@ from shared.problems import Problem
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"])
 
+# shared.contract.STAGES, STATUSES and TEMPERATURES, spelled out for mypy and the OpenAPI
+# (tests/scoring/test_api_models.py keeps them equal)
 Stage = Literal["IQL", "MQL", "SQL"]
 Status = Literal["lead", "prospect", "client", "disqualified"]
 Temperature = Literal["cold", "warm", "hot"]

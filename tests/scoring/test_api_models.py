@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from services.scoring.api import LeadOut
+from typing import get_args
+
+from services.scoring.api import LeadOut, Stage, Status, Temperature
 from services.scoring.api_reports import KpisOut
-from shared.contract import Owner
+from shared.contract import STAGES, STATUSES, TEMPERATURES, Owner
 from tests.scoring.helpers import T0, VP_SALES, default_rules, drive, interaction
 
 
@@ -50,3 +52,10 @@ def test_kpis_keep_their_from_key() -> None:
     body = {"from": "a", "to": "b", "group_by": "source", "items": [item], "totals": item}
     out = KpisOut.model_validate(body).model_dump(mode="json", by_alias=True)
     assert out == {**body, "next_cursor": None}
+
+
+def test_the_api_names_the_states_the_contract_names() -> None:
+    # mypy needs the Literals spelled out; this keeps them equal to the contract's lists
+    assert get_args(Stage) == STAGES
+    assert get_args(Status) == STATUSES
+    assert get_args(Temperature) == TEMPERATURES
