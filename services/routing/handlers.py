@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +46,7 @@ from services.routing.events import (
     scrub_data,
     unassigned_event,
 )
+from shared.contract import LeadEvent, LeadSnapshot
 from shared.events import (
     CloudEvent,
     LeadType,
@@ -94,7 +95,7 @@ def team_calendar(ctx: RoutingContext, team: str) -> Calendar:
 async def assign(
     conn: AsyncConnection,
     ctx: RoutingContext,
-    lead: Mapping[str, Any],
+    lead: LeadSnapshot,
     cause: Sequence[str],
     now: datetime,
     *,
@@ -114,8 +115,8 @@ async def assign(
     dl = deadlines(now, policy.seconds, ctx.config.warn_fraction, team_calendar(ctx, decision.team))
     a = Assignment(
         id=derived_event_id(*cause, "assignment"),
-        lead_id=str(lead["id"]),
-        lead_key=lead.get("key"),
+        lead_id=lead.id,
+        lead_key=lead.key,
         owner=Owner(rep.id, rep.name, rep.email, rep.team),
         team=decision.team,
         state=State.OPEN,
@@ -124,7 +125,7 @@ async def assign(
         due_at=dl.due_at,
         assigned_at=now,
         reason=reason or decision.reason,
-        lead=dict(lead),
+        lead=_stored(lead),
         escalation_level=level,
         previous_assignment_id=previous.id if previous else None,
         updated_at=now,
@@ -137,32 +138,42 @@ async def assign(
     return a
 
 
+def _stored(lead: LeadSnapshot) -> dict[str, Any]:
+    """The lead as routing keeps it (with an assignment or in a queue): as it was published."""
+    return dict(lead.data) if lead.data is not None else lead.to_data()
+
+
+def _lead_of(stored: Mapping[str, Any]) -> LeadSnapshot:
+    """A kept lead, to route again (it was checked when its ``lead.qualified`` came in)."""
+    return LeadSnapshot.from_data(stored)
+
+
 async def on_qualified(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
     """Assign a newly sales-qualified lead exactly once; queue it if nobody can take it."""
-    lead = ev.data.get("lead")
-    if not isinstance(lead, Mapping) or not lead.get("id"):
-        raise ValueError("lead.qualified without data.lead.id")
+    # Parsed once, here: a lead out of the contract's shape is refused (dead-lettered).
+    lead = LeadEvent.from_data(ev.data).lead
     # ``erased`` and ``merged`` are keyed by other identifiers than this event, so they may
     # have been consumed first: an erased person is never assigned (nor their data stored),
     # and a merged-away lead is routed as the lead it lives on in.
-    await repo.lock_person(conn, str(lead["id"]))
-    lead_id, erased = await repo.resolve_lead(conn, str(lead["id"]))
+    await repo.lock_person(conn, lead.id)
+    lead_id, erased = await repo.resolve_lead(conn, lead.id)
     if erased:
-        log.info("lead %s was erased; its qualified event is ignored", lead["id"])
+        log.info("lead %s was erased; its qualified event is ignored", lead.id)
         return
-    if lead_id != lead["id"]:
+    if lead_id != lead.id:
         await repo.lock_person(conn, lead_id)
-        lead = {**lead, "id": lead_id}
+        lead = replace(lead, id=lead_id, data={**_stored(lead), "id": lead_id})
     if await repo.lead_known(conn, lead_id):
         return  # assigned (or queued) before: a repeated qualified changes nothing
     now = utcnow()
     if await assign(conn, ctx, lead, [ev.id], now) is None:
+        stored = _stored(lead)
         await repo.queue_lead(
             conn,
             {
-                "lead_id": str(lead["id"]),
-                "lead_key": lead.get("key"),
-                "lead": dict(lead),
+                "lead_id": lead.id,
+                "lead_key": lead.key,
+                "lead": stored,
                 "reason": "no_available_rep",
                 "queue": UNASSIGNED_QUEUE,
                 "escalation_level": 0,
@@ -174,7 +185,7 @@ async def on_qualified(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEven
         await emit(
             conn,
             ctx,
-            [unassigned_event(lead, "no_available_rep", UNASSIGNED_QUEUE, ev.id, at=now)],
+            [unassigned_event(stored, "no_available_rep", UNASSIGNED_QUEUE, ev.id, at=now)],
             now,
         )
 
@@ -190,7 +201,7 @@ async def retry_queued(
     made = await assign(
         conn,
         ctx,
-        row["lead"],
+        _lead_of(row["lead"]),
         cause,
         now,
         exclude=row["exclude"] or [],
@@ -409,7 +420,7 @@ async def _reassign(s: _Step) -> Assignment:
     made = await assign(
         s.conn,
         s.ctx,
-        s.a.lead,
+        _lead_of(s.a.lead),
         s.cause,
         s.now,
         exclude=exclude,

@@ -12,6 +12,7 @@ import httpx
 from fastapi import FastAPI
 
 from services.routing.main import build_app
+from shared.contract import LeadSnapshot
 from shared.events import CloudEvent, LeadType
 from shared.outbox import enqueue
 from shared.settings import Settings
@@ -87,7 +88,7 @@ def config(**routing_overrides: Any) -> dict[str, Any]:
     return cfg
 
 
-def lead(country: str = "DE", temperature: str = "hot", **extra: Any) -> dict[str, Any]:
+def lead(country: str | None = "DE", temperature: str = "hot", **extra: Any) -> dict[str, Any]:
     """A lead resource as scoring publishes it."""
     lid = extra.pop("id", f"lead-{uuid.uuid4().hex[:8]}")
     email = f"{lid}@acme.example"
@@ -108,8 +109,14 @@ def lead(country: str = "DE", temperature: str = "hot", **extra: Any) -> dict[st
         "score": {"total": 87, "fit": 40, "engagement": 47, "reasons": []},
         "owner": None,
         "first_touch": {"source": "google", "medium": "cpc", "campaign": "q4"},
+        "created_at": "2026-11-26T09:00:00Z",
         **extra,
     }
+
+
+def snapshot(country: str | None = "DE", temperature: str = "hot", **extra: Any) -> LeadSnapshot:
+    """:func:`lead` as routing reads it from ``lead.qualified`` (the typed contract)."""
+    return LeadSnapshot.from_data(lead(country, temperature, **extra))
 
 
 def qualified(the_lead: dict[str, Any], event_id: str | None = None) -> CloudEvent:

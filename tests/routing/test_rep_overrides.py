@@ -12,7 +12,7 @@ from services.routing.domain.model import RepState
 from services.routing.domain.rules import next_available_at, route
 from shared.events import parse_time, rfc3339, utcnow
 from shared.topics import Topics
-from tests.routing.helpers import AUTH, config, lead, publish, qualified, running
+from tests.routing.helpers import AUTH, config, lead, publish, qualified, running, snapshot
 from tests.support import make_settings, wait_for
 
 ONE_REP = config(
@@ -144,7 +144,7 @@ def test_overrides_drive_the_routing_choice() -> None:
     states = {"anna": RepState("anna", weight=1), "ben": RepState("ben", weight=3)}
     picks = []
     for _ in range(40):
-        d = route(lead("DE"), cfg, states, NOW)
+        d = route(snapshot("DE"), cfg, states, NOW)
         assert d.rep is not None
         picks.append(d.rep.id)
         for rid, credit in d.credits.items():
@@ -152,7 +152,7 @@ def test_overrides_drive_the_routing_choice() -> None:
     assert picks.count("ben") == 30 and picks.count("anna") == 10
     nights = make_calendar("UTC", {"wed": ["20:00-22:00"]})
     states = {"anna": RepState("anna", calendar=nights), "ben": RepState("ben", paused=True)}
-    chosen = route(lead("DE"), cfg, states, NOW).rep
+    chosen = route(snapshot("DE"), cfg, states, NOW).rep
     assert chosen is not None and chosen.id == "desk"
     # The waiting queue is looked at again when anna's hours begin (ben's pause is not timed).
     states["desk"] = RepState("desk", paused=True)

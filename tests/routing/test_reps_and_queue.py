@@ -15,7 +15,7 @@ from services.routing.tables import rep_states
 from shared.config import ConfigError
 from shared.events import RoutingType
 from shared.topics import Topics
-from tests.routing.helpers import AUTH, config, lead, publish, qualified, running
+from tests.routing.helpers import AUTH, config, lead, publish, qualified, running, snapshot
 from tests.routing.test_rep_overrides import check_weight_and_hours_validation
 from tests.support import make_settings, wait_for_events
 
@@ -198,7 +198,7 @@ async def test_default_config_is_valid_and_always_assignable(tmp_path: Path) -> 
     start = datetime(2026, 11, 28, 3, tzinfo=UTC)  # a Saturday night
     for hours in range(0, 24 * 7, 5):
         for country in ("DE", "US", "JP"):
-            assert route(lead(country), cfg, {}, start + timedelta(hours=hours)).rep is not None
+            assert route(snapshot(country), cfg, {}, start + timedelta(hours=hours)).rep is not None
     # A config file given by path works the same way.
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(ONE_REP))

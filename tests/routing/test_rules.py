@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from services.routing.domain.config import RoutingConfigError, parse_routing_config
 from services.routing.domain.model import RepState
 from services.routing.domain.rules import can_take, pick_weighted, route, rule_matches
-from tests.routing.helpers import config, lead
+from shared.contract import LeadSnapshot
+from tests.routing.helpers import config, snapshot
 
 NOW = datetime(2026, 11, 26, 10, tzinfo=UTC)  # a Thursday
 
@@ -46,31 +47,34 @@ CFG = parse_routing_config(
 @pytest.mark.parametrize(
     ("the_lead", "rule"),
     [
-        (lead("DE", company_size=5000), "emea-enterprise"),
-        (lead("DE", company_size=50), "emea"),
-        (lead("US"), "us-software"),
-        (lead("US", industry="retail"), None),
-        (lead("US", first_touch={"source": "bing"}), None),
-        (lead("CA", temperature="cold"), "cold-to-desk"),
-        (lead("FR", temperature="cold", company_size=2000), "emea-enterprise"),
-        (lead(None), None),
+        (snapshot("DE", company_size=5000), "emea-enterprise"),
+        (snapshot("DE", company_size=50), "emea"),
+        (snapshot("US"), "us-software"),
+        (snapshot("US", industry="retail"), None),
+        (snapshot("US", first_touch={"source": "bing"}), None),
+        (snapshot("CA", temperature="cold"), "cold-to-desk"),
+        (snapshot("FR", temperature="cold", company_size=2000), "emea-enterprise"),
+        (snapshot(None), None),
     ],
 )
-def test_first_matching_rule_wins(the_lead: dict, rule: str | None) -> None:
+def test_first_matching_rule_wins(the_lead: LeadSnapshot, rule: str | None) -> None:
     matched = next((r.name for r in CFG.rules if rule_matches(r, the_lead, CFG)), None)
     assert matched == rule
 
 
 def test_rule_policy_overrides_temperature_and_fallback_catches_the_rest() -> None:
-    d = route(lead("DE", "cold", company_size=5000), CFG, {}, NOW)
+    d = route(snapshot("DE", "cold", company_size=5000), CFG, {}, NOW)
     assert (d.team, d.reason, d.policy) == ("emea", "rule:emea-enterprise", "hot")
-    d = route(lead("JP", "warm"), CFG, {}, NOW)
+    d = route(snapshot("JP", "warm"), CFG, {}, NOW)
     assert (d.team, d.rep.id if d.rep else None, d.reason) == ("desk", "desk", "fallback:no_rule")
-    d = route(lead("JP", temperature=None), CFG, {}, NOW)
-    assert d.policy == "warm"  # the default policy
+    no_cold = make(
+        sla={"policies": {"hot": {"business_minutes": 5}, "warm": {"business_hours": 4}}}
+    )
+    d = route(snapshot("JP", "cold"), no_cold, {}, NOW)
+    assert d.policy == "warm"  # no policy named after its temperature: the default policy
 
 
-def _assign_many(cfg, n: int, states: dict[str, RepState], team_lead: dict) -> Counter[str]:
+def _assign_many(cfg, n: int, states: dict[str, RepState], team_lead: LeadSnapshot) -> Counter[str]:
     counts: Counter[str] = Counter()
     for _ in range(n):
         d = route(team_lead, cfg, states, NOW)
@@ -82,27 +86,27 @@ def _assign_many(cfg, n: int, states: dict[str, RepState], team_lead: dict) -> C
 
 
 def test_weights_are_respected_over_many_leads() -> None:
-    counts = _assign_many(CFG, 300, {}, lead("GB"))
+    counts = _assign_many(CFG, 300, {}, snapshot("GB"))
     assert counts == {"anna": 200, "ben": 100}  # weights 2:1, exactly
 
 
 def test_paused_absent_and_capped_reps_are_skipped() -> None:
     states = {"anna": RepState("anna", paused=True)}
-    assert _assign_many(CFG, 10, states, lead("GB")) == {"ben": 10}
+    assert _assign_many(CFG, 10, states, snapshot("GB")) == {"ben": 10}
     states = {
         "anna": RepState(
             "anna", out_of_office=[(NOW - timedelta(hours=1), NOW + timedelta(hours=1))]
         )
     }
-    assert _assign_many(CFG, 10, states, lead("GB")) == {"ben": 10}
+    assert _assign_many(CFG, 10, states, snapshot("GB")) == {"ben": 10}
     states = {
         "anna": RepState("anna", max_open=3, open_count=3),
         "ben": RepState("ben", max_per_day=2, today_count=2),
     }
-    d = route(lead("GB"), CFG, states, NOW)
+    d = route(snapshot("GB"), CFG, states, NOW)
     assert (d.rep.id if d.rep else None, d.reason) == ("desk", "fallback:emea")
     states["desk"] = RepState("desk", paused=True)
-    d = route(lead("GB"), CFG, states, NOW)
+    d = route(snapshot("GB"), CFG, states, NOW)
     assert d.rep is None and d.reason == "no_available_rep"
 
 
@@ -128,15 +132,15 @@ def test_working_hours_decide_availability() -> None:
             {"id": "desk", "name": "D", "email": "d@x", "team": "desk", "hours": "24x7"},
         ]
     )
-    assert route(lead("DE"), cfg, {}, NOW).rep.id == "early"  # 11:00 Berlin
-    assert route(lead("DE"), cfg, {}, NOW + timedelta(hours=2)).rep.id == "late"
-    assert route(lead("DE"), cfg, {}, NOW + timedelta(hours=12)).rep.id == "desk"
+    assert route(snapshot("DE"), cfg, {}, NOW).rep.id == "early"  # 11:00 Berlin
+    assert route(snapshot("DE"), cfg, {}, NOW + timedelta(hours=2)).rep.id == "late"
+    assert route(snapshot("DE"), cfg, {}, NOW + timedelta(hours=12)).rep.id == "desk"
     early = cfg.reps["early"]
     assert can_take(early, RepState("early"), NOW + timedelta(hours=2)) == "outside_working_hours"
 
 
 def test_exclude_skips_previous_owners() -> None:
-    d = route(lead("GB"), CFG, {}, NOW, exclude=["anna"])
+    d = route(snapshot("GB"), CFG, {}, NOW, exclude=["anna"])
     assert d.rep is not None and d.rep.id == "ben"
 
 

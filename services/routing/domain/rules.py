@@ -21,6 +21,7 @@ from services.routing.domain.model import (
     effective_calendar,
     effective_weight,
 )
+from shared.contract import LeadSnapshot
 
 
 def _text(value: Any) -> str:
@@ -32,10 +33,10 @@ def _one_of(value: Any, allowed: Any) -> bool:
     return _text(value) in {_text(o) for o in options}
 
 
-def lead_source(lead: Mapping[str, Any]) -> str | None:
+def lead_source(lead: LeadSnapshot) -> str | None:
     """The lead's original source (first touch, else last touch)."""
     for key in ("first_touch", "last_touch"):
-        touch = lead.get(key)
+        touch = lead.field(key)
         if isinstance(touch, Mapping) and touch.get("source"):
             return str(touch["source"])
     return None
@@ -51,19 +52,19 @@ def segment_of(size: Any, segments: Mapping[str, tuple[int | None, int | None]])
     return None
 
 
-def rule_matches(rule: Rule, lead: Mapping[str, Any], config: RoutingConfig) -> bool:
+def rule_matches(rule: Rule, lead: LeadSnapshot, config: RoutingConfig) -> bool:
     """Whether every condition of ``rule`` holds for ``lead`` (no conditions: always)."""
     for cond, expected in rule.when.items():
         if cond == "country":
-            ok = _one_of(lead.get("country"), expected)
+            ok = _one_of(lead.field("country"), expected)
         elif cond == "territory":
             names = expected if isinstance(expected, list) else [expected]
-            country = _text(lead.get("country")).upper()
+            country = _text(lead.field("country")).upper()
             ok = any(country in config.territories.get(n, frozenset()) for n in names)
         elif cond == "segment":
-            ok = _one_of(segment_of(lead.get("company_size"), config.segments), expected)
+            ok = _one_of(segment_of(lead.field("company_size"), config.segments), expected)
         elif cond == "company_size":
-            size = lead.get("company_size")
+            size = lead.field("company_size")
             ok = (
                 isinstance(size, int | float)
                 and not isinstance(size, bool)
@@ -75,7 +76,7 @@ def rule_matches(rule: Rule, lead: Mapping[str, Any], config: RoutingConfig) -> 
         elif cond == "source":
             ok = _one_of(lead_source(lead), expected)
         elif cond in ("industry", "temperature", "stage", "status", "job_title"):
-            ok = _one_of(lead.get(cond), expected)
+            ok = _one_of(lead.field(cond), expected)
         else:
             ok = False  # the schema rejects unknown conditions; be strict anyway
         if not ok:
@@ -135,16 +136,16 @@ def choose_in_team(
     return config.reps[chosen], new
 
 
-def policy_for(lead: Mapping[str, Any], rule: Rule | None, config: RoutingConfig) -> str:
+def policy_for(lead: LeadSnapshot, rule: Rule | None, config: RoutingConfig) -> str:
     """The SLA policy: the rule's, else the one named after the temperature, else the default."""
     if rule is not None and rule.sla_policy:
         return rule.sla_policy
-    temp = _text(lead.get("temperature"))
+    temp = _text(lead.temperature)
     return temp if temp in config.policies else config.default_policy
 
 
 def route(
-    lead: Mapping[str, Any],
+    lead: LeadSnapshot,
     config: RoutingConfig,
     states: Mapping[str, RepState],
     now: datetime,
