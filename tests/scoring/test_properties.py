@@ -83,8 +83,10 @@ def test_caps_hold(hs: list[Hit], offset: float) -> None:
     by_rule: dict[str, float] = {}
     for r in reasons:
         by_rule[r["rule"]] = by_rule.get(r["rule"], 0) + r["points"]
-    assert by_rule.get("a", 0) + by_rule.get("a:cap", 0) <= 30 + 0.01
-    assert by_rule.get("c", 0) + by_rule.get("c:cap", 0) <= 18 + 0.01
+    # each reason is rounded to cents on its own: up to half a cent each
+    slack = 0.005 * len(reasons) + 1e-9
+    assert by_rule.get("a", 0) + by_rule.get("a:cap", 0) <= 30 + slack
+    assert by_rule.get("c", 0) + by_rule.get("c:cap", 0) <= 18 + slack
     # reasons are rounded to cents, the score to a whole number: that is the whole gap
     assert abs(sum(r["points"] for r in reasons) - total) <= 0.5 + 0.005 * len(reasons)
 
