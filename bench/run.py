@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.scoring.domain.rules import parse_rules
+from services.scoring.config import load_rules
 from services.scoring.handlers import ScoringHandler
 from shared.bus import claim
 from shared.config import load_config
@@ -138,7 +138,7 @@ class Databases:
 
 
 async def main() -> None:
-    rules = parse_rules(load_config().get("scoring") or {})
+    rules = load_rules(load_config())
     scoring = ScoringHandler(rules, Topics("bench."))
     cases: list[tuple[str, Callable[[int], list[CloudEvent]], Handler]] = [
         ("inbox + outbox unit of work", _plain_events, _echo),
