@@ -26,6 +26,7 @@ from shared.events import InvalidEvent, parse_time, rfc3339
 
 __all__ = [
     "CHANNELS",
+    "Assigned",
     "INTENTS",
     "Contact",
     "Interaction",
@@ -404,6 +405,63 @@ class LeadEvent:
             lead=LeadSnapshot.from_data(data.get("lead")),
             cause=_opt_object(data, "cause", where),
             change=_opt_object(data, "change", where),
+        )
+
+
+# -- routing ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    """The data of ``io.leadflow.routing.assigned`` and ``reassigned``: who owns the lead now.
+
+    ``lead`` (the routed lead's contact and score) and ``sla`` (policy, due and warning times)
+    are passed on as published; a reassignment also names the previous owner and assignment.
+    """
+
+    assignment_id: str
+    lead_id: str
+    owner: Owner
+    assigned_at: datetime
+    reason: str
+    lead: Mapping[str, Any]
+    sla: Mapping[str, Any]
+    previous_owner: Owner | None = None
+    previous_assignment_id: str | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "assignment_id": self.assignment_id,
+            "lead_id": self.lead_id,
+            "owner": self.owner.to_data(),
+            "lead": dict(self.lead),
+            "sla": dict(self.sla),
+            "assigned_at": rfc3339(self.assigned_at),
+            "reason": self.reason,
+        }
+        if self.previous_owner is not None:
+            out["previous_owner"] = self.previous_owner.to_data()
+            out["previous_assignment_id"] = self.previous_assignment_id
+        return out
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Assigned:
+        where = "data"
+        data = _object(data, where)
+        _no_nul(data)
+        previous = data.get("previous_owner")
+        return cls(
+            assignment_id=_str(data, "assignment_id", where),
+            lead_id=_str(data, "lead_id", where),
+            owner=Owner.from_data(data.get("owner"), f"{where}/owner"),
+            assigned_at=_time(data, "assigned_at", where),
+            reason=_opt_str(data, "reason", where) or "",
+            lead=_object(data.get("lead"), f"{where}/lead"),
+            sla=_object(data.get("sla"), f"{where}/sla"),
+            previous_owner=(
+                None if previous is None else Owner.from_data(previous, f"{where}/previous_owner")
+            ),
+            previous_assignment_id=_opt_str(data, "previous_assignment_id", where),
         )
 
 

@@ -11,12 +11,11 @@ is applied in memory by its :data:`EVENT_HANDLERS` entry, and everything is writ
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scoring import commands, repository
@@ -36,7 +35,7 @@ from services.scoring.domain.resolution import resolve
 from services.scoring.domain.ruleset import Rules
 from services.scoring.events import lead_events
 from services.scoring.repository import LeadRepository
-from shared.contract import Interaction, InvalidEvent, Owner, SalesActivity
+from shared.contract import Assigned, Interaction, SalesActivity
 from shared.events import (
     INTERACTION_TYPES,
     SALES_TYPES,
@@ -45,7 +44,6 @@ from shared.events import (
     LeadType,
     RoutingType,
     derived_event_id,
-    parse_time,
     utcnow,
 )
 from shared.topics import Topics
@@ -55,31 +53,8 @@ log = logging.getLogger(__name__)
 ASSIGNMENT_TYPES = frozenset({RoutingType.ASSIGNED, RoutingType.REASSIGNED})
 
 
-@dataclass(frozen=True, slots=True)
-class OwnerAssigned:
-    """What scoring reads of routing's ``assigned``/``reassigned``: the lead and its owner."""
-
-    lead_id: str
-    owner: Owner
-    occurred_at: datetime | None = None
-
-    @classmethod
-    def from_data(cls, data: Mapping[str, Any]) -> OwnerAssigned:
-        if b"\\u0000" in orjson.dumps(data):  # the timeline stores the data as it came
-            raise InvalidEvent("text holds a NUL character")
-        lead_id = data.get("lead_id")
-        if not isinstance(lead_id, str) or not lead_id:
-            raise InvalidEvent("data/lead_id: a non-empty string is required")
-        raw_time = data.get("occurred_at")
-        try:
-            at = parse_time(raw_time) if isinstance(raw_time, str) else None
-        except ValueError:
-            at = None
-        return cls(lead_id, Owner.from_data(data.get("owner"), "data/owner"), at)
-
-
 #: A consumed event read once, at the edge: its typed data (None: not one scoring applies).
-Message = Interaction | SalesActivity | OwnerAssigned | None
+Message = Interaction | SalesActivity | Assigned | None
 
 
 def parse(ev: CloudEvent) -> Message:
@@ -89,7 +64,7 @@ def parse(ev: CloudEvent) -> Message:
     if ev.type in SALES_TYPES:
         return SalesActivity.from_data(ev.data)
     if ev.type in ASSIGNMENT_TYPES:
-        return OwnerAssigned.from_data(ev.data)
+        return Assigned.from_data(ev.data)
     return None
 
 
@@ -168,9 +143,7 @@ async def load_batch(
         eid: [identifier_hash(k, v) for k, v in ids.pairs()] for eid, ids in ids_of.items()
     }
     refs = [
-        msg.lead_id
-        for _, msg in run
-        if isinstance(msg, SalesActivity | OwnerAssigned) and msg.lead_id
+        msg.lead_id for _, msg in run if isinstance(msg, SalesActivity | Assigned) and msg.lead_id
     ]
     sales_emails = [msg.email for _, msg in run if isinstance(msg, SalesActivity) and msg.email]
     pairs = [p for i in ids_of.values() for p in i.pairs()]
@@ -263,13 +236,13 @@ def _on_sales(b: Batch, ev: CloudEvent, activity: SalesActivity) -> None:
     _record(b, lead, changes, ev)
 
 
-def _on_assignment(b: Batch, ev: CloudEvent, assigned: OwnerAssigned) -> None:
+def _on_assignment(b: Batch, ev: CloudEvent, assigned: Assigned) -> None:
     """Routing assigned (or reassigned) the lead: it has an owner."""
     lead = _referenced(b, assigned.lead_id, None)
     if lead is None:
         log.info("event %s: no lead for %s; ignored", ev.id, ev.type)
         return
-    at = assigned.occurred_at or ev.time
+    at = assigned.assigned_at
     changes = lifecycle.apply_assignment(lead, assigned.owner)
     b.repo.touch(lead)
     b.repo.add_timeline(lead.id, at, "routing", ev.type, ev.id, dict(ev.data))

@@ -12,7 +12,7 @@ from services.scoring.domain.identity import identifiers_of
 from services.scoring.domain.model import Lead
 from services.scoring.domain.ruleset import Rules, parse_rules
 from shared.config import load_config
-from shared.contract import Contact, Interaction
+from shared.contract import Assigned, Contact, Interaction, Owner
 from shared.events import CloudEvent, InteractionType, utcnow
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -101,3 +101,17 @@ def drive(events: list[CloudEvent], rules: Rules, now: datetime | None = None) -
 
 
 VP_SALES = {"job_title": "VP of Sales", "company_size": 500, "industry": "software"}
+
+
+def assigned_data(lead_id: str, owner: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The data of a ``routing.assigned`` event, as routing publishes it (shared.contract)."""
+    return Assigned(
+        assignment_id=extra.pop("assignment_id", "a-1"),
+        lead_id=lead_id,
+        owner=Owner.from_data(owner),
+        assigned_at=extra.pop("assigned_at", utcnow()),
+        reason=extra.pop("reason", "rule: test"),
+        lead=extra.pop("lead", {}),
+        sla=extra.pop("sla", {"policy": "hot", "due_at": "2026-01-01T00:00:00Z"}),
+        **extra,
+    ).to_data()

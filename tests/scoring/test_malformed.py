@@ -21,7 +21,7 @@ from shared.contract import CHANNELS, Interaction, InvalidEvent
 from shared.db import create_engine
 from shared.events import CloudEvent, InteractionType, SalesType
 from shared.topics import Topics
-from tests.scoring.helpers import T0, default_rules
+from tests.scoring.helpers import T0, assigned_data, default_rules
 
 RULES = default_rules()
 JSON = st.recursive(
@@ -147,7 +147,7 @@ HANDLED = [
         form_id="f" * 999,
     ),
     _ix(InteractionType.IDENTIFIED, contact={"email": "w@a.io"}, anonymous_id=" "),
-    _ev("io.leadflow.routing.assigned", {"lead_id": "nobody", "owner": {"id": "rep-1"}}),
+    _ev("io.leadflow.routing.assigned", assigned_data("nobody", {"id": "rep-1"})),
     _ev(SalesType.WON, {"lead_id": None, "email": " W@a.io "}),
     _ix(
         InteractionType.ERASURE_REQUESTED,

@@ -17,7 +17,7 @@ from shared.events import CloudEvent, InteractionType, LeadType, SalesType
 from shared.messaging_tables import outbox
 from shared.outbox import pending_count
 from shared.topics import Topics
-from tests.scoring.helpers import VP_SALES, interaction
+from tests.scoring.helpers import VP_SALES, assigned_data, interaction
 from tests.support import make_settings, read_topic, wait_for, wait_for_events
 
 AUTH = {"Authorization": "Bearer test-token"}
@@ -177,7 +177,7 @@ async def test_identify_merges_sales_and_routing_update_override_and_erasure(
         assigned = CloudEvent(
             type="io.leadflow.routing.assigned",
             source="/leadflow/routing",
-            data={"assignment_id": "a-1", "lead_id": lead["id"], "owner": owner},
+            data=assigned_data(lead["id"], owner),
             key="joe@corp.io",
         )
         won = CloudEvent(

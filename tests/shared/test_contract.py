@@ -12,6 +12,7 @@ import pytest
 from shared.contract import (
     CONTACT_FIELDS,
     INTERACTION_PARTS,
+    Assigned,
     Contact,
     Interaction,
     InvalidEvent,
@@ -20,7 +21,7 @@ from shared.contract import (
     SalesActivity,
 )
 from shared.event_schemas import CONTACT, INTERACTION, schema_errors
-from shared.events import CloudEvent, InteractionType, LeadType
+from shared.events import CloudEvent, InteractionType, LeadType, RoutingType
 
 AT = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
@@ -155,3 +156,33 @@ def test_a_sales_activity_names_its_lead_by_id_or_email() -> None:
 def test_a_contact_built_in_code_is_checked_too() -> None:
     with pytest.raises(InvalidEvent):
         replace(FULL.contact or Contact(), phone="12345")
+
+
+def test_an_assignment_names_the_lead_and_its_new_owner() -> None:
+    assigned = Assigned(
+        assignment_id="a-1",
+        lead_id="L1",
+        owner=Owner("rep-1", "Ann", "ann@x.io", "emea"),
+        assigned_at=AT,
+        reason="rule: emea",
+        lead={
+            "email": "jane@acme.io",
+            "first_name": "Jane",
+            "last_name": None,
+            "company": "Acme",
+            "job_title": None,
+            "temperature": "hot",
+            "stage": "SQL",
+            "score": 80,
+        },
+        sla={"policy": "hot", "due_at": "2026-03-02T09:35:00Z", "warn_at": None},
+    )
+    data = assigned.to_data()
+    assert schema_errors(_event(data, RoutingType.ASSIGNED)) == []
+    assert Assigned.from_data(data) == assigned
+    moved = replace(assigned, previous_owner=Owner("rep-0"), previous_assignment_id="a-0")
+    assert Assigned.from_data(moved.to_data()) == moved
+    without_sla = {k: v for k, v in data.items() if k != "sla"}
+    for broken in ({**data, "owner": {"name": "no id"}}, without_sla):
+        with pytest.raises(InvalidEvent):
+            Assigned.from_data(broken)
