@@ -74,7 +74,7 @@ class Condition:
         if actual is None:
             return False
         if self.op == "equals":
-            return _fold(actual) == _fold(self.value)
+            return bool(_fold(actual) == _fold(self.value))
         if self.op == "in":
             return _fold(actual) in {_fold(v) for v in self.values}
         if self.op == "regex":
