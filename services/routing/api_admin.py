@@ -9,11 +9,12 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.routing import durable_queues as queues
+from services.routing import handlers
 from services.routing import repository as repo
 from services.routing.api_common import Limit, aware
 from services.routing.deps import ContextDep, RoutingContext
 from services.routing.domain.business_time import DAYS, Calendar, make_calendar
-from services.routing.domain.model import effective_calendar, effective_weight
+from services.routing.domain.model import Rep, RepState, effective_calendar, effective_weight
 from services.routing.domain.rules import can_take
 from services.routing.domain.sla import report
 from services.routing.webhooks import url_host
@@ -40,46 +41,101 @@ def calendar_hours(cal: Calendar) -> str | dict[str, list[str]]:
     }
 
 
-def _rep_resource(ctx: RoutingContext, rid: str, state: Any, now: datetime) -> dict[str, Any]:
-    rep = ctx.config.reps[rid]
-    why = can_take(rep, state, now)
-    cal = effective_calendar(rep, state)
-    return {
-        "id": rep.id,
-        "name": rep.name,
-        "email": rep.email,
-        "team": rep.team,
-        "weight": effective_weight(rep, state),
-        "timezone": cal.tz.key,
-        "working_hours": {
-            "timezone": cal.tz.key,
-            "hours": calendar_hours(cal),
-            "holidays": sorted(d.isoformat() for d in cal.holidays),
-            "source": "override" if state.calendar is not None else "config",
-        },
-        "paused": state.paused,
-        "out_of_office": [{"from": rfc3339(a), "to": rfc3339(b)} for a, b in state.out_of_office],
-        "capacity": {
-            "max_open": state.max_open if state.max_open is not None else rep.max_open,
-            "max_per_day": state.max_per_day if state.max_per_day is not None else rep.max_per_day,
-        },
-        "load": {"open": state.open_count, "today": state.today_count},
-        "available": why is None,
-        "unavailable_reason": why,
-    }
+class WorkingHoursOut(BaseModel):
+    """A rep's effective working hours, and whether they are configured or overridden."""
+
+    timezone: str
+    hours: str | dict[str, list[str]]
+    holidays: list[str]
+    source: Literal["config", "override"]
+
+
+class RangeOut(BaseModel):
+    """An out-of-office range (RFC 3339, UTC)."""
+
+    from_: str = Field(serialization_alias="from")
+    to: str
+
+
+class CapacityOut(BaseModel):
+    """A rep's effective capacity (null: unlimited)."""
+
+    max_open: int | None
+    max_per_day: int | None
+
+
+class LoadOut(BaseModel):
+    """A rep's open assignments and leads assigned today (their local day)."""
+
+    open: int
+    today: int
+
+
+class RepOut(BaseModel):
+    """A rep with availability, capacity and current load."""
+
+    id: str
+    name: str
+    email: str
+    team: str
+    weight: int
+    timezone: str
+    working_hours: WorkingHoursOut
+    paused: bool
+    out_of_office: list[RangeOut]
+    capacity: CapacityOut
+    load: LoadOut
+    available: bool
+    unavailable_reason: str | None
+
+    @classmethod
+    def of(cls, rep: Rep, state: RepState, now: datetime) -> RepOut:
+        """The resource of a configured rep in its run-time state."""
+        why = can_take(rep, state, now)
+        cal = effective_calendar(rep, state)
+        return cls(
+            id=rep.id,
+            name=rep.name,
+            email=rep.email,
+            team=rep.team,
+            weight=effective_weight(rep, state),
+            timezone=cal.tz.key,
+            working_hours=WorkingHoursOut(
+                timezone=cal.tz.key,
+                hours=calendar_hours(cal),
+                holidays=sorted(d.isoformat() for d in cal.holidays),
+                source="override" if state.calendar is not None else "config",
+            ),
+            paused=state.paused,
+            out_of_office=[
+                RangeOut(from_=rfc3339(a), to=rfc3339(b)) for a, b in state.out_of_office
+            ],
+            capacity=CapacityOut(
+                max_open=state.max_open if state.max_open is not None else rep.max_open,
+                max_per_day=state.max_per_day if state.max_per_day is not None else rep.max_per_day,
+            ),
+            load=LoadOut(open=state.open_count, today=state.today_count),
+            available=why is None,
+            unavailable_reason=why,
+        )
+
+
+class RepPageOut(BaseModel):
+    """Every rep (one page: ``next_cursor`` is always null)."""
+
+    items: list[RepOut]
+    next_cursor: str | None = None
 
 
 @router.get("/reps", dependencies=[ReadAuth])
-async def list_reps(ctx: ContextDep, runtime: RuntimeDep) -> dict[str, Any]:
+async def list_reps(ctx: ContextDep, runtime: RuntimeDep) -> RepPageOut:
     """Every rep with availability, capacity and current load."""
     now = utcnow()
     # A read: reps without a state row yet are shown with the configured defaults.
     async with runtime.engine.connect() as conn:
         states = await repo.load_rep_states(conn, ctx.config, now, lock=False)
-    return {
-        "items": [_rep_resource(ctx, rid, states[rid], now) for rid in ctx.config.reps],
-        "next_cursor": None,
-    }
+    items = [RepOut.of(rep, states[rid], now) for rid, rep in ctx.config.reps.items()]
+    return RepPageOut(items=items)
 
 
 class Range(BaseModel):
@@ -124,9 +180,7 @@ class RepPatch(BaseModel):
 
 
 @router.patch("/reps/{rep_id}", dependencies=[AdminAuth])
-async def patch_rep(
-    rep_id: str, body: RepPatch, ctx: ContextDep, runtime: RuntimeDep
-) -> dict[str, Any]:
+async def patch_rep(rep_id: str, body: RepPatch, ctx: ContextDep, runtime: RuntimeDep) -> RepOut:
     """Pause or resume a rep, set out-of-office ranges, or override capacity."""
     now = utcnow()
     if rep_id not in ctx.config.reps:
@@ -155,11 +209,9 @@ async def patch_rep(
     if "working_hours" in body.model_fields_set:
         values["working_hours"] = _working_hours(ctx, rep_id, body.working_hours)
     async with runtime.engine.begin() as conn:
-        await repo.ensure_rep_states(conn, ctx.config.reps, now)
-        await repo.update_rep_state(conn, rep_id, values)
-        states = await repo.load_rep_states(conn, ctx.config, now, lock=False)
+        state = await handlers.change_rep(conn, ctx, rep_id, values, now)
     ctx.after_commit()  # someone may be able to take queued leads now
-    return _rep_resource(ctx, rep_id, states[rep_id], now)
+    return RepOut.of(ctx.config.reps[rep_id], state, now)
 
 
 def _working_hours(
@@ -190,12 +242,48 @@ def _working_hours(
     return {"timezone": tz, "hours": hours, "holidays": holidays}
 
 
+class SlaSummaryOut(BaseModel):
+    """SLA attainment (met / (met + breached)) and time to first touch of some assignments."""
+
+    assignments: int
+    open: int
+    met: int
+    breaches: int
+    attainment_pct: float | None
+    median_first_touch_seconds: float | None
+    p90_first_touch_seconds: float | None
+    median_first_touch_business_seconds: float | None
+    p90_first_touch_business_seconds: float | None
+
+
+class TeamSlaOut(SlaSummaryOut):
+    """One team's summary."""
+
+    team: str
+
+
+class RepSlaOut(SlaSummaryOut):
+    """One rep's summary."""
+
+    rep_id: str
+
+
+class SlaReportOut(BaseModel):
+    """The SLA report for assignments made in [from, to)."""
+
+    from_: str = Field(serialization_alias="from")
+    to: str
+    overall: SlaSummaryOut
+    by_team: list[TeamSlaOut]
+    by_rep: list[RepSlaOut]
+
+
 @router.get("/sla/report", dependencies=[ReadAuth])
 async def sla_report(
     runtime: RuntimeDep,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
-) -> dict[str, Any]:
+) -> SlaReportOut:
     """SLA attainment, time to first touch and breaches, overall, by team and by rep."""
     end = aware(to) or utcnow()
     start = aware(from_) or end - timedelta(days=30)
@@ -207,29 +295,70 @@ async def sla_report(
         )
     async with runtime.engine.connect() as conn:
         rows = await repo.report_rows(conn, start, end)
-    return {"from": rfc3339(start), "to": rfc3339(end), **report(rows)}
+    return SlaReportOut(from_=rfc3339(start), to=rfc3339(end), **report(rows))
+
+
+class QueuedOut(BaseModel):
+    """A lead waiting in a queue."""
+
+    lead_id: str
+    queue: str
+    reason: str
+    attempts: int
+    queued_at: str
+
+
+class QueuePageOut(BaseModel):
+    """Queued leads, oldest first (one page: ``next_cursor`` is always null)."""
+
+    items: list[QueuedOut]
+    next_cursor: str | None = None
 
 
 @router.get("/queue", dependencies=[ReadAuth])
 async def list_queue(
     runtime: RuntimeDep, queue: str | None = None, limit: Limit = 100
-) -> dict[str, Any]:
+) -> QueuePageOut:
     """Leads waiting for an owner (``unassigned``) or escalated (``escalations``)."""
     async with runtime.engine.connect() as conn:
         rows = await repo.queued(conn, queue, limit)
-    return {
-        "items": [
-            {
-                "lead_id": r["lead_id"],
-                "queue": r["queue"],
-                "reason": r["reason"],
-                "attempts": r["attempts"],
-                "queued_at": rfc3339(r["created_at"]),
-            }
+    return QueuePageOut(
+        items=[
+            QueuedOut(
+                lead_id=r["lead_id"],
+                queue=r["queue"],
+                reason=r["reason"],
+                attempts=r["attempts"],
+                queued_at=rfc3339(r["created_at"]),
+            )
             for r in rows
-        ],
-        "next_cursor": None,
-    }
+        ]
+    )
+
+
+class DeliveryOut(BaseModel):
+    """One outbound webhook delivery (only the URL's host: for Slack, Zapier and the like the
+    URL's path is the credential)."""
+
+    id: str
+    webhook: str
+    host: str
+    event_id: str
+    event_type: str
+    state: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    created_at: str
+    next_attempt_at: str
+    delivered_at: str | None
+
+
+class DeliveryPageOut(BaseModel):
+    """A page of the delivery log, newest first."""
+
+    items: list[DeliveryOut]
+    next_cursor: str | None
 
 
 @router.get("/webhooks/deliveries", dependencies=[ReadAuth])
@@ -238,7 +367,7 @@ async def list_deliveries(
     state: Literal["pending", "delivered", "dead"] | None = None,
     limit: Limit = 50,
     cursor: str | None = None,
-) -> dict[str, Any]:
+) -> DeliveryPageOut:
     """The outbound webhook delivery log, newest first."""
     if cursor is not None and not cursor.isdigit():
         raise Problem(400, "cursor is not valid")
@@ -247,22 +376,21 @@ async def list_deliveries(
         rows = await queues.list_deliveries(conn, state=state, limit=limit + 1, before_id=before)
     more = len(rows) > limit
     rows = rows[:limit]
-    # Only the host: for Slack, Zapier and the like the URL's path is the credential.
     items = [
-        {
-            "id": str(r["id"]),
-            "webhook": r["webhook"],
-            "host": url_host(r["url"]),
-            "event_id": r["event_id"],
-            "event_type": r["event_type"],
-            "state": r["state"],
-            "attempts": r["attempts"],
-            "last_status": r["last_status"],
-            "last_error": r["last_error"],
-            "created_at": rfc3339(r["created_at"]),
-            "next_attempt_at": rfc3339(r["next_attempt_at"]),
-            "delivered_at": rfc3339(r["delivered_at"]) if r["delivered_at"] else None,
-        }
+        DeliveryOut(
+            id=str(r["id"]),
+            webhook=r["webhook"],
+            host=url_host(r["url"]),
+            event_id=r["event_id"],
+            event_type=r["event_type"],
+            state=r["state"],
+            attempts=r["attempts"],
+            last_status=r["last_status"],
+            last_error=r["last_error"],
+            created_at=rfc3339(r["created_at"]),
+            next_attempt_at=rfc3339(r["next_attempt_at"]),
+            delivered_at=rfc3339(r["delivered_at"]) if r["delivered_at"] else None,
+        )
         for r in rows
     ]
-    return {"items": items, "next_cursor": str(rows[-1]["id"]) if more else None}
+    return DeliveryPageOut(items=items, next_cursor=str(rows[-1]["id"]) if more else None)

@@ -31,7 +31,7 @@ from services.routing.domain.business_time import (
     add_business_time,
     make_calendar,
 )
-from services.routing.domain.model import Action
+from services.routing.domain.model import Action, RepState
 from services.routing.domain.rules import route
 from services.routing.domain.sla import deadlines
 from services.routing.events import (
@@ -146,6 +146,21 @@ def _stored(lead: LeadSnapshot) -> dict[str, Any]:
 def _lead_of(stored: Mapping[str, Any]) -> LeadSnapshot:
     """A kept lead, to route again (it was checked when its ``lead.qualified`` came in)."""
     return LeadSnapshot.from_data(stored)
+
+
+async def change_rep(
+    conn: AsyncConnection,
+    ctx: RoutingContext,
+    rep_id: str,
+    values: Mapping[str, Any],
+    now: datetime,
+) -> RepState:
+    """An operator's change to a rep (pause, out of office, capacity, weight, working hours),
+    stored; the rep's state after it, with its current load."""
+    await repo.ensure_rep_states(conn, ctx.config.reps, now)
+    await repo.update_rep_state(conn, rep_id, values)
+    states = await repo.load_rep_states(conn, ctx.config, now, lock=False)
+    return states[rep_id]
 
 
 async def on_qualified(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
