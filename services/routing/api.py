@@ -68,7 +68,7 @@ class AssignmentOut(BaseModel):
         return cls(
             id=a.id,
             lead_id=a.lead_id,
-            owner=OwnerOut(**a.owner.as_dict()),
+            owner=OwnerOut(**a.owner.to_data()),
             team=a.team,
             state=a.state,
             sla=SlaOut(

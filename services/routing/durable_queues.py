@@ -255,7 +255,8 @@ async def next_delivery_due(
     q = select(func.min(deliveries.c.next_attempt_at)).where(deliveries.c.state == "pending")
     if webhooks is not None:
         q = q.where(deliveries.c.webhook.in_(list(webhooks)))
-    return (await conn.execute(q)).scalar_one_or_none()
+    due: datetime | None = (await conn.execute(q)).scalar_one_or_none()
+    return due
 
 
 async def scrub_deliveries(

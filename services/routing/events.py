@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from services.routing.domain.assignment import Assignment, Owner
+from services.routing.domain.assignment import Assignment
+from shared.contract import Assigned, Owner
 from shared.events import CloudEvent, RoutingType, derived_event_id, new_event_id, rfc3339
 
 #: The CloudEvents ``source`` of every event routing publishes.
@@ -99,21 +100,19 @@ def event(
 
 def assigned_event(a: Assignment, *cause: str, previous_owner: Owner | None = None) -> CloudEvent:
     """``routing.assigned`` (or ``routing.reassigned`` when there is a previous owner)."""
-    data: dict[str, Any] = {
-        "assignment_id": a.id,
-        "lead_id": a.lead_id,
-        "owner": a.owner.as_dict(),
-        "lead": lead_snapshot(a.lead),
-        "sla": sla_block(a),
-        "assigned_at": rfc3339(a.assigned_at),
-        "reason": a.reason,
-    }
-    type_ = RoutingType.ASSIGNED
-    if previous_owner is not None:
-        data["previous_owner"] = previous_owner.as_dict()
-        data["previous_assignment_id"] = a.previous_assignment_id
-        type_ = RoutingType.REASSIGNED
-    return event(type_, data, *cause, subject=a.lead_id, key=a.lead_key, at=a.assigned_at)
+    data = Assigned(
+        assignment_id=a.id,
+        lead_id=a.lead_id,
+        owner=a.owner,
+        assigned_at=a.assigned_at,
+        reason=a.reason,
+        lead=lead_snapshot(a.lead),
+        sla=sla_block(a),
+        previous_owner=previous_owner,
+        previous_assignment_id=a.previous_assignment_id if previous_owner else None,
+    )
+    type_ = RoutingType.ASSIGNED if previous_owner is None else RoutingType.REASSIGNED
+    return event(type_, data.to_data(), *cause, subject=a.lead_id, key=a.lead_key, at=a.assigned_at)
 
 
 def clock_data(a: Assignment, at: datetime, **extra: Any) -> dict[str, Any]:
@@ -121,7 +120,7 @@ def clock_data(a: Assignment, at: datetime, **extra: Any) -> dict[str, Any]:
     return {
         "assignment_id": a.id,
         "lead_id": a.lead_id,
-        "owner": a.owner.as_dict(),
+        "owner": a.owner.to_data(),
         "team": a.team,
         "sla": sla_block(a),
         "at": rfc3339(at),

@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.routing.domain.business_time import Calendar, business_seconds_between
+from shared.contract import Owner
 
 
 class State(StrEnum):
@@ -35,6 +36,8 @@ class State(StrEnum):
     CLOSED = "closed"
 
 
+__all__ = ["ACTIVE", "Assignment", "IllegalTransition", "Owner", "State"]
+
 #: The states in which an assignment's owner is still expected to act on the lead.
 ACTIVE = frozenset({State.OPEN, State.BREACHED})
 
@@ -46,30 +49,6 @@ class IllegalTransition(ValueError):
         super().__init__(f"assignment is {assignment.state}")
         self.state = assignment.state
         self.action = action
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The rep holding an assignment, as stored with it and published in routing events."""
-
-    id: str
-    name: str
-    email: str
-    team: str
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> Owner:
-        """The owner as stored (JSON) with an assignment."""
-        return cls(
-            id=str(data["id"]),
-            name=str(data.get("name") or ""),
-            email=str(data.get("email") or ""),
-            team=str(data.get("team") or ""),
-        )
-
-    def as_dict(self) -> dict[str, str]:
-        """The JSON form: stored with the assignment and published in events."""
-        return {"id": self.id, "name": self.name, "email": self.email, "team": self.team}
 
 
 @dataclass(frozen=True)
