@@ -26,8 +26,8 @@ from shared.events import InvalidEvent, parse_time, rfc3339
 
 __all__ = [
     "CHANNELS",
-    "Assigned",
     "INTENTS",
+    "Assigned",
     "Contact",
     "Interaction",
     "InvalidEvent",

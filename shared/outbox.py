@@ -120,24 +120,31 @@ async def count_pending(
     return int((await conn.execute(q)).scalar_one())
 
 
-async def rewrite_sent(
+async def rewrite_rows(
     conn: AsyncConnection,
     source: str,
     rewrite: Callable[[dict[str, Any]], dict[str, Any]],
     *,
     subject: str | None = None,
     types: Collection[str] = (),
+    unsent: bool = False,
     drop_key: bool = False,
+    sent_key: str | None = None,
 ) -> int:
-    """Replace the data of published rows (``rewrite(old data)``); returns the rows changed.
+    """Replace the data of a source's rows with ``rewrite(old data)``; returns the rows changed.
 
-    Published rows are kept only for their event ids (a repeated id is skipped); what they
-    carried of a person can go. ``subject`` and ``types`` narrow the rows; ``drop_key`` also
-    forgets the partition key (a person's email or phone), and skips rows already without one.
+    Erasure and retention use it to forget what rows carried of a person. Published rows are
+    kept only for their event ids (a repeated id is skipped), so their data can go; ``unsent``
+    rewrites rows the relay still owes too (their consumers must not need what is removed).
+    ``subject`` and ``types`` narrow the rows. The partition key (a person's email or phone) of
+    a published row is replaced by ``sent_key``, or forgotten with ``drop_key`` (which also
+    skips rows already without one); an unsent row keeps its key so it lands in order.
     """
-    q = select(outbox.c.id, outbox.c.data).where(
-        outbox.c.source == source, outbox.c.sent_at.is_not(None)
+    q = select(outbox.c.id, outbox.c.data, outbox.c.sent_at, outbox.c.partition_key).where(
+        outbox.c.source == source
     )
+    if not unsent:
+        q = q.where(outbox.c.sent_at.is_not(None))
     if subject is not None:
         q = q.where(outbox.c.ce_subject == subject)
     if types:
@@ -145,13 +152,23 @@ async def rewrite_sent(
     if drop_key:
         q = q.where(outbox.c.partition_key.is_not(None))
     rows = (await conn.execute(q)).all()
+    replace_key = drop_key or sent_key is not None
+
+    def key_of(row: Any) -> str | None:
+        kept: str | None = row.partition_key
+        if row.sent_at is None or not replace_key:
+            return kept
+        return None if drop_key else sent_key
+
     if rows:
-        values: dict[str, Any] = {"data": bindparam("new_data")}
-        if drop_key:
-            values["partition_key"] = None
         await conn.execute(
-            update(outbox).where(outbox.c.id == bindparam("row_id")).values(**values),
-            [{"row_id": r.id, "new_data": rewrite(dict(r.data or {}))} for r in rows],
+            update(outbox)
+            .where(outbox.c.id == bindparam("row_id"))
+            .values(data=bindparam("new_data"), partition_key=bindparam("new_key")),
+            [
+                {"row_id": r.id, "new_data": rewrite(dict(r.data or {})), "new_key": key_of(r)}
+                for r in rows
+            ],
         )
     return len(rows)
 

@@ -35,7 +35,7 @@ from services.capture.intake import Intake
 from shared.contract import Contact
 from shared.events import InteractionType, utcnow
 from shared.loops import DueWorkLoop, Periodic
-from shared.outbox import enqueue, rewrite_sent
+from shared.outbox import enqueue, rewrite_rows
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.topics import Topics
@@ -178,7 +178,7 @@ class CaptureRetention(Periodic):
             await repository.prune_identifiers(conn)
             # A published ad-lead or erasure row is kept only for its event id (a repeat is
             # still ignored); the answers fetched from the platform and the person's key go.
-            await rewrite_sent(conn, SOURCE, lambda _: {}, types=AD_EVENT_TYPES, drop_key=True)
+            await rewrite_rows(conn, SOURCE, lambda _: {}, types=AD_EVENT_TYPES, drop_key=True)
             await repository.prune_ad_fetches(conn, self.keep_ad_fetches)
         self.sweeps += 1
 

@@ -57,7 +57,7 @@ from shared.events import (
     rfc3339,
     utcnow,
 )
-from shared.outbox import enqueue
+from shared.outbox import enqueue, rewrite_rows
 
 log = logging.getLogger(__name__)
 
@@ -560,7 +560,9 @@ async def on_lead_gone(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEven
     for lid in ids:
         await _release(conn, ctx, lid)
         await repo.scrub_lead(conn, lid)
-        await repo.scrub_outbox(conn, ctx.source, lid, scrub_data)
+        # Consumers of routing events read the owner and ids, not the lead snapshot, so unsent
+        # rows are scrubbed too; a published row's key (an email or phone) becomes the lead id.
+        await rewrite_rows(conn, ctx.source, scrub_data, subject=lid, unsent=True, sent_key=lid)
     await queues.scrub_deliveries(conn, ids, scrub_body, now)
 
 

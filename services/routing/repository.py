@@ -8,7 +8,7 @@ count says who won, so each transition happens exactly once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,6 @@ from services.routing.domain.model import RepState, RoutingConfig
 from services.routing.tables import assignments, rep_states, tombstones, unassigned
 from shared.db import insert_for, is_sqlite
 from shared.events import parse_time
-from shared.messaging_tables import outbox
 
 #: A database row as a plain dict (queue rows, rep states, report rows, timers, deliveries).
 Row = dict[str, Any]
@@ -239,33 +238,6 @@ async def scrub_lead(conn: AsyncConnection, lead_id: str) -> None:
         .where(assignments.c.lead_id == lead_id)
         .values(lead={"id": lead_id}, lead_key=None)
     )
-
-
-async def scrub_outbox(
-    conn: AsyncConnection,
-    source: str,
-    lead_id: str,
-    scrub: Callable[[Mapping[str, Any]], dict[str, Any]],
-) -> int:
-    """Erasure: rewrite the data of this service's outbox rows about the lead with ``scrub``.
-
-    Consumers of routing events read the owner and ids, never the lead snapshot, so an unsent
-    row stays meaningful. Only sent rows lose their partition key (an email or phone): an
-    unsent row keeps it so that it still lands on the lead's partition, in order.
-    """
-    rows = rows_of(
-        await conn.execute(
-            select(outbox.c.id, outbox.c.data, outbox.c.sent_at).where(
-                outbox.c.source == source, outbox.c.ce_subject == lead_id
-            )
-        )
-    )
-    for row in rows:
-        values: dict[str, Any] = {"data": scrub(row["data"] or {})}
-        if row["sent_at"] is not None:
-            values["partition_key"] = lead_id
-        await conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(**values))
-    return len(rows)
 
 
 async def repoint_assignment(

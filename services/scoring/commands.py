@@ -17,7 +17,7 @@ from services.scoring.domain.privacy import scrub_interaction
 from services.scoring.events import SOURCE, lead_events, scrubbed
 from services.scoring.repository import LeadRepository
 from shared.events import LeadType, new_event_id
-from shared.outbox import rewrite_sent
+from shared.outbox import rewrite_rows
 from shared.topics import Topics
 
 OVERRIDE_TYPE = "io.leadflow.scoring.override"
@@ -86,7 +86,7 @@ async def erase_lead(
     await repository.erase(conn, lead.id, hashes, now, scrub_interaction)
     # What scoring already published about the person is only history now; rows the relay
     # still owes to Kafka are left alone (``lead.erased`` follows them).
-    await rewrite_sent(conn, SOURCE, scrubbed(lead.id), subject=lead.id)
+    await rewrite_rows(conn, SOURCE, scrubbed(lead.id), subject=lead.id)
     cause = cause_id or new_event_id()
     repo.touch(lead)
     repo.add_timeline(lead.id, now, "erased", cause_type, cause, details or {"by": "api"})

@@ -11,7 +11,7 @@ from shared.db import create_engine
 from shared.events import CloudEvent, utcnow
 from shared.loops import Periodic
 from shared.messaging_tables import outbox
-from shared.outbox import count_pending, enqueue, hold, mark_sent, rewrite_sent
+from shared.outbox import count_pending, enqueue, hold, mark_sent, rewrite_rows
 
 
 async def test_held_rows_are_counted_only_when_asked(db_url: str) -> None:
@@ -40,12 +40,12 @@ async def test_rewrite_touches_only_published_rows_it_names(db_url: str) -> None
         async with engine.begin() as conn:
             await enqueue(conn, "svc", "topic", [sent, other_type, unsent, other_lead])
             await mark_sent(conn, [sent.id, other_type.id, other_lead.id])
-            changed = await rewrite_sent(
+            changed = await rewrite_rows(
                 conn, "svc", lambda d: {"gone": True}, subject="L1", types=["x"], drop_key=True
             )
             assert changed == 1
             # a second pass finds nothing left to forget
-            assert await rewrite_sent(conn, "svc", dict, types=["x"], drop_key=True) == 1
+            assert await rewrite_rows(conn, "svc", dict, types=["x"], drop_key=True) == 1
             rows = {
                 r.event_id: r
                 for r in await conn.execute(
@@ -56,6 +56,32 @@ async def test_rewrite_touches_only_published_rows_it_names(db_url: str) -> None
         assert rows[other_type.id].data == {"email": "a@b.c"}
         assert rows[unsent.id].data == {"email": "a@b.c"}
         assert rows[other_lead.id].partition_key is None  # the second, unnarrowed pass
+    finally:
+        await engine.dispose()
+
+
+async def test_erasure_can_rewrite_unsent_rows_and_rekey_published_ones(db_url: str) -> None:
+    engine = create_engine(db_url)
+    sent = CloudEvent(type="x", source="s", subject="L1", data={"email": "a@b.c"}, key="a@b.c")
+    unsent = CloudEvent(type="x", source="s", subject="L1", data={"email": "a@b.c"}, key="a@b.c")
+    try:
+        async with engine.begin() as conn:
+            await enqueue(conn, "svc", "topic", [sent, unsent])
+            await mark_sent(conn, [sent.id])
+            scrub = lambda d: {**d, "email": None}  # noqa: E731
+            changed = await rewrite_rows(
+                conn, "svc", scrub, subject="L1", unsent=True, sent_key="L1"
+            )
+            assert changed == 2
+            rows = {
+                r.event_id: r
+                for r in await conn.execute(
+                    select(outbox.c.event_id, outbox.c.data, outbox.c.partition_key)
+                )
+            }
+        assert rows[sent.id].data == {"email": None} and rows[sent.id].partition_key == "L1"
+        # the relay still owes it: its key keeps it on the lead's partition, in order
+        assert rows[unsent.id].data == {"email": None} and rows[unsent.id].partition_key == "a@b.c"
     finally:
         await engine.dispose()
 
