@@ -1,0 +1,74 @@
+"""Use cases: event or request -> domain decision -> repository and outbox, in one transaction.
+
+:data:`EVENT_HANDLERS` says what each consumed event type does (``batch_handler`` is the
+consumer's handler for ``leadflow.leads`` and ``leadflow.sales``); the timer worker calls
+:func:`fire_timer`, the queue retrier :func:`retry_queued`, the API :func:`first_touch` and
+:func:`log_sales_activity`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.routing.deps import RoutingContext
+from services.routing.handlers.assigning import change_rep, on_qualified, retry_queued
+from services.routing.handlers.common import UNASSIGNED_QUEUE, Conflict, NotFound, emit
+from services.routing.handlers.escalation import fire_timer
+from services.routing.handlers.lead_changes import on_lead_gone, on_merged
+from services.routing.handlers.sales import (
+    CLOSE_TYPES,
+    TOUCH_TYPES,
+    LogSalesActivity,
+    first_touch,
+    log_sales_activity,
+    on_sales,
+)
+from shared.events import CloudEvent, LeadType
+
+__all__ = [
+    "EVENT_HANDLERS",
+    "UNASSIGNED_QUEUE",
+    "Conflict",
+    "LogSalesActivity",
+    "NotFound",
+    "batch_handler",
+    "change_rep",
+    "emit",
+    "fire_timer",
+    "first_touch",
+    "handle_event",
+    "log_sales_activity",
+    "retry_queued",
+]
+
+#: A consumed event's use case.
+Handler = Callable[[AsyncConnection, RoutingContext, CloudEvent], Awaitable[None]]
+
+#: What routing does with each event type it consumes (``leadflow.leads``, ``leadflow.sales``).
+EVENT_HANDLERS: dict[str, Handler] = {
+    LeadType.QUALIFIED: on_qualified,
+    LeadType.ERASED: on_lead_gone,
+    LeadType.STATUS_CHANGED: on_lead_gone,
+    LeadType.MERGED: on_merged,
+    **dict.fromkeys(TOUCH_TYPES | CLOSE_TYPES, on_sales),
+}
+
+
+async def handle_event(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
+    """Dispatch one consumed event (a type routing has no use for is skipped)."""
+    handler = EVENT_HANDLERS.get(ev.type)
+    if handler is not None:
+        await handler(conn, ctx, ev)
+
+
+def batch_handler(ctx: RoutingContext) -> Any:
+    """The ConsumerRunner handler: every event of the batch in the batch's transaction."""
+
+    async def handle(conn: AsyncConnection, events: Sequence[CloudEvent]) -> None:
+        for ev in events:
+            await handle_event(conn, ctx, ev)
+
+    return handle
