@@ -37,7 +37,7 @@ WRITE_KEY = "chaos-write-key"
 #: SLA clocks of the drills, in plain seconds (the desk's calendar is 24x7). The warning comes
 #: early and the breach more than a timer lease (30 s) after it: a replica killed while holding
 #: the warning's lease would otherwise let the breach overtake it, and routing then drops the
-#: warning for good (``fire_timer`` in services/routing/handlers/escalation.py warns only while "open").
+#: warning for good (``fire_timer`` in routing's handlers/escalation.py warns only while "open").
 #: ``CHAOS_SLA_SECONDS=5 CHAOS_SLA_WARN_FRACTION=0.8`` reproduces that.
 SLA_SECONDS = float(os.environ.get("CHAOS_SLA_SECONDS", "40"))
 SLA_WARN_FRACTION = float(os.environ.get("CHAOS_SLA_WARN_FRACTION", "0.2"))
