@@ -26,7 +26,11 @@ class Settings(BaseSettings):
     ``KAFKA_BOOTSTRAP_SERVERS`` sets ``kafka_bootstrap_servers``.
     """
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+    # An empty variable means "unset": Compose's ``${VAR:-}`` gives an empty string, which would
+    # otherwise read as ``Path('.')`` for LEADFLOW_CONFIG (and as "" for every other setting).
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     leadflow_dev: bool = Field(
         default=False, description="Dev mode: dev credentials allowed, bundled broker, SQLite."

@@ -54,3 +54,25 @@ def test_several_tokens_at_once_for_rotation() -> None:
     assert settings.api_tokens == (STRONG, other)
     assert settings.read_tokens == (reader,)
     assert {STRONG, other, reader} <= set(settings.secrets)
+
+
+def test_an_empty_variable_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    # docker-compose.yml passes ``LEADFLOW_CONFIG: ${LEADFLOW_CONFIG:-}``: an empty string that
+    # would otherwise read as Path('.') and stop every service ("config .: Is a directory").
+    monkeypatch.setenv("LEADFLOW_CONFIG", "")
+    monkeypatch.setenv("LEADFLOW_TOPIC_PREFIX", "")
+    monkeypatch.setenv("LEADFLOW_CAPTURE_PORT", "")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "")
+    settings = load_settings(leadflow_dev=True)
+    assert settings.leadflow_config is None
+    assert settings.leadflow_topic_prefix == "leadflow."
+    assert settings.leadflow_capture_port == 8001
+    assert settings.kafka_bootstrap_servers is None
+
+
+def test_a_set_variable_still_applies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEADFLOW_CONFIG", "/etc/leadflow/leadflow.yaml")
+    monkeypatch.setenv("LEADFLOW_TOPIC_PREFIX", "acme.")
+    settings = load_settings(leadflow_dev=True)
+    assert str(settings.leadflow_config) == "/etc/leadflow/leadflow.yaml"
+    assert settings.leadflow_topic_prefix == "acme."
