@@ -174,6 +174,44 @@ def deadletter_replay(
     typer.echo(f"{dead_id}\treplayed as {replay_id} (the service's relay publishes it)")
 
 
+config_app = typer.Typer(help="Work with the YAML config file.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def _config_checks() -> list[tuple[str, Any]]:
+    """Each service's own start-up check of the config file (schema, then cross-references)."""
+    from services.capture.config import parse_config
+    from services.routing.config import load_routing_config
+    from services.scoring.config import load_rules
+
+    return [("capture", parse_config), ("scoring", load_rules), ("routing", load_routing_config)]
+
+
+@config_app.command("check")
+def config_check(
+    file: Path = typer.Argument(..., help="The YAML config file (LEADFLOW_CONFIG) to check."),
+) -> None:
+    """Check a config file as the three services would at start-up: one line per problem."""
+    from shared.config import ConfigError, load_config
+
+    try:
+        raw = load_config(file)
+    except ConfigError as exc:
+        typer.echo(str(exc))
+        raise typer.Exit(1) from None
+    problems: list[str] = []
+    for _name, check in _config_checks():
+        try:
+            check(raw)
+        except ConfigError as exc:
+            problems.extend(line for line in str(exc).splitlines() if line not in problems)
+    for line in problems:
+        typer.echo(line)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo("ok")
+
+
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     import httpx
 

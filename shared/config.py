@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from jsonschema.exceptions import ValidationError, best_match
 
 DEFAULT_CONFIG = "default_config.yaml"
 
@@ -54,13 +54,33 @@ def key_path(parts: Any) -> str:
     return out or "(top level)"
 
 
-def validate_section(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
-    """Validate ``config`` against a JSON Schema; raise :class:`ConfigError` naming the key."""
+def schema_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """Every way ``config`` breaks a JSON Schema, one line each, naming the bad key.
+
+    For each failure the most specific cause is reported (``best_match`` descends into
+    ``oneOf``/``anyOf``), so the line names the field, not the shallowest branch that failed.
+    """
     validator = Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
-    if errors:
-        err: ValidationError = errors[0]
-        raise ConfigError(f"invalid config at {key_path(err.absolute_path)}: {err.message}")
+    problems: dict[str, None] = {}
+    found: list[ValidationError] = []
+    for err in validator.iter_errors(config):
+        best = best_match([err])
+        found.append(best if best is not None else err)
+    for err in sorted(found, key=lambda e: [_path_key(p) for p in e.absolute_path]):
+        problems[f"invalid config at {key_path(err.absolute_path)}: {err.message}"] = None
+    return list(problems)
+
+
+def _path_key(part: Any) -> tuple[int, int, str]:
+    return (0, part, "") if isinstance(part, int) else (1, 0, str(part))
+
+
+def validate_section(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
+    """Validate ``config`` against a JSON Schema; raise :class:`ConfigError` naming each bad key
+    (one line per problem)."""
+    problems = schema_problems(config, schema)
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def load_schema(package: str, name: str = "config_schema.json") -> dict[str, Any]:

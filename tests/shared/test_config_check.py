@@ -1,0 +1,85 @@
+"""``leadflow config check FILE``: the three services' start-up checks, run before deploying."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from typer.testing import CliRunner
+
+from services.cli import app
+from shared.config import default_config_text
+
+runner = CliRunner()
+
+
+def _check(tmp_path: Path, config: dict[str, Any] | str) -> tuple[int, list[str]]:
+    path = tmp_path / "leadflow.yaml"
+    text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+    path.write_text(text, encoding="utf-8")
+    result = runner.invoke(app, ["config", "check", str(path)])
+    return result.exit_code, result.output.splitlines()
+
+
+def _default() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(default_config_text())
+    return config
+
+
+def test_the_default_config_passes(tmp_path: Path) -> None:
+    assert _check(tmp_path, default_config_text()) == (0, ["ok"])
+
+
+def test_a_misspelled_key_deep_in_a_section_is_named(tmp_path: Path) -> None:
+    config = _default()
+    rule = config["scoring"]["fit"][1]
+    rule["pointz"] = rule.pop("points")
+    code, lines = _check(tmp_path, config)
+    assert code == 1
+    assert "ok" not in lines
+    assert any(
+        line.startswith("invalid config at scoring.fit[1]:") and "'pointz'" in line
+        for line in lines
+    ), lines
+
+
+def test_a_wrong_type_is_named_by_its_path_not_the_shallowest_failure(tmp_path: Path) -> None:
+    # hours is a oneOf ("24x7" or a week): the shallowest error would be "not valid under any
+    # of the given schemas" at ...hours; the line must name the very entry instead.
+    config = _default()
+    config["routing"]["calendars"]["emea-office"]["hours"]["mon"] = [9]
+    code, lines = _check(tmp_path, config)
+    assert code == 1
+    assert lines == [
+        "invalid config at routing.calendars.emea-office.hours.mon[0]: 9 is not of type 'string'"
+    ]
+
+
+def test_every_problem_of_every_section_gets_a_line(tmp_path: Path) -> None:
+    config = _default()
+    config["capture"]["max_body_kb"] = "big"
+    config["scoring"]["fit"][0]["points"] = "many"
+    config["routing"]["reps"][0]["weight"] = 0
+    code, lines = _check(tmp_path, config)
+    assert code == 1
+    assert [line.split(":")[0] for line in lines] == [
+        "invalid config at capture.max_body_kb",
+        "invalid config at scoring.fit[0].points",
+        "invalid config at routing.reps[0].weight",
+    ]
+
+
+def test_a_cross_reference_the_schema_cannot_see_is_refused(tmp_path: Path) -> None:
+    config = _default()
+    config["routing"]["teams"]["emea"]["calendar"] = "no-such-calendar"
+    code, lines = _check(tmp_path, config)
+    assert code == 1
+    assert len(lines) == 1 and "no-such-calendar" in lines[0]
+
+
+def test_an_unreadable_or_malformed_file_is_one_problem(tmp_path: Path) -> None:
+    code, lines = _check(tmp_path, "forms: [unclosed")
+    assert code == 1 and "not valid YAML" in lines[0]
+    result = runner.invoke(app, ["config", "check", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 1 and "cannot read" in result.output
