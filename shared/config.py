@@ -17,6 +17,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
 DEFAULT_CONFIG = "default_config.yaml"
+SECTIONS = ("forms", "capture", "scoring", "routing")
+"""The top-level sections of the file; any other key is a misspelling and is refused."""
 
 
 class ConfigError(SystemExit):
@@ -43,6 +45,14 @@ def load_config(path: Path | str | None = None) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config {where}: the top level must be a mapping")
+    unknown = [str(key) for key in data if key not in SECTIONS]
+    if unknown:
+        raise ConfigError(
+            "\n".join(
+                f"invalid config at {key}: unknown section (the sections are {', '.join(SECTIONS)})"
+                for key in unknown
+            )
+        )
     return data
 
 

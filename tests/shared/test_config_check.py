@@ -83,3 +83,43 @@ def test_an_unreadable_or_malformed_file_is_one_problem(tmp_path: Path) -> None:
     assert code == 1 and "not valid YAML" in lines[0]
     result = runner.invoke(app, ["config", "check", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 1 and "cannot read" in result.output
+
+
+def test_a_misspelled_section_is_refused(tmp_path: Path) -> None:
+    # A misspelled ``scoring:`` used to mean zero rules: no lead ever qualified, silently.
+    config = _default()
+    config["scorng"] = config.pop("scoring")
+    code, lines = _check(tmp_path, config)
+    assert code == 1
+    assert lines[0].startswith("invalid config at scorng: unknown section")
+
+
+def test_a_missing_scoring_section_is_refused(tmp_path: Path) -> None:
+    config = _default()
+    del config["scoring"]
+    code, lines = _check(tmp_path, config)
+    assert (code, lines) == (1, ["invalid config at (top level): 'scoring' is a required property"])
+
+
+def test_an_unknown_optional_key_is_refused(tmp_path: Path) -> None:
+    # ``max_open`` is optional, so only additionalProperties: false can catch its misspelling.
+    config = _default()
+    config["routing"]["reps"][0]["capacity"]["max_opne"] = 5
+    config["capture"]["ratelimit"] = {"per_second": 5}
+    code, lines = _check(tmp_path, config)
+    assert code == 1
+    assert [line.split(":")[0] for line in lines] == [
+        "invalid config at capture",
+        "invalid config at routing.reps[0].capacity",
+    ]
+    assert "'ratelimit' was unexpected" in lines[0] and "'max_opne' was unexpected" in lines[1]
+
+
+def test_a_misspelled_webhook_event_type_is_refused(tmp_path: Path) -> None:
+    config = _default()
+    config["routing"]["webhooks"] = [
+        {"url": "https://crm.example/hook", "events": ["io.leadflow.routing.asigned"]}
+    ]
+    code, lines = _check(tmp_path, config)
+    assert code == 1
+    assert lines[0].startswith("invalid config at routing.webhooks[0].events[0]:")
