@@ -112,3 +112,23 @@ def test_build_app_refuses_a_bad_seniority_regex(sqlite_db_url: str) -> None:
     bad = _with(lambda s: s["seniority"][2].update(pattern="[director"))
     with pytest.raises(ConfigError, match=r"scoring\.seniority\[2\]\.pattern"):
         build_app(make_settings("127.0.0.1:1", sqlite_db_url), bad)
+
+
+def test_an_engagement_rule_naming_an_unknown_group_is_refused_with_its_path() -> None:
+    def misspell(scoring: dict[str, Any]) -> None:
+        scoring["engagement"]["rules"][2]["group"] = "froms"
+
+    with pytest.raises(ConfigError) as err:
+        parse_rules(_with(misspell)["scoring"])
+    message = str(err.value)
+    assert "scoring.engagement.rules[2].group" in message
+    assert "'froms'" in message
+    # Every group the default config's rules name is defined, and a rule without a group
+    # still lands in the implicit uncapped "default" group.
+    config = _with(lambda s: s["engagement"]["rules"][2].pop("group"))
+    rules = parse_rules(config["scoring"])
+    assert rules.engagement[2].group == "default"
+    assert rules.groups["default"].cap is None
+    assert {r.group for r in parse_rules(load_config()["scoring"]).engagement} <= set(
+        load_config()["scoring"]["engagement"]["groups"]
+    )

@@ -246,9 +246,18 @@ def parse_rules(section: Mapping[str, Any]) -> Rules:
     rules = []
     for i, r in enumerate(eng.get("rules") or []):
         where = f"scoring.engagement.rules[{i}]"
-        group = r.get("group", "default")
-        if group not in groups:
-            groups[group] = Group(group, None, _decay(default_decay))
+        if "group" in r:
+            group = r["group"]
+            if group not in groups:
+                known = ", ".join(sorted(groups)) or "none defined"
+                raise ConfigError(
+                    f"invalid config at {where}.group: unknown group {group!r}"
+                    f" (scoring.engagement.groups has: {known})"
+                )
+        else:  # no group named: an implicit uncapped "default" group
+            group = "default"
+            if group not in groups:
+                groups[group] = Group(group, None, _decay(default_decay))
         when = tuple(
             (path, parse_condition(spec, f"{where}.when.{path}", lists))
             for path, spec in (r.get("when") or {}).items()
