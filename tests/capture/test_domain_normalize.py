@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import phonenumbers
+import pycountry
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -99,6 +100,20 @@ def test_company_size(raw: str | int | None, expected: int | None) -> None:
         ("France", "FR"),
         ("Österreich", "AT"),
         ("deu", "DE"),
+        # Alpha-3 codes the old hand-typed table missed, in the default territories.
+        ("LUX", "LU"),
+        ("COL", "CO"),
+        ("CHL", "CL"),
+        ("PER", "PE"),
+        ("hun", "HU"),
+        ("GRC", "GR"),
+        ("ROU", "RO"),
+        ("Czechia", "CZ"),
+        ("Czech Republic", "CZ"),
+        ("XKX", "XK"),
+        ("XK", "XK"),
+        ("AQ", "AQ"),
+        ("ZZZ", None),
         ("Atlantis", None),
         ("", None),
         ("XX", None),
@@ -225,8 +240,17 @@ def test_company_size_total(text: str) -> None:
 def test_country_is_alpha2_or_none(text: str) -> None:
     out = normalize_country(text)
     assert out is None or (
-        len(out) == 2 and out.isupper() and out in phonenumbers.SUPPORTED_REGIONS
+        len(out) == 2
+        and out.isupper()
+        and (out in phonenumbers.SUPPORTED_REGIONS or pycountry.countries.get(alpha_2=out))
     )
+
+
+@given(st.sampled_from(sorted(c.alpha_3 for c in pycountry.countries)))
+def test_every_iso_alpha3_code_gives_its_alpha2(code: str) -> None:
+    expected = pycountry.countries.get(alpha_3=code).alpha_2
+    assert normalize_country(code) == expected
+    assert normalize_country(code.lower()) == expected
 
 
 @given(st.sampled_from(sorted(phonenumbers.SUPPORTED_REGIONS)))

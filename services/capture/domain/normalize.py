@@ -7,6 +7,7 @@ import unicodedata
 from functools import lru_cache
 
 import phonenumbers
+import pycountry
 from email_validator import EmailNotValidError, validate_email
 
 
@@ -125,43 +126,20 @@ _COUNTRY_ALIASES = {
     "türkiye": "TR",
     "turkey": "TR",
 }
-_ALPHA3 = {
-    "USA": "US",
-    "GBR": "GB",
-    "DEU": "DE",
-    "FRA": "FR",
-    "ESP": "ES",
-    "ITA": "IT",
-    "NLD": "NL",
-    "BEL": "BE",
-    "AUT": "AT",
-    "CHE": "CH",
-    "POL": "PL",
-    "SWE": "SE",
-    "NOR": "NO",
-    "DNK": "DK",
-    "FIN": "FI",
-    "IRL": "IE",
-    "PRT": "PT",
-    "CAN": "CA",
-    "MEX": "MX",
-    "BRA": "BR",
-    "ARG": "AR",
-    "AUS": "AU",
-    "NZL": "NZ",
-    "IND": "IN",
-    "CHN": "CN",
-    "JPN": "JP",
-    "KOR": "KR",
-    "SGP": "SG",
-    "ZAF": "ZA",
-    "ISR": "IL",
-    "ARE": "AE",
-    "TUR": "TR",
-    "RUS": "RU",
-    "UKR": "UA",
-    "CZE": "CZ",
-}
+
+
+@lru_cache(maxsize=1)
+def _alpha2_codes() -> frozenset[str]:
+    """Valid alpha-2 codes: ISO 3166-1 (pycountry) plus phonenumbers' regions (AC, TA, XK)."""
+    return frozenset(c.alpha_2 for c in pycountry.countries) | phonenumbers.SUPPORTED_REGIONS
+
+
+@lru_cache(maxsize=1)
+def _alpha3_codes() -> dict[str, str]:
+    """Every ISO 3166-1 alpha-3 code (pycountry's packaged table) mapped to its alpha-2."""
+    codes = {c.alpha_3: c.alpha_2 for c in pycountry.countries}
+    codes["XKX"] = "XK"  # Kosovo: user-assigned, but what the EU and IMF use
+    return codes
 
 
 def _fold(text: str) -> str:
@@ -181,6 +159,11 @@ def _country_names() -> dict[str, str]:
         for name in by_lang.values():
             if name and not name.startswith("*"):
                 names.setdefault(_fold(name), code)
+    for country in pycountry.countries:  # English names phonenumbers lacks, e.g. Czechia
+        for attr in ("name", "common_name", "official_name"):
+            english = getattr(country, attr, None)
+            if isinstance(english, str) and english:
+                names.setdefault(_fold(english), country.alpha_2)
     names.update({_fold(k): v for k, v in _COUNTRY_ALIASES.items()})
     return names
 
@@ -195,9 +178,9 @@ def normalize_country(value: str | None) -> str | None:
     if len(text) == 2 and text.isascii() and text.isalpha():
         code = text.upper()
         code = "GB" if code == "UK" else code
-        return code if code in phonenumbers.SUPPORTED_REGIONS else None
-    if len(text) == 3 and text.isascii() and text.upper() in _ALPHA3:
-        return _ALPHA3[text.upper()]
+        return code if code in _alpha2_codes() else None
+    if len(text) == 3 and text.isascii() and text.upper() in _alpha3_codes():
+        return _alpha3_codes()[text.upper()]
     return _country_names().get(_fold(text))
 
 
