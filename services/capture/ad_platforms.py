@@ -30,6 +30,8 @@ from shared.events import parse_time, utcnow
 from shared.settings import Settings
 
 META_FIELDS = "field_data,created_time,ad_id,form_id,campaign_id,platform,is_organic"
+#: The ``LinkedIn-Version`` sent when ``capture.ad_fetch.linkedin_api_version`` is not set.
+DEFAULT_LINKEDIN_API_VERSION = "202405"
 _LI_FORM = re.compile(r"urn:li:leadGenForm:([^,)]+)")
 
 
@@ -66,9 +68,15 @@ def _notified_time(notification: dict[str, Any]) -> datetime:
 class AdPlatforms:
     """The platforms' lead APIs, called with one HTTP client and the configured credentials."""
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: httpx.AsyncClient,
+        linkedin_api_version: str = DEFAULT_LINKEDIN_API_VERSION,
+    ) -> None:
         self.settings = settings
         self.client = client
+        self.linkedin_api_version = linkedin_api_version
 
     async def fetch(self, platform: str, lead_id: str, notification: dict[str, Any]) -> Interaction:
         """The ``ad_lead_received`` interaction of one platform lead."""
@@ -122,7 +130,7 @@ class AdPlatforms:
         headers = {
             "Authorization": f"Bearer {self.settings.linkedin_access_token or ''}",
             "X-Restli-Protocol-Version": "2.0.0",
-            "LinkedIn-Version": "202405",
+            "LinkedIn-Version": self.linkedin_api_version,
         }
         response = await self._get(
             f"{base}/rest/leadFormResponses/{_seg(lead_id)}", headers=headers

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.capture.ad_platforms import DEFAULT_LINKEDIN_API_VERSION
 from services.capture.domain.interaction import FormSettings
 from services.capture.domain.ratelimit import Network, parse_networks
 from shared.config import load_config, load_schema, validate_section
@@ -24,6 +25,9 @@ class AdFetchPolicy:
     keep_identifiers_days: float = 30.0
     #: How long finished (done, dead, deleted) fetch rows are kept to ignore redeliveries.
     keep_finished_days: float = 30.0
+    #: The ``LinkedIn-Version`` header (YYYYMM) of Lead Sync calls. LinkedIn retires a monthly
+    #: version about a year after release; a retired one fails every fetch.
+    linkedin_api_version: str = DEFAULT_LINKEDIN_API_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,5 +113,8 @@ def parse_config(config: Mapping[str, Any]) -> CaptureConfig:
             max_retry_seconds=float(fetch.get("max_retry_seconds", 600)),
             keep_identifiers_days=float(fetch.get("keep_identifiers_days", 30)),
             keep_finished_days=float(fetch.get("keep_finished_days", 30)),
+            linkedin_api_version=str(
+                fetch.get("linkedin_api_version", DEFAULT_LINKEDIN_API_VERSION)
+            ),
         ),
     )
