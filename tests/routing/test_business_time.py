@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.routing.config import load_routing_config
 from services.routing.domain.business_time import (
     add_business_time,
     business_seconds_between,
     make_calendar,
     parse_span,
 )
+from services.routing.domain.config import parse_routing_config
+from shared.config import ConfigError, load_config
 
 WEEKDAYS = {d: ["09:00-17:00"] for d in ("mon", "tue", "wed", "thu", "fri")}
 BERLIN = make_calendar("Europe/Berlin", WEEKDAYS, ["2026-12-25"], name="berlin")
@@ -128,3 +132,82 @@ def test_adding_across_a_dst_change_counts_real_hours() -> None:
     assert end == utc(2026, 3, 29, 11)
     # Office hours stay 09:00-17:00 local on both sides of the change.
     assert add_business_time(utc(2026, 3, 27, 15, 30), 3600, BERLIN) == utc(2026, 3, 30, 7, 30)
+
+
+# Public holidays from the ``holidays`` library: they do not run out after a hand-typed list.
+GERMANY = make_calendar("Europe/Berlin", WEEKDAYS, holidays_country="DE", name="de")
+BAVARIA = make_calendar(
+    "Europe/Berlin", WEEKDAYS, holidays_country="DE", holidays_subdivision="BY", name="by"
+)
+
+
+def test_a_2031_german_public_holiday_is_not_a_working_day() -> None:
+    # Friday 3 Oct 2031 (German Unity Day), 10:00 Berlin (08:00Z): closed all day.
+    unity_day = utc(2031, 10, 3, 8)
+    assert not GERMANY.is_open(unity_day)
+    assert GERMANY.is_holiday(unity_day.date())
+    assert BERLIN.is_open(unity_day)  # explicit dates only: an ordinary Friday
+    # One business hour from Thursday 16:30 Berlin runs 30 min, skips Friday and the weekend.
+    assert add_business_time(utc(2031, 10, 2, 14, 30), 3600, GERMANY) == utc(2031, 10, 6, 7, 30)
+    assert business_seconds_between(utc(2031, 10, 3), utc(2031, 10, 4), GERMANY) == 0
+    # Thursday 25 Dec 2031 too, and the explicit dates still count alongside.
+    assert not GERMANY.is_open(utc(2031, 12, 25, 10))
+    both = make_calendar("Europe/Berlin", WEEKDAYS, ["2031-12-24"], holidays_country="de")
+    assert not both.is_open(utc(2031, 12, 24, 10)) and not both.is_open(utc(2031, 12, 25, 10))
+    assert both.is_open(utc(2031, 12, 23, 10))
+
+
+def test_a_subdivision_adds_its_regional_holidays() -> None:
+    epiphany = utc(2031, 1, 6, 10)  # a Monday; a holiday in Bavaria, not nationwide
+    assert not BAVARIA.is_open(epiphany)
+    assert GERMANY.is_open(epiphany)
+
+
+@pytest.mark.parametrize(
+    ("country", "subdivision", "message"),
+    [
+        ("XX", None, "no public holidays known for country 'XX'"),
+        ("DE", "ZZ", "unknown subdivision 'ZZ' of DE"),
+        (None, "BY", "holidays_subdivision needs holidays_country"),
+    ],
+)
+def test_an_unknown_holidays_country_or_subdivision_is_refused(
+    country: str | None, subdivision: str | None, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_calendar(
+            "Europe/Berlin",
+            WEEKDAYS,
+            holidays_country=country,
+            holidays_subdivision=subdivision,
+        )
+
+
+def test_the_default_calendars_have_public_holidays_every_year() -> None:
+    config = load_config()
+    routing = load_routing_config(config)
+    emea = next(t.calendar for t in routing.teams.values() if t.calendar.name == "emea-office")
+    americas = next(
+        t.calendar for t in routing.teams.values() if t.calendar.name == "americas-office"
+    )
+    for year in (2027, 2031, 2040):
+        assert not emea.is_open(datetime(year, 12, 25, 10, tzinfo=emea.tz))
+        assert not americas.is_open(datetime(year, 7, 4, 12, tzinfo=americas.tz))
+    # A rep with their own hours and no holidays of their own keeps the team's country.
+    rep_spec = {"id": "x", "name": "X", "email": "x@example.com", "team": "emea"}
+    section = copy.deepcopy(config["routing"])
+    team = next(n for n, t in routing.teams.items() if t.calendar.name == "emea-office")
+    section["reps"].append({**rep_spec, "team": team, "hours": {"mon": ["08:00-12:00"]}})
+    rep = parse_routing_config(section).reps["x"]
+    assert rep.calendar.holidays_country == "DE"
+    assert not rep.calendar.is_open(utc(2031, 4, 14, 7))  # Easter Monday 2031, 09:00 Berlin
+    assert rep.calendar.is_open(utc(2031, 4, 7, 7))
+
+
+def test_a_subdivision_without_a_country_is_refused_by_the_schema() -> None:
+    config = copy.deepcopy(load_config())
+    calendar = next(iter(config["routing"]["calendars"].values()))
+    calendar.pop("holidays_country", None)
+    calendar["holidays_subdivision"] = "BY"
+    with pytest.raises(ConfigError, match="holidays_country"):
+        load_routing_config(config)

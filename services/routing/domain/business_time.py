@@ -1,5 +1,9 @@
 """Business calendars: weekly opening hours in a time zone, with holidays.
 
+Holidays are explicit dates, plus, when a calendar names ``holidays_country`` (and optionally
+``holidays_subdivision``), that country's public holidays for any year, computed by the
+``holidays`` library (rules in code, no I/O) and cached per year.
+
 All instants are aware datetimes; results are in UTC. Opening hours are local wall-clock times,
 so the length of a business day follows daylight-saving changes (a 00:00-24:00 day lasts 23 or
 25 hours on a transition day) and an hour that does not exist locally is simply never open.
@@ -10,7 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays as public_holidays
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: How far ahead a search for open time may go before the calendar is declared never open.
@@ -27,13 +34,25 @@ class Calendar:
     weekly: Mapping[int, Sequence[Span]]
     holidays: frozenset[date] = field(default_factory=frozenset)
     name: str = ""
+    #: ISO 3166-1 alpha-2 code whose public holidays (every year) are also closed days.
+    holidays_country: str | None = None
+    #: A subdivision of that country (``BY`` for Bavaria), adding its regional holidays.
+    holidays_subdivision: str | None = None
+
+    def is_holiday(self, day: date) -> bool:
+        """Whether the local date ``day`` is closed: an explicit date or a public holiday."""
+        if day in self.holidays:
+            return True
+        if self.holidays_country is None:
+            return False
+        return day in _public_holidays(self.holidays_country, self.holidays_subdivision, day.year)
 
     def intervals(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
         """Open intervals in UTC, in order, from the local day of ``start`` onwards."""
         day = start.astimezone(self.tz).date() - timedelta(days=1)
         last_end: datetime | None = None
         for _ in range(MAX_SEARCH_DAYS):
-            if day not in self.holidays:
+            if not self.is_holiday(day):
                 for begin, end in self.weekly.get(day.weekday(), ()):
                     a = _utc(day, begin, self.tz)
                     b = (
@@ -56,6 +75,22 @@ class Calendar:
             if a <= at < b:
                 return True
         return False
+
+
+@lru_cache(maxsize=256)
+def _public_holidays(country: str, subdivision: str | None, year: int) -> frozenset[date]:
+    """The public holidays of ``country`` (and ``subdivision``) in ``year``."""
+    return frozenset(public_holidays.country_holidays(country, subdiv=subdivision, years=year))
+
+
+def check_holidays_country(country: str, subdivision: str | None = None) -> None:
+    """Raise ValueError unless the ``holidays`` library knows the country and subdivision."""
+    supported = public_holidays.list_supported_countries()
+    if country not in supported:
+        raise ValueError(f"no public holidays known for country {country!r}")
+    if subdivision is not None and subdivision not in supported[country]:
+        known = ", ".join(supported[country]) or "none"
+        raise ValueError(f"unknown subdivision {subdivision!r} of {country} (known: {known})")
 
 
 def _utc(day: date, at: time, tz: ZoneInfo) -> datetime:
@@ -114,6 +149,8 @@ def make_calendar(
     hours: str | Mapping[str, Sequence[str]],
     holidays: Sequence[str] = (),
     name: str = "",
+    holidays_country: str | None = None,
+    holidays_subdivision: str | None = None,
 ) -> Calendar:
     """A calendar from config values; ``hours`` is ``"24x7"`` or ``{mon: ["09:00-17:00"]}``."""
     try:
@@ -136,7 +173,19 @@ def make_calendar(
         days = frozenset(date.fromisoformat(str(h)) for h in holidays)
     except ValueError as exc:
         raise ValueError(f"bad holiday date: {exc}") from None
-    return Calendar(tz=tz, weekly=weekly, holidays=days, name=name)
+    if holidays_subdivision is not None and holidays_country is None:
+        raise ValueError("holidays_subdivision needs holidays_country")
+    if holidays_country is not None:
+        holidays_country = holidays_country.upper()
+        check_holidays_country(holidays_country, holidays_subdivision)
+    return Calendar(
+        tz=tz,
+        weekly=weekly,
+        holidays=days,
+        name=name,
+        holidays_country=holidays_country,
+        holidays_subdivision=holidays_subdivision,
+    )
 
 
 def local_day_start(at: datetime, tz: ZoneInfo) -> datetime:

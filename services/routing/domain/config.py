@@ -102,9 +102,21 @@ def _calendar(ref: Any, key: str, calendars: Calendars) -> Calendar:
             raise RoutingConfigError(key, f"unknown calendar {ref!r}")
         return calendars[ref]
     try:
-        return make_calendar(ref["timezone"], ref["hours"], ref.get("holidays", ()))
+        return _make(ref)
     except ValueError as exc:
         raise RoutingConfigError(key, str(exc)) from None
+
+
+def _make(spec: Mapping[str, Any], name: str = "") -> Calendar:
+    """A calendar from ``{timezone, hours, holidays, holidays_country, holidays_subdivision}``."""
+    return make_calendar(
+        spec["timezone"],
+        spec["hours"],
+        spec.get("holidays", ()),
+        name=name,
+        holidays_country=spec.get("holidays_country"),
+        holidays_subdivision=spec.get("holidays_subdivision"),
+    )
 
 
 def _calendars(section: Mapping[str, Any]) -> dict[str, Calendar]:
@@ -112,9 +124,7 @@ def _calendars(section: Mapping[str, Any]) -> dict[str, Calendar]:
     calendars = {}
     for name, spec in (section.get("calendars") or {}).items():
         try:
-            calendars[name] = make_calendar(
-                spec["timezone"], spec["hours"], spec.get("holidays", ()), name=name
-            )
+            calendars[name] = _make(spec, name=name)
         except ValueError as exc:
             raise RoutingConfigError(f"routing.calendars.{name}", str(exc)) from None
     return calendars
@@ -136,9 +146,21 @@ def _rep_calendar(spec: Mapping[str, Any], key: str, team: Team, calendars: Cale
     """A rep's working hours: their own ``hours``, a ``calendar``, else the team's."""
     if "hours" in spec:
         tz = spec.get("timezone", team.calendar.tz.key)
-        # Without their own holidays, reps are off on the team's holidays.
-        holidays = spec.get("holidays", sorted(d.isoformat() for d in team.calendar.holidays))
-        own = {"timezone": tz, "hours": spec["hours"], "holidays": holidays}
+        # Without their own holidays, reps are off on the team's holidays (its dates, and
+        # its country's public holidays unless they name their own country).
+        team_cal = team.calendar
+        own: dict[str, Any] = {
+            "timezone": tz,
+            "hours": spec["hours"],
+            "holidays": spec.get("holidays", sorted(d.isoformat() for d in team_cal.holidays)),
+        }
+        if "holidays_country" in spec:
+            own["holidays_country"] = spec["holidays_country"]
+            if "holidays_subdivision" in spec:
+                own["holidays_subdivision"] = spec["holidays_subdivision"]
+        elif "holidays" not in spec and team_cal.holidays_country is not None:
+            own["holidays_country"] = team_cal.holidays_country
+            own["holidays_subdivision"] = team_cal.holidays_subdivision
         return _calendar(own, f"{key}.hours", calendars)
     if "calendar" in spec:
         return _calendar(spec["calendar"], f"{key}.calendar", calendars)
