@@ -228,8 +228,13 @@ def _working_hours(
         else sorted(d.isoformat() for d in configured.holidays)
     )
     hours: Any = wh.hours
+    # the configured calendar's public holidays (a country's, every year) stay closed days
+    country, subdivision = configured.holidays_country, configured.holidays_subdivision
+    public = {"holidays_country": country, "holidays_subdivision": subdivision}
     try:
-        make_calendar(tz, hours, holidays)
+        make_calendar(
+            tz, hours, holidays, holidays_country=country, holidays_subdivision=subdivision
+        )
     except ValueError as exc:
         loc = (
             "/body/working_hours/timezone"
@@ -239,7 +244,7 @@ def _working_hours(
         raise Problem(
             422, f"invalid working_hours: {exc}", errors=[{"loc": loc, "msg": str(exc)}]
         ) from None
-    return {"timezone": tz, "hours": hours, "holidays": holidays}
+    return {"timezone": tz, "hours": hours, "holidays": holidays, **public}
 
 
 class SlaSummaryOut(BaseModel):

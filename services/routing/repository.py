@@ -72,7 +72,13 @@ def working_hours_calendar(spec: Any) -> Calendar | None:
     if not isinstance(spec, Mapping):
         return None
     try:
-        return make_calendar(spec["timezone"], spec["hours"], spec.get("holidays") or ())
+        return make_calendar(
+            spec["timezone"],
+            spec["hours"],
+            spec.get("holidays") or (),
+            holidays_country=spec.get("holidays_country"),
+            holidays_subdivision=spec.get("holidays_subdivision"),
+        )
     except (KeyError, TypeError, ValueError):
         log.warning("ignoring unreadable working hours override %r", spec)
         return None

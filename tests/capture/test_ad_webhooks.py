@@ -40,7 +40,12 @@ async def standin() -> AsyncIterator[StandIn]:
 @pytest.fixture
 async def app(kafka_bootstrap: str, db_url: str, standin: StandIn) -> AsyncIterator[Running]:
     config = make_config(
-        ad_fetch={"max_attempts": 3, "first_retry_seconds": 0.1, "max_retry_seconds": 0.5}
+        ad_fetch={
+            "max_attempts": 3,
+            "first_retry_seconds": 0.1,
+            "max_retry_seconds": 0.5,
+            "linkedin_api_version": "202510",  # not the default: the configured one is sent
+        }
     )
     async with start(
         kafka_bootstrap,
@@ -276,6 +281,8 @@ async def test_linkedin_challenge_signatures_and_fetch(app: Running, standin: St
         return standin.calls.count("/li/rest/leadFormResponses/1a2b3c-4") == 1
 
     await wait_for(fetched_once)
+    li = [h for c, h in zip(standin.calls, standin.headers, strict=True) if c.startswith("/li/")]
+    assert li and all(h.get("linkedin-version") == "202510" for h in li)
 
 
 def li_sign(raw: bytes) -> str:

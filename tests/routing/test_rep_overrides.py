@@ -4,9 +4,11 @@ an owner are retried as soon as a rep comes back (by PATCH or by the clock)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from services.routing import repository as repo
+from services.routing.api_admin import WorkingHours, _working_hours
 from services.routing.domain.business_time import DAYS, make_calendar
 from services.routing.domain.model import RepState
 from services.routing.domain.rules import next_available_at, route
@@ -193,3 +195,17 @@ async def check_weight_and_hours_validation(client: Any) -> None:
     after = (await client.get("/v1/reps")).json()["items"][0]
     assert after["weight"] == before["weight"]
     assert after["working_hours"] == before["working_hours"]
+
+
+def test_overridden_hours_keep_the_configured_public_holidays() -> None:
+    """A rep's own hours keep the team's country holidays: PATCH sends only hours."""
+    configured = make_calendar("Europe/Berlin", "24x7", holidays_country="DE")
+    ctx: Any = SimpleNamespace(
+        config=SimpleNamespace(reps={"r1": SimpleNamespace(calendar=configured)})
+    )
+    spec = _working_hours(ctx, "r1", WorkingHours(hours={"mon": ["09:00-17:00"]}))
+    assert spec is not None
+    calendar = repo.working_hours_calendar(spec)
+    assert calendar is not None
+    unity_day_2031 = datetime(2031, 10, 3).date()  # a Friday, German Unity Day
+    assert calendar.is_holiday(unity_day_2031)
