@@ -27,6 +27,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.helpers import create_ssl_context
 from prometheus_client import Counter
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
@@ -73,10 +74,33 @@ WAIT_GRACE_SECONDS = 2.0
 BatchHandler = Callable[[AsyncConnection, Sequence[CloudEvent]], Awaitable[None]]
 
 
+def kafka_client_options(settings: Settings) -> dict[str, Any]:
+    """Connection options every Kafka client of a service shares: the bootstrap servers and,
+    for a managed Kafka, TLS and SASL (the ``KAFKA_SECURITY_*`` / ``KAFKA_SASL_*`` /
+    ``KAFKA_SSL_*`` settings)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+            certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
+            keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+        )
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+        )
+    return options
+
+
 def make_producer(settings: Settings) -> AIOKafkaProducer:
     """A producer that waits for full acknowledgement (idempotence only on real Kafka)."""
     return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **kafka_client_options(settings),
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=2,
@@ -87,7 +111,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 
 async def ensure_topics(settings: Settings) -> None:
     """Create the Leadflow topics if they do not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -275,7 +299,7 @@ class ConsumerRunner:
         s = self.settings
         return AIOKafkaConsumer(
             *self.topics,
-            bootstrap_servers=s.bootstrap_servers,
+            **kafka_client_options(s),
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
