@@ -1,12 +1,17 @@
-"""The CloudEvents 1.0 envelope and its Kafka binary-mode encoding.
+"""The CloudEvents 1.0 envelope and its Kafka encodings.
 
-Binary mode: every attribute travels as a ``ce_*`` header, ``content-type`` carries the data
-content type, the value is the JSON data and the Kafka key is the lead key (the CloudEvents
-``partitionkey`` extension), so one lead's events stay in order.
+Leadflow produces binary mode: every attribute travels as a ``ce_*`` header, ``content-type``
+carries the data content type, the value is the JSON data and the Kafka key is the lead key (the
+CloudEvents ``partitionkey`` extension), so one lead's events stay in order. It consumes binary
+and structured mode (``content-type: application/cloudevents+json``, the whole event as the
+value), as the Kafka protocol binding asks of consumers, so any CloudEvents SDK can write to its
+topics.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -174,47 +179,69 @@ _CORE = {"specversion", "id", "source", "type", "time", "subject", "partitionkey
 #: Longest accepted value of the attributes stored in fixed-width columns (inbox and outbox).
 ATTRIBUTE_LIMITS = {"id": 200, "type": 200, "source": 200, "subject": 200}
 
+#: ``content-type`` of a structured-mode record (CloudEvents JSON event format).
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+
+#: Sources whose ids are unique across Leadflow (random or derived UUIDs): their inbox key is the
+#: bare id, as it always was, so inbox rows written before keys included the source stay valid.
+_OWN_SOURCE_PREFIX = "/leadflow/"
+
 
 def from_kafka(
-    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | None,
+    timestamp_ms: int | None = None,
 ) -> CloudEvent:
-    """Decode a binary-mode Kafka record; raise :class:`InvalidEvent` if it is not one.
+    """Decode a Kafka record in either CloudEvents mode; raise :class:`InvalidEvent` if it is
+    not a CloudEvent.
 
-    Also invalid: ``ce_id``, ``ce_type``, ``ce_source`` or ``ce_subject`` longer than
-    :data:`ATTRIBUTE_LIMITS` allows, or any ``ce_`` header containing NUL; these values are
-    stored in fixed-width, NUL-refusing columns (the inbox and the outbox).
+    *Binary mode*: attributes in ``ce_*`` headers, the value is the data. *Structured mode*
+    (``content-type: application/cloudevents+json``, the Kafka binding says consumers should
+    accept it): the value is the whole event as JSON, data in ``data`` (or ``data_base64``
+    holding JSON). ``time`` comes from the event, or else from the record's timestamp
+    (``timestamp_ms``); an event with neither is invalid rather than stamped "now", which would
+    make a replay or a late redelivery look recent.
+
+    Also invalid: ``id``, ``type``, ``source`` or ``subject`` longer than
+    :data:`ATTRIBUTE_LIMITS` allows, or any attribute containing NUL; these values are stored in
+    fixed-width, NUL-refusing columns (the inbox and the outbox).
     """
+    content_type = ""
     attrs: dict[str, str] = {}
     for name, raw in headers or ():
-        if name.startswith("ce_"):
+        if name.startswith("ce_") or name.lower() == "content-type":
             try:
-                attrs[name[3:]] = raw.decode()
+                text = raw.decode()
             except (UnicodeDecodeError, AttributeError) as exc:
                 raise InvalidEvent(f"header {name} is not UTF-8") from exc
+            if name.startswith("ce_"):
+                attrs[name[3:]] = text
+            else:
+                content_type = text
+    if not attrs and content_type.split(";")[0].strip().lower().startswith(
+        "application/cloudevents"
+    ):
+        attrs, data = _structured(value)
+        where = ""
+    else:
+        data = _json_object(value)
+        where = "ce_"
     for required in ("id", "source", "type", "specversion"):
         if not attrs.get(required):
-            raise InvalidEvent(f"missing ce_{required} header")
+            raise InvalidEvent(f"missing {where}{required}" + (" header" if where else ""))
     for name, limit in ATTRIBUTE_LIMITS.items():
         # These attributes become database keys and columns (inbox, outbox): a value that
         # cannot be stored there is a bad record, not a reason to stop the consumer.
         val = attrs.get(name)
         if val is not None and len(val) > limit:
-            raise InvalidEvent(f"ce_{name} is longer than {limit} characters")
+            raise InvalidEvent(f"{where}{name} is longer than {limit} characters")
     for name, val in attrs.items():
         if "\x00" in val:
-            raise InvalidEvent(f"header ce_{name} contains a NUL character")
+            raise InvalidEvent(f"attribute {where}{name} contains a NUL character")
     if attrs["specversion"] != SPECVERSION:
         raise InvalidEvent(f"unsupported specversion {attrs['specversion']}")
-    try:
-        data = orjson.loads(value) if value else {}
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(f"data is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidEvent("data is not a JSON object")
-    try:
-        time = parse_time(attrs["time"]) if attrs.get("time") else utcnow()
-    except ValueError as exc:
-        raise InvalidEvent(f"bad ce_time: {exc}") from exc
+    time = _event_time(attrs.get("time"), timestamp_ms, where)
     # Keys are opaque bytes to Kafka but text in the outbox (which refuses NUL on PostgreSQL).
     partition_key = (
         key.decode(errors="replace").replace("\x00", "\ufffd") if key else attrs.get("partitionkey")
@@ -229,6 +256,69 @@ def from_kafka(
         key=partition_key,
         extensions={k: v for k, v in attrs.items() if k not in _CORE},
     )
+
+
+def _json_object(value: bytes | str | None) -> dict[str, Any]:
+    try:
+        data = orjson.loads(value) if value else {}
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"data is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidEvent("data is not a JSON object")
+    return data
+
+
+def _structured(value: bytes | None) -> tuple[dict[str, str], dict[str, Any]]:
+    """Attributes and data of a structured-mode record value."""
+    envelope = _json_object(value)
+    if "data_base64" in envelope:
+        try:
+            raw = base64.b64decode(str(envelope["data_base64"]), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidEvent("data_base64 is not base64") from exc
+        data = _json_object(raw)
+    else:
+        inner = envelope.get("data")
+        if isinstance(inner, str):  # JSON data may arrive as a JSON string holding JSON
+            data = _json_object(inner)
+        elif inner is None:
+            data = {}
+        elif isinstance(inner, dict):
+            data = inner
+        else:
+            raise InvalidEvent("data is not a JSON object")
+    attrs: dict[str, str] = {}
+    for name, val in envelope.items():
+        if name in ("data", "data_base64", "datacontenttype", "dataschema"):
+            continue
+        if not isinstance(val, str | int | bool):
+            raise InvalidEvent(f"attribute {name} is not a string")
+        attrs[name] = str(val).lower() if isinstance(val, bool) else str(val)
+    return attrs, data
+
+
+def _event_time(value: str | None, timestamp_ms: int | None, where: str) -> datetime:
+    if value:
+        try:
+            return parse_time(value)
+        except ValueError as exc:
+            raise InvalidEvent(f"bad {where}time: {exc}") from exc
+    if timestamp_ms is not None and timestamp_ms >= 0:
+        return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    raise InvalidEvent(f"missing {where}time and no record timestamp")
+
+
+def inbox_key(ev: CloudEvent) -> str:
+    """The key a consumer's inbox records ``ev`` under.
+
+    CloudEvents makes ``id`` unique only within a ``source``, and any sales tool may write
+    ``leadflow.sales``: two tools' event 42 are two events. Leadflow's own events keep their
+    bare id (UUIDs, unique across its sources) so existing inbox rows stay valid; any other
+    source's events are keyed by source and id together.
+    """
+    if ev.source.startswith(_OWN_SOURCE_PREFIX):
+        return ev.id
+    return derived_event_id("inbox", ev.source, ev.id)
 
 
 def headers_dict(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:
