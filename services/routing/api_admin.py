@@ -1,7 +1,9 @@
-"""Routing's operator API (thin): reps, the SLA report, queues and the webhook delivery log."""
+"""Routing's operator API (thin): reps, the SLA report, queues, the webhook delivery log and
+redelivery of dead deliveries."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
@@ -9,7 +11,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.routing import durable_queues as queues
-from services.routing import handlers
+from services.routing import handlers, webhook_store
 from services.routing import repository as repo
 from services.routing.api_common import Limit, aware
 from services.routing.deps import ContextDep, RoutingContext
@@ -381,21 +383,92 @@ async def list_deliveries(
         rows = await queues.list_deliveries(conn, state=state, limit=limit + 1, before_id=before)
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [
-        DeliveryOut(
-            id=str(r["id"]),
-            webhook=r["webhook"],
-            host=url_host(r["url"]),
-            event_id=r["event_id"],
-            event_type=r["event_type"],
-            state=r["state"],
-            attempts=r["attempts"],
-            last_status=r["last_status"],
-            last_error=r["last_error"],
-            created_at=rfc3339(r["created_at"]),
-            next_attempt_at=rfc3339(r["next_attempt_at"]),
-            delivered_at=rfc3339(r["delivered_at"]) if r["delivered_at"] else None,
-        )
-        for r in rows
-    ]
+    items = [_delivery_out(r) for r in rows]
     return DeliveryPageOut(items=items, next_cursor=str(rows[-1]["id"]) if more else None)
+
+
+def _delivery_out(r: Mapping[str, Any]) -> DeliveryOut:
+    return DeliveryOut(
+        id=str(r["id"]),
+        webhook=r["webhook"],
+        host=url_host(r["url"]),
+        event_id=r["event_id"],
+        event_type=r["event_type"],
+        state=r["state"],
+        attempts=r["attempts"],
+        last_status=r["last_status"],
+        last_error=r["last_error"],
+        created_at=rfc3339(r["created_at"]),
+        next_attempt_at=rfc3339(r["next_attempt_at"]),
+        delivered_at=rfc3339(r["delivered_at"]) if r["delivered_at"] else None,
+    )
+
+
+@router.post(
+    "/webhooks/deliveries/{delivery_id}/redeliver", status_code=202, dependencies=[AdminAuth]
+)
+async def redeliver_delivery(delivery_id: str, runtime: RuntimeDep, ctx: ContextDep) -> DeliveryOut:
+    """Send a ``dead`` delivery again: it goes back to ``pending`` with its attempts reset and
+    is sent (with the usual retries) to the webhook's current URL. 409 when it is not dead,
+    when its webhook is no longer configured, or when it was given up because its lead was
+    erased."""
+    if not delivery_id.isdigit():
+        raise Problem(404, "no such delivery")
+    configured = {h.name for h in ctx.config.webhooks}
+    async with runtime.engine.begin() as conn:
+        row = await webhook_store.get_delivery(conn, int(delivery_id))
+        if row is None:
+            raise Problem(404, "no such delivery")
+        if row["webhook"] not in configured:
+            raise Problem(409, f"webhook {row['webhook']!r} is no longer configured")
+        if not await webhook_store.redeliver(conn, int(delivery_id), utcnow()):
+            why = (
+                "its lead was erased"
+                if row["last_error"] == webhook_store.ERASED_ERROR
+                else f"it is {row['state']}, not dead"
+            )
+            raise Problem(409, f"delivery {delivery_id} cannot be redelivered: {why}")
+        row = await webhook_store.get_delivery(conn, int(delivery_id))
+    ctx.after_commit()  # wake the webhook worker
+    assert row is not None
+    return _delivery_out(row)
+
+
+class RedeliverIn(BaseModel):
+    """Which dead deliveries to send again (all configured webhooks' when ``webhook`` is unset)."""
+
+    model_config = ConfigDict(extra="forbid")
+    webhook: str | None = None
+    since: datetime | None = Field(
+        default=None, description="Only deliveries created at or after this time (RFC 3339)."
+    )
+
+
+class RedeliveredOut(BaseModel):
+    """How many dead deliveries went back to the queue."""
+
+    redelivered: int
+
+
+@router.post("/webhooks/deliveries/redeliver", status_code=202, dependencies=[AdminAuth])
+async def redeliver_dead(body: RedeliverIn, runtime: RuntimeDep, ctx: ContextDep) -> RedeliveredOut:
+    """Send every ``dead`` delivery (of one webhook, created since a time) again, e.g. after a
+    receiver's outage; deliveries given up because their lead was erased are never resent."""
+    configured = [h.name for h in ctx.config.webhooks]
+    if body.webhook is not None and body.webhook not in configured:
+        raise Problem(
+            422,
+            f"webhook {body.webhook!r} is not configured",
+            errors=[{"loc": "/body/webhook", "msg": "not a configured webhook"}],
+        )
+    since = aware(body.since) if body.since is not None else None
+    async with runtime.engine.begin() as conn:
+        n = await webhook_store.redeliver_dead(
+            conn,
+            utcnow(),
+            webhooks=[body.webhook] if body.webhook is not None else configured,
+            since=since,
+        )
+    if n:
+        ctx.after_commit()
+    return RedeliveredOut(redelivered=n)
