@@ -100,7 +100,9 @@ def test_structured_extensions_are_kept_and_data_base64_is_read() -> None:
         ({"specversion": "1.0", "type": "t", "source": "s", "id": {"a": 1}}, "string"),
     ],
 )
-def test_bad_structured_records_are_invalid_events(envelope: dict[str, object], message: str) -> None:
+def test_bad_structured_records_are_invalid_events(
+    envelope: dict[str, object], message: str
+) -> None:
     headers = [("content-type", b"application/cloudevents+json")]
     with pytest.raises(InvalidEvent, match=message):
         from_kafka(None, orjson.dumps(envelope), headers)
@@ -134,7 +136,9 @@ def test_inbox_key_tells_two_sources_apart_and_keeps_leadflow_ids() -> None:
     own = CloudEvent(type="t", source="/leadflow/capture", data={}, id="42")
 
     assert inbox_key(a) != inbox_key(b)
-    assert inbox_key(a) == inbox_key(CloudEvent(type="u", source="/crm/pipedrive", data={}, id="42"))
+    assert inbox_key(a) == inbox_key(
+        CloudEvent(type="u", source="/crm/pipedrive", data={}, id="42")
+    )
     # Leadflow's own ids are UUIDs unique across its sources; rows written before keys
     # included the source must keep matching their redeliveries.
     assert inbox_key(own) == "42"
