@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from services.routing.api import router
 from services.routing.api_admin import router as admin_router
+from services.routing.api_reports import router as reports_router
 from services.routing.config import read_routing_config
 from services.routing.deps import RoutingContext
 from services.routing.handlers import batch_handler
@@ -54,6 +55,8 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
     runtime.state.update(
         routing=ctx, timers=timers, retrier=retrier, webhooks=webhooks, consumer=consumer
     )
-    app = create_app(runtime, "Leadflow routing", [router, admin_router, deadletter_router])
+    app = create_app(
+        runtime, "Leadflow routing", [router, admin_router, reports_router, deadletter_router]
+    )
     app.state.routing = ctx
     return app

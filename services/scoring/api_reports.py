@@ -24,7 +24,7 @@ from shared.events import parse_time, rfc3339
 from shared.problems import Problem
 
 router = APIRouter(tags=["reports"])
-GroupBy = Literal["source", "campaign", "form"]
+GroupBy = Literal["source", "campaign", "form", "team"]
 
 
 class AdSpend(BaseModel):
@@ -53,22 +53,54 @@ class AdSpendPageOut(BaseModel):
     next_cursor: None = None
 
 
+class CostOut(BaseModel):
+    """Spend in one currency and what it bought (currencies are never added up)."""
+
+    model_config = ConfigDict(extra="forbid")
+    currency: str
+    spend: float | None
+    per_lead: float | None
+    per_sql: float | None
+    per_opportunity: float | None
+    per_client: float | None
+
+
 class FunnelOut(BaseModel):
-    """One group's funnel (``key``: its source, campaign or form; ``total`` for all)."""
+    """One group's funnel (``key``: its source, campaign, form or team; ``total`` for all).
+
+    Counts are of known leads (email or phone) created in the window (``visitors``: anonymous
+    ones), by what they reached since; ``mql_cohort``/``sql_cohort`` are the leads that became
+    MQL/SQL in the window, and how many of those went on."""
 
     model_config = ConfigDict(extra="forbid")
     key: str
+    visitors: int
     leads: int
     mqls: int
     sqls: int
+    prospects: int
     clients: int
+    opportunities: int
+    won: int
+    mql_cohort: int
+    mql_cohort_sqls: int
+    sql_cohort: int
+    sql_cohort_opportunities: int
+    sql_cohort_won: int
     mql_rate: float | None
     sql_rate: float | None
     client_rate: float | None
+    prospect_rate: float | None
+    opportunity_rate: float | None = Field(description="lead → opportunity")
+    win_rate: float | None = Field(description="opportunity → won")
+    mql_to_sql_rate: float | None
+    sql_to_opportunity_rate: float | None
+    prospect_to_client_rate: float | None
     spend: float | None
     currency: str | None
     cost_per_lead: float | None
     cost_per_sql: float | None
+    costs: list[CostOut]
 
 
 class KpisOut(BaseModel):
