@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-pure lint bench migrate clean chaos
+.PHONY: install run test test-pure lint bench migrate clean chaos up down
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -41,6 +41,12 @@ bench: install ## throughput benchmarks, printed as ratios against a baseline ru
 
 migrate: install
 	$(BIN)/leadflow migrate
+
+up: ## production shape in Docker: Kafka, PostgreSQL, init job, capture, 2x scoring, 2x routing
+	docker compose up --build --detach --wait
+
+down: ## stop the Compose stack (data volumes are kept; docker compose down -v drops them)
+	docker compose down
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

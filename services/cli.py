@@ -23,6 +23,34 @@ app = typer.Typer(help="Leadflow: lead capture, scoring and routing.", no_args_i
 SERVICES = ("capture", "scoring", "routing")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("leadflow")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"leadflow {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _version_flag: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the installed Leadflow version and exit.",
+    ),
+) -> None:
+    """Leadflow: lead capture, scoring and routing."""
+
+
 def _serve(name: str) -> None:
     import uvicorn
 
@@ -66,19 +94,83 @@ def routing() -> None:
 @app.command()
 def migrate() -> None:
     """Apply every database migration (shared, capture, scoring, routing)."""
+    _migrate_database()
+
+
+def _migrate_database() -> None:
     from shared.db import create_engine
+    from shared.migrate import MIGRATION_SETS
     from shared.migrate import migrate as run_migrations
     from shared.settings import get_settings
 
     async def _go() -> None:
         engine = create_engine(get_settings().db_url)
         try:
-            await run_migrations(engine)
+            for location, version_table in MIGRATION_SETS:
+                typer.echo(f"migrating {location.split(':')[0]} ...")
+                started = time.monotonic()
+                await run_migrations(engine, [(location, version_table)])
+                typer.echo(f"  {version_table} at head ({time.monotonic() - started:.1f}s)")
         finally:
             await engine.dispose()
 
     asyncio.run(_go())
     typer.echo("database migrated")
+
+
+@app.command()
+def init() -> None:
+    """Create the Kafka topics and migrate the database: the one-shot job before the services.
+
+    Topics get KAFKA_TOPIC_PARTITIONS partitions and KAFKA_REPLICATION_FACTOR replicas; a broker
+    that refuses to create them stops this with the permission it lacks (exit 1).
+    """
+    from shared.bus import TopicSetupError, ensure_topics
+    from shared.settings import get_settings
+
+    settings = get_settings()
+    typer.echo(
+        f"topics    {settings.leadflow_topic_prefix}* on {settings.bootstrap_servers} "
+        f"({settings.kafka_topic_partitions} partitions, "
+        f"replication factor {settings.kafka_replication_factor})"
+    )
+    try:
+        created = asyncio.run(asyncio.wait_for(ensure_topics(settings), 120))
+    except TopicSetupError as exc:
+        typer.echo(f"cannot create the topics: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"  created: {', '.join(created)}" if created else "  all exist already")
+    _migrate_database()
+
+
+@app.command()
+def healthcheck(
+    service: str = typer.Argument(..., help="capture, scoring or routing"),
+    live: bool = typer.Option(False, "--live", help="Liveness (/healthz) instead of /readyz."),
+    timeout: float = typer.Option(3.0, help="Seconds to wait for the answer."),
+) -> None:
+    """Exit 0 when the service on this host answers /readyz (or /healthz) with 200.
+
+    For container health checks: the image has no curl, and the port comes from the same
+    settings the service reads.
+    """
+    import httpx
+
+    from shared.settings import get_settings
+
+    if service not in SERVICES:
+        typer.echo(f"unknown service {service!r} (one of {', '.join(SERVICES)})", err=True)
+        raise typer.Exit(2)
+    port = getattr(get_settings(), f"leadflow_{service}_port")
+    url = f"http://127.0.0.1:{port}/{'healthz' if live else 'readyz'}"
+    try:
+        status = httpx.get(url, timeout=timeout).status_code
+    except httpx.HTTPError as exc:
+        typer.echo(f"{url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if status != 200:
+        typer.echo(f"{url}: {status}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -210,6 +302,14 @@ def config_check(
     if problems:
         raise typer.Exit(1)
     typer.echo("ok")
+
+
+@config_app.command("show-default")
+def config_show_default() -> None:
+    """Print the packaged default config (what runs without LEADFLOW_CONFIG), to start from."""
+    from shared.config import default_config_text
+
+    typer.echo(default_config_text(), nl=False)
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:

@@ -26,7 +26,12 @@ from typing import Any, Literal
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 from aiokafka.helpers import create_ssl_context
 from prometheus_client import Counter
 from sqlalchemy import exc as sa_exc
@@ -44,7 +49,14 @@ from shared.deadletters import (
     restore_replay,
     scrub_error,
 )
-from shared.events import CloudEvent, InvalidEvent, derived_event_id, from_kafka, utcnow
+from shared.events import (
+    CloudEvent,
+    InvalidEvent,
+    derived_event_id,
+    from_kafka,
+    inbox_key,
+    utcnow,
+)
 from shared.failpoints import failpoint
 from shared.messaging_tables import processed_events
 from shared.outbox import enqueue
@@ -65,7 +77,7 @@ COMMIT_FAILED = Counter(
     ["consumer"],
 )
 
-__all__ = ["ConsumerRunner", "classify", "is_transient", "scrub_error"]
+__all__ = ["ConsumerRunner", "TopicSetupError", "classify", "is_transient", "scrub_error"]
 
 #: How long a consumer may wait out a database error before readiness reports it: a deadlock
 #: or a lost connection retried within this is ordinary, not an outage.
@@ -103,28 +115,81 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         **kafka_client_options(settings),
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
-        linger_ms=2,
+        linger_ms=settings.kafka_linger_ms,
         request_timeout_ms=10_000,
         client_id="leadflow",
     )
 
 
-async def ensure_topics(settings: Settings) -> None:
-    """Create the Leadflow topics if they do not exist yet."""
-    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
+class TopicSetupError(RuntimeError):
+    """The broker refuses to create the topics for a reason retrying will not fix (a missing
+    permission, a replication factor larger than the cluster): an operator has to act."""
+
+
+#: Broker error codes on topic creation that mean "the topics already exist": fine.
+_TOPIC_EXISTS = 36
+_PERMISSION_HINT = {
+    29: "TopicAuthorizationFailed: the Kafka principal lacks the CREATE permission on these "
+    "topics (an ACL such as 'Create' on the topic prefix)",
+    31: "ClusterAuthorizationFailed: the Kafka principal lacks the CREATE permission on the "
+    "cluster resource",
+}
+
+
+def _setup_failure(failures: dict[str, tuple[int, str | None]], settings: Settings) -> str:
+    """One message for the topics the broker refused, naming the permission when it is one."""
+    by_code: dict[int, list[str]] = {}
+    for topic, (code, _msg) in failures.items():
+        by_code.setdefault(code, []).append(topic)
+    parts = []
+    for code, topics in sorted(by_code.items()):
+        error = for_code(code)
+        detail = next((m for t, (c, m) in failures.items() if c == code and m), None)
+        hint = _PERMISSION_HINT.get(code) or f"{error.message}" + (f" ({detail})" if detail else "")
+        parts.append(f"{hint}: {', '.join(sorted(topics))}")
+    return (
+        "; ".join(parts)
+        + f". Grant it, or create the topics beforehand ({settings.kafka_topic_partitions} "
+        f"partitions, replication factor {settings.kafka_replication_factor}) and restart."
+    )
+
+
+async def ensure_topics(
+    settings: Settings, *, admin_factory: Callable[..., Any] = AIOKafkaAdminClient
+) -> list[str]:
+    """Create the Leadflow topics that do not exist yet; return the names created.
+
+    Raises :class:`TopicSetupError` when the broker refuses for good (authorization, an
+    invalid replication factor): retrying as if Kafka were unreachable would hide it forever.
+    """
+    admin = admin_factory(**kafka_client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in Topics(settings.leadflow_topic_prefix).all() if t not in existing]
-        if missing:
-            await admin.create_topics(
-                [
-                    NewTopic(t, settings.kafka_topic_partitions, settings.kafka_replication_factor)
-                    for t in missing
-                ]
-            )
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [
+                NewTopic(t, settings.kafka_topic_partitions, settings.kafka_replication_factor)
+                for t in missing
+            ]
+        )
+    except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
+        topics = Topics(settings.leadflow_topic_prefix).all()
+        raise TopicSetupError(
+            _setup_failure({t: (exc.errno, None) for t in topics}, settings)
+        ) from None
     finally:
         await admin.close()
+    failures: dict[str, tuple[int, str | None]] = {}
+    for item in response.topic_errors:
+        topic, code = item[0], item[1]
+        if code not in (0, _TOPIC_EXISTS):
+            failures[topic] = (code, item[2] if len(item) > 2 else None)
+    if failures:
+        raise TopicSetupError(_setup_failure(failures, settings))
+    return missing
 
 
 async def claim(conn: AsyncConnection, consumer: str, event_ids: Sequence[str]) -> set[str]:
@@ -307,6 +372,7 @@ class ConsumerRunner:
             heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
             rebalance_timeout_ms=s.kafka_rebalance_timeout_ms,
             max_poll_records=s.leadflow_consumer_batch,
+            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
             client_id=f"leadflow-{self.source}",
         )
 
@@ -403,7 +469,7 @@ class ConsumerRunner:
         events: list[tuple[Any, CloudEvent]] = []
         for rec in records:
             try:
-                ev = from_kafka(rec.key, rec.value, rec.headers)
+                ev = from_kafka(rec.key, rec.value, rec.headers, getattr(rec, "timestamp", None))
             except InvalidEvent as exc:
                 await self._park_record(rec, f"InvalidEvent: {exc}")
                 continue
@@ -484,8 +550,8 @@ class ConsumerRunner:
 
     async def _apply(self, events: Sequence[CloudEvent]) -> None:
         async with self.engine.begin() as conn:
-            fresh = await claim(conn, self.group_id, [e.id for e in events])
-            todo = [e for e in _first_of_each(events) if e.id in fresh]
+            fresh = await claim(conn, self.group_id, [inbox_key(e) for e in events])
+            todo = [e for e in _first_of_each(events) if inbox_key(e) in fresh]
             if todo:
                 await self.handler(conn, todo)
         self.processed += len(todo)
@@ -624,7 +690,7 @@ def _first_of_each(events: Sequence[CloudEvent]) -> list[CloudEvent]:
     seen: set[str] = set()
     out = []
     for e in events:
-        if e.id not in seen:
-            seen.add(e.id)
+        if (k := inbox_key(e)) not in seen:
+            seen.add(k)
             out.append(e)
     return out

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.bus import ConsumerRunner, ensure_topics, make_producer
+from shared.bus import ConsumerRunner, TopicSetupError, ensure_topics, make_producer
 from shared.db import READ_ONLY, create_engine
 from shared.deadletters import scrub_error
 from shared.outbox import OutboxRelay
@@ -86,6 +86,8 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._worker_tasks: dict[int, asyncio.Task[None]] = {}
         self._stopping = False
+        #: Why Kafka setup fails for good (a missing permission), for readiness; None when fine.
+        self.setup_problem: str | None = None
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -136,15 +138,22 @@ class Runtime:
             try:
                 await self._producer.start()
                 await ensure_topics(self.settings)
+                self.setup_problem = None
                 break
+            except TopicSetupError as exc:
+                # Kafka answers but refuses: say what the operator must grant, and check again
+                # now and then (an ACL can be added without restarting the service).
+                self.setup_problem = f"topics cannot be created: {exc}"
+                log.error("%s: %s", self.name, self.setup_problem)
+                wait = 10.0
             except Exception as exc:
                 log.warning("%s: Kafka not reachable yet (%s); retrying", self.name, exc)
-                try:
-                    await self._producer.stop()
-                except Exception:
-                    log.debug("stopping a producer that never started", exc_info=True)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                wait, delay = delay, min(delay * 2, 5.0)
+            try:
+                await self._producer.stop()
+            except Exception:
+                log.debug("stopping a producer that never started", exc_info=True)
+            await asyncio.sleep(wait)
         if self._stopping:
             return
         self.kafka_ready.set()
@@ -238,6 +247,8 @@ class Runtime:
             _bounded(self.check_database()), _bounded(self.check_broker())
         )
         problems: list[str] = []
+        if self.setup_problem:
+            problems.append(self.setup_problem)
         if not db:
             problems.append("database unreachable")
         if not broker:
