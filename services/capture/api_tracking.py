@@ -1,4 +1,10 @@
-"""The Segment-compatible tracking API: /v1/track, /v1/identify, /v1/page, /v1/batch."""
+"""The Segment-compatible tracking API.
+
+``/v1/track``, ``/v1/identify``, ``/v1/page``, ``/v1/screen``, ``/v1/group``, ``/v1/alias`` and
+``/v1/batch`` as Segment's server libraries post them (JSON, optionally gzip or deflate), and
+analytics.js's short paths ``/v1/t``, ``/v1/p``, ``/v1/i``, ``/v1/g``, ``/v1/a``, ``/v1/s``,
+``/v1/b`` (``text/plain`` bodies carrying the ``writeKey``).
+"""
 
 from __future__ import annotations
 
@@ -8,20 +14,21 @@ import hmac
 from datetime import datetime
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.capture.deps import CaptureContext, ContextDep
 from services.capture.domain.interaction import InvalidSubmission
-from services.capture.domain.tracking import TrackedCall, parse_call
+from services.capture.domain.segment import CALL_TYPES, SHORT_PATHS, parse_message, triage_batch
+from services.capture.domain.tracking import TrackedCall
 from services.capture.events import interaction_event, tracking_event_id
 from services.capture.http_input import (
     cors_headers,
+    cors_on_problems,
     media_type,
     parse_json_object,
     preflight_response,
-    read_body,
+    read_decoded_body,
 )
 from services.capture.intake import Submission
 from shared.events import new_event_id, utcnow
@@ -93,7 +100,7 @@ async def _read(ctx: CaptureContext, request: Request, limit: int) -> dict[str, 
     ctx.limiter.check(request)
     if media_type(request) not in ("application/json", "text/plain", ""):
         raise Problem(415, "the tracking API takes JSON")
-    body = parse_json_object(await read_body(request, limit))
+    body = parse_json_object(await read_decoded_body(request, limit))
     _authenticate(ctx, request, body)
     return body
 
@@ -119,31 +126,65 @@ def _allowed_origin(ctx: CaptureContext, request: Request) -> str | None:
     return None
 
 
-async def _accept(ctx: CaptureContext, request: Request, calls: list[TrackedCall]) -> Response:
+async def _accept(
+    ctx: CaptureContext,
+    request: Request,
+    calls: list[TrackedCall],
+    rejected: list[dict[str, Any]] | None = None,
+) -> Response:
     now = utcnow()
-    await ctx.intake.accept([_event(c, now) for c in calls])
+    if calls:
+        await ctx.intake.accept([_event(c, now) for c in calls])
     # Write keys are public, so CORS is not access control here; but only the configured
     # sites' scripts get to read the answer (no echo of an arbitrary Origin).
-    return JSONResponse({"success": True}, headers=cors_headers(_allowed_origin(ctx, request)))
+    answer: dict[str, Any] = {"success": True}
+    if rejected is not None:
+        answer |= {"accepted": len(calls), "rejected": rejected[:100]}
+    return JSONResponse(answer, headers=cors_headers(_allowed_origin(ctx, request)))
 
 
 async def _single(ctx: CaptureContext, request: Request, call_type: str) -> Response:
-    body = await _read(ctx, request, EVENT_LIMIT)
-    try:
-        call = parse_call(body, call_type, utcnow())
-    except InvalidSubmission as exc:
-        raise Problem(422, "the call is invalid", errors=exc.errors) from None
-    return await _accept(ctx, request, [call])
+    with cors_on_problems(_allowed_origin(ctx, request)):
+        body = await _read(ctx, request, EVENT_LIMIT)
+        try:
+            call = parse_message(body, call_type, utcnow())
+        except InvalidSubmission as exc:
+            raise Problem(422, "the call is invalid", errors=exc.errors) from None
+        return await _accept(ctx, request, [call])
+
+
+async def _batch(ctx: CaptureContext, request: Request) -> Response:
+    with cors_on_problems(_allowed_origin(ctx, request)):
+        body = await _read(ctx, request, BATCH_LIMIT)
+        items = body.get("batch")
+        if not isinstance(items, list):
+            raise Problem(
+                400, "batch must be a list", errors=[{"loc": "/body/batch", "msg": "list"}]
+            )
+        if len(items) > BATCH_EVENTS:
+            raise Problem(413, f"a batch holds at most {BATCH_EVENTS} events")
+        # One token was taken for the request; the others are charged per event, so a batch
+        # cannot carry 2,500 events for the price of one (the client's next requests wait).
+        ctx.limiter.charge(request, len(items) - 1)
+        context = body.get("context")
+        triage = triage_batch(
+            items, utcnow(), context if isinstance(context, dict) else None, EVENT_LIMIT
+        )
+        return await _accept(ctx, request, triage.calls, triage.rejected)
+
+
+_PATHS = frozenset({*CALL_TYPES, "batch", *SHORT_PATHS})
 
 
 @router.options("/v1/{call}", include_in_schema=False)
 async def tracking_preflight(call: str, request: Request, ctx: ContextDep) -> Response:
-    if call not in ("track", "identify", "page", "screen", "batch"):
+    if call not in _PATHS:
         raise Problem(404, "not found")
     origin = _allowed_origin(ctx, request)
     if origin is None:
         raise Problem(403, "this origin may not call the tracking API")
-    return preflight_response(origin, "Content-Type, Authorization")
+    # analytics.js adds Authorization (the write key) and X-Retry-Count to its posts.
+    return preflight_response(origin, "Content-Type, Authorization, X-Retry-Count")
 
 
 @router.post("/v1/track", openapi_extra=_SEGMENT_BODY)
@@ -170,39 +211,45 @@ async def identify(request: Request, ctx: ContextDep) -> Response:
     return await _single(ctx, request, "identify")
 
 
+@router.post("/v1/group", openapi_extra=_SEGMENT_BODY)
+async def group(request: Request, ctx: ContextDep) -> Response:
+    """A Segment ``group`` call (``groupId`` required): the account's ``name``, ``industry``,
+    ``employees`` and ``country`` become the lead's company fields."""
+    return await _single(ctx, request, "group")
+
+
+@router.post("/v1/alias", openapi_extra=_SEGMENT_BODY)
+async def alias(request: Request, ctx: ContextDep) -> Response:
+    """A Segment ``alias`` call: ``previousId`` and ``userId`` are the same person."""
+    return await _single(ctx, request, "alias")
+
+
 @router.post("/v1/batch")
 async def batch(request: Request, ctx: ContextDep) -> Response:
-    """Up to 2,500 calls (500 KB, 32 KB each) in one request; all or nothing."""
-    body = await _read(ctx, request, BATCH_LIMIT)
-    items = body.get("batch")
-    if not isinstance(items, list):
-        raise Problem(422, "batch must be a list", errors=[{"loc": "/body/batch", "msg": "list"}])
-    if len(items) > BATCH_EVENTS:
-        raise Problem(413, f"a batch holds at most {BATCH_EVENTS} events")
-    # One token was taken for the request; the others are charged per event, so a batch
-    # cannot carry 2,500 events for the price of one (the client's next requests wait).
-    ctx.limiter.charge(request, len(items) - 1)
-    shared_context = body.get("context") if isinstance(body.get("context"), dict) else None
-    received = utcnow()
-    calls, errors = [], []
-    for i, item in enumerate(items):
-        loc = f"/body/batch/{i}"
-        if not isinstance(item, dict):
-            errors.append({"loc": loc, "msg": "must be an object"})
-            continue
-        if len(orjson.dumps(item)) > EVENT_LIMIT:
-            raise Problem(413, f"event {i} is larger than {EVENT_LIMIT} bytes")
-        if shared_context and "context" not in item:
-            item = {**item, "context": shared_context}
-        call_type = item.get("type")
-        try:
-            calls.append(
-                parse_call(item, call_type if isinstance(call_type, str) else "", received, loc)
-            )
-        except InvalidSubmission as exc:
-            errors.extend(exc.errors)
-    if errors:
-        raise Problem(
-            422, "some calls of the batch are invalid; nothing was accepted", errors=errors[:100]
-        )
-    return await _accept(ctx, request, calls)
+    """Up to 2,500 calls (500 KB, 32 KB each) in one request. Each call is checked on its own,
+    as Segment does: the answer is 200 with the rejected calls listed (index, messageId,
+    errors) and the others accepted; only a malformed request is refused whole."""
+    return await _batch(ctx, request)
+
+
+def _short_route(call_type: str) -> Any:
+    async def endpoint(request: Request, ctx: ContextDep) -> Response:
+        if call_type == "batch":
+            return await _batch(ctx, request)
+        return await _single(ctx, request, call_type)
+
+    return endpoint
+
+
+# analytics.js's paths: a ``text/plain`` JSON body with the ``writeKey`` in it (and, in recent
+# versions, the same key as Basic auth).
+for _short, _call_type in SHORT_PATHS.items():
+    router.add_api_route(
+        f"/v1/{_short}",
+        _short_route(_call_type),
+        methods=["POST"],
+        name=f"analytics_js_{_call_type}",
+        summary=f"analytics.js {_call_type} (short path)",
+        description=f"The ``{_call_type}`` call as analytics.js posts it.",
+        openapi_extra=_SEGMENT_BODY,
+    )

@@ -16,6 +16,12 @@ from starlette.requests import ClientDisconnect
 
 from services.capture.domain import jsonsafe
 from services.capture.domain.ratelimit import Network, TokenBuckets, client_address
+from services.capture.domain.segment import (
+    BodyTooLarge,
+    CorruptBody,
+    UnsupportedEncoding,
+    decode_content,
+)
 from shared.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,32 @@ async def read_body(request: Request, limit: int) -> bytes:
         log.info("client disconnected before sending the whole body (%d bytes read)", size)
         raise Problem(400, "the client disconnected before the body was complete") from None
     return b"".join(chunks)
+
+
+#: Compressed bytes allowed beyond the decoded limit (gzip's header and an incompressible body).
+ENCODING_SLACK = 1024
+
+
+async def read_decoded_body(request: Request, limit: int) -> bytes:
+    """The body decoded by its ``Content-Encoding`` (gzip, deflate): 413 when the decoded body
+    is over ``limit`` bytes (decoding stops there), 400 for corrupt data, 415 for an unknown
+    coding."""
+    encoding = request.headers.get("content-encoding", "").strip()
+    if not encoding or encoding.lower() == "identity":
+        return await read_body(request, limit)
+    raw = await read_body(request, limit + ENCODING_SLACK)
+    try:
+        return decode_content(raw, encoding, limit)
+    except BodyTooLarge as exc:
+        raise Problem(413, str(exc)) from None
+    except CorruptBody as exc:
+        raise Problem(400, f"the {encoding[:40]} body cannot be decoded: {exc}"[:300]) from None
+    except UnsupportedEncoding as exc:
+        raise Problem(
+            415,
+            f"unsupported content encoding {str(exc)[:40]}; use gzip or deflate",
+            headers={"Accept-Encoding": "gzip, deflate"},
+        ) from None
 
 
 def _control_characters(loc: str) -> Problem:
@@ -155,7 +187,11 @@ class RateLimiter:
             raise Problem(
                 429,
                 "too many requests from this address; slow down",
-                headers={"Retry-After": TokenBuckets.retry_after(wait)},
+                # older analytics.js releases read x-ratelimit-reset (seconds to wait) instead.
+                headers={
+                    "Retry-After": TokenBuckets.retry_after(wait),
+                    "X-RateLimit-Reset": TokenBuckets.retry_after(wait),
+                },
             )
 
     def charge(self, request: Request, cost: float) -> None:
