@@ -12,13 +12,19 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.routing.domain.assignment import ACTIVE, Assignment, Owner, State
 from services.routing.domain.business_time import Calendar, local_day_start, make_calendar
 from services.routing.domain.model import RepState, RoutingConfig
-from services.routing.tables import assignments, rep_states, tombstones, unassigned
+from services.routing.tables import (
+    assignments,
+    rep_load_deltas,
+    rep_states,
+    tombstones,
+    unassigned,
+)
 from shared.db import insert_for, is_sqlite
 from shared.events import parse_time
 
@@ -46,6 +52,9 @@ async def ensure_rep_states(conn: AsyncConnection, rep_ids: Iterable[str], now: 
             "max_per_day": None,
             "credit": 0.0,
             "updated_at": now,
+            "open_count": 0,
+            "today_count": 0,
+            "today_start": None,
         }
         for r in rep_ids
     ]
@@ -88,21 +97,43 @@ def _ooo(raw: Any) -> list[tuple[datetime, datetime]]:
     return [(parse_time(x["from"]), parse_time(x["to"])) for x in raw or []]
 
 
-async def load_rep_states(
-    conn: AsyncConnection, config: RoutingConfig, now: datetime, *, lock: bool = True
-) -> dict[str, RepState]:
-    """Every configured rep's state with current load (open and assigned-today counts)."""
-    raw = await rep_state_rows(conn, list(config.reps), lock=lock)
-    active = (
-        select(assignments.c.owner_id, func.count())
-        .where(assignments.c.state.in_(list(ACTIVE)))
-        .group_by(assignments.c.owner_id)
+async def _fold_load_deltas(conn: AsyncConnection, rep_ids: Sequence[str]) -> dict[str, int]:
+    """Move the reps' pending +1/-1 deltas into their ``open_count`` (caller holds their rows);
+    the change per rep."""
+    res = await conn.execute(
+        delete(rep_load_deltas)
+        .where(rep_load_deltas.c.rep_id.in_(list(rep_ids)))
+        .returning(rep_load_deltas.c.rep_id, rep_load_deltas.c.delta)
     )
-    open_counts = {k: int(v) for k, v in (await conn.execute(active)).all()}
-    # Assigned today, where "today" is each rep's local day: one grouped count per day start.
+    folded: dict[str, int] = {}
+    for rid, delta in res.all():
+        folded[rid] = folded.get(rid, 0) + int(delta)
+    changed = [{"rid": rid, "d": d} for rid, d in folded.items() if d]
+    if changed:
+        await conn.execute(
+            update(rep_states)
+            .where(rep_states.c.rep_id == bindparam("rid"))
+            .values(open_count=rep_states.c.open_count + bindparam("d")),
+            changed,
+        )
+    return folded
+
+
+async def _pending_load_deltas(conn: AsyncConnection, rep_ids: Sequence[str]) -> dict[str, int]:
+    q = (
+        select(rep_load_deltas.c.rep_id, func.sum(rep_load_deltas.c.delta))
+        .where(rep_load_deltas.c.rep_id.in_(list(rep_ids)))
+        .group_by(rep_load_deltas.c.rep_id)
+    )
+    return {k: int(v or 0) for k, v in (await conn.execute(q)).all()}
+
+
+async def _count_today(conn: AsyncConnection, starts: Mapping[str, datetime]) -> dict[str, int]:
+    """Assignments made since each rep's day start, counted from the table (once per rep, when
+    its counter is not known yet): one grouped count per distinct day start."""
     by_start: dict[datetime, list[str]] = {}
-    for rid, rep in config.reps.items():
-        by_start.setdefault(local_day_start(now, rep.calendar.tz), []).append(rid)
+    for rid, start in starts.items():
+        by_start.setdefault(start, []).append(rid)
     today: dict[str, int] = {}
     for start, rids in by_start.items():
         q = (
@@ -111,9 +142,49 @@ async def load_rep_states(
             .group_by(assignments.c.owner_id)
         )
         today.update({k: int(v) for k, v in (await conn.execute(q)).all()})
+    return today
+
+
+async def load_rep_states(
+    conn: AsyncConnection, config: RoutingConfig, now: datetime, *, lock: bool = True
+) -> dict[str, RepState]:
+    """Every configured rep's state with current load (open and assigned-today counts).
+
+    The load comes from the counters kept on the rep rows, not from counting assignments: with
+    ``lock`` the rows are locked (in rep id order, so lockers never deadlock) and the pending
+    open-count deltas folded in; without, the deltas are only added up.
+    """
+    ids = list(config.reps)
+    raw = await rep_state_rows(conn, ids, lock=lock)
+    present = [rid for rid in ids if rid in raw]
+    if lock:
+        deltas = await _fold_load_deltas(conn, present)
+    else:
+        deltas = await _pending_load_deltas(conn, present)
+    starts = {rid: local_day_start(now, rep.calendar.tz) for rid, rep in config.reps.items()}
+    # A counter of another day counts 0 today; one never set (or ahead of the clock) is counted.
+    unknown = {
+        rid: starts[rid]
+        for rid, row in raw.items()
+        if rid in starts and (row.get("today_start") is None or row["today_start"] > starts[rid])
+    }
+    counted = await _count_today(conn, unknown) if unknown else {}
+    if lock and unknown:
+        await conn.execute(
+            update(rep_states)
+            .where(rep_states.c.rep_id == bindparam("rid"))
+            .values(today_count=bindparam("n"), today_start=bindparam("start")),
+            [{"rid": rid, "n": counted.get(rid, 0), "start": unknown[rid]} for rid in unknown],
+        )
     out = {}
     for rid in config.reps:
         row = raw.get(rid) or {}
+        if rid in unknown:
+            today = counted.get(rid, 0)
+        elif row.get("today_start") == starts[rid]:
+            today = int(row.get("today_count") or 0)
+        else:
+            today = 0
         out[rid] = RepState(
             rep_id=rid,
             paused=bool(row.get("paused", False)),
@@ -124,20 +195,40 @@ async def load_rep_states(
             weight=row.get("weight"),
             calendar=working_hours_calendar(row.get("working_hours")),
             working_hours=row.get("working_hours"),
-            open_count=open_counts.get(rid, 0),
-            today_count=today.get(rid, 0),
+            open_count=int(row.get("open_count") or 0) + deltas.get(rid, 0),
+            today_count=today,
         )
     return out
 
 
-async def save_credits(conn: AsyncConnection, credits: Mapping[str, float], now: datetime) -> None:
-    """Persist the round-robin credits after a pick."""
-    for rid, credit in credits.items():
+async def record_pick(
+    conn: AsyncConnection,
+    credits: Mapping[str, float],
+    rep_id: str,
+    today_start: datetime,
+    today_count: int,
+    now: datetime,
+) -> None:
+    """Persist a pick (caller holds the rep rows): the round-robin credits, and the chosen
+    rep's assigned-today counter (``today_count`` since ``today_start``, this one included)."""
+    rows = [{"rid": rid, "c": credit} for rid, credit in credits.items()]
+    if rows:
         await conn.execute(
             update(rep_states)
-            .where(rep_states.c.rep_id == rid)
-            .values(credit=credit, updated_at=now)
+            .where(rep_states.c.rep_id == bindparam("rid"))
+            .values(credit=bindparam("c"), updated_at=now),
+            rows,
         )
+    await conn.execute(
+        update(rep_states)
+        .where(rep_states.c.rep_id == rep_id)
+        .values(today_count=today_count, today_start=today_start, updated_at=now)
+    )
+
+
+async def add_load(conn: AsyncConnection, rep_id: str, delta: int) -> None:
+    """An assignment of ``rep_id`` entered (+1) or left (-1) the active states."""
+    await conn.execute(rep_load_deltas.insert().values(rep_id=rep_id, delta=delta))
 
 
 async def update_rep_state(conn: AsyncConnection, rep_id: str, values: Mapping[str, Any]) -> None:
@@ -202,6 +293,8 @@ async def insert_assignment(conn: AsyncConnection, a: Assignment) -> None:
             updated_at=a.updated_at or a.assigned_at,
         )
     )
+    if a.state in ACTIVE:
+        await add_load(conn, a.owner.id, +1)
 
 
 async def get_assignment(
@@ -358,15 +451,35 @@ async def transition(
 ) -> bool:
     """Change an assignment only if it is still in one of ``from_`` (moving it ``to`` another
     state, if given, and writing ``values``); True if it was, so of two racing writers only
-    one wins."""
+    one wins. Entering or leaving the active states moves the owner's open count."""
     if to is not None:
         values["state"] = to
-    res = await conn.execute(
+    stmt = (
         update(assignments)
         .where(assignments.c.id == assignment_id, assignments.c.state.in_(list(from_)))
         .values(**values)
     )
-    return bool(res.rowcount)
+    new_state = values.get("state")
+    if new_state is None:
+        res = await conn.execute(stmt)
+        return bool(res.rowcount)
+    was_active = {State(s) in ACTIVE for s in from_}
+    if not was_active:
+        return False
+    if len(was_active) > 1:  # mixed: which one it is in decides the delta
+        for state in from_:
+            if await transition(conn, assignment_id, from_={state}, **values):
+                return True
+        return False
+    delta = int(State(new_state) in ACTIVE) - int(was_active.pop())
+    if not delta:
+        res = await conn.execute(stmt)
+        return bool(res.rowcount)
+    owner = (await conn.execute(stmt.returning(assignments.c.owner_id))).scalar_one_or_none()
+    if owner is None:
+        return False
+    await add_load(conn, owner, delta)
+    return True
 
 
 async def list_assignments(

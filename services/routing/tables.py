@@ -63,6 +63,7 @@ timers = Table(
     Column("fired_at", UTCDateTime(), nullable=True),
     UniqueConstraint("assignment_id", "kind", name="uq_routing_timers_assignment_kind"),
     Index("ix_routing_timers_pending", "state", "due_at"),
+    Index("ix_routing_timers_lease", "state", "lease_until"),
 )
 
 rep_states = Table(
@@ -78,6 +79,22 @@ rep_states = Table(
     # Run-time overrides of the configured weight and working hours (routing_0002).
     Column("weight", Integer, nullable=True),
     Column("working_hours", JSONType, nullable=True),
+    # Load counters (routing_0004): open (and breached) assignments as of the last fold of
+    # rep_load_deltas, and assignments made since today_start (the rep's local midnight).
+    Column("open_count", Integer, nullable=False, default=0),
+    Column("today_count", Integer, nullable=False, default=0),
+    Column("today_start", UTCDateTime(), nullable=True),
+)
+
+#: +1/-1 per assignment entering or leaving the active states, appended without locking the
+#: rep's row; the routing choice folds them into ``rep_states.open_count`` (routing_0004).
+rep_load_deltas = Table(
+    "routing_rep_load_deltas",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("rep_id", String(100), nullable=False),
+    Column("delta", Integer, nullable=False),
+    Index("ix_routing_rep_load_deltas_rep", "rep_id"),
 )
 
 unassigned = Table(

@@ -86,7 +86,18 @@ class TimerWorker(DueWorkLoop):
             return await queues.next_timer_due(conn, utcnow())
 
     async def _fire(self, due: list[dict[str, object]]) -> None:
-        """Fire timers in one transaction (each flips pending -> fired at most once)."""
+        """Fire timers (each flips pending -> fired at most once): the warnings together in one
+        transaction, every other timer in its own. A breach may reassign, which locks the rep
+        rows until commit; in a shared transaction that lock would be held across the whole
+        batch and the other replicas would queue behind it."""
+        warns = [t for t in due if t["kind"] == "warn"]
+        if warns:
+            await self._fire_together(warns)
+        for timer in due:
+            if timer["kind"] != "warn":
+                await self._fire_together([timer])
+
+    async def _fire_together(self, due: list[dict[str, object]]) -> None:
         kinds: list[str] = []
         async with self.engine.begin() as conn:
             for timer in due:

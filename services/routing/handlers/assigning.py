@@ -19,6 +19,7 @@ from services.routing.domain.assignment import (
     Owner,
     State,
 )
+from services.routing.domain.business_time import local_day_start
 from services.routing.domain.model import RepState
 from services.routing.domain.rules import route
 from services.routing.domain.sla import deadlines
@@ -83,7 +84,9 @@ async def assign(
     )
     await repo.insert_assignment(conn, a)
     await queues.add_timers(conn, a.id, a.warn_at, a.due_at)
-    await repo.save_credits(conn, decision.credits, now)
+    day_start = local_day_start(now, rep.calendar.tz)
+    today = states[rep.id].today_count + 1 if rep.id in states else 1
+    await repo.record_pick(conn, decision.credits, rep.id, day_start, today, now)
     prev_owner = previous.owner if previous else None
     await emit(conn, ctx, [assigned_event(a, *cause, previous_owner=prev_owner)], now)
     return a
