@@ -20,6 +20,12 @@ DEFAULT_CONFIG = "default_config.yaml"
 SECTIONS = ("forms", "capture", "scoring", "routing")
 """The top-level sections of the file; any other key is a misspelling and is refused."""
 
+#: Sections that do nothing when empty, and what that would silently mean.
+_EMPTY_MEANS = {
+    "scoring": "no rules, so no lead would ever be scored or qualify",
+    "routing": "no teams, so no lead would ever be assigned",
+}
+
 
 class ConfigError(SystemExit):
     """The configuration file is missing, unreadable or invalid; the message names the key."""
@@ -51,6 +57,21 @@ def load_config(path: Path | str | None = None) -> dict[str, Any]:
             "\n".join(
                 f"invalid config at {key}: unknown section (the sections are {', '.join(SECTIONS)})"
                 for key in unknown
+            )
+        )
+    # ``scoring:`` with nothing under it (null) or ``scoring: {}`` would run with zero rules.
+    empty = [
+        str(key)
+        for key in SECTIONS
+        if key in data and (data[key] is None or (key in _EMPTY_MEANS and data[key] == {}))
+    ]
+    if empty:
+        raise ConfigError(
+            "\n".join(
+                f"invalid config at {key}: the section is empty ("
+                + _EMPTY_MEANS.get(key, "a key with nothing under it")
+                + "); fill it in (`leadflow config show-default` prints a complete example)"
+                for key in empty
             )
         )
     return data
