@@ -1,88 +1,124 @@
-/*! Leadflow capture.js: forms, attribution and page views for your website.
- *
- * <script src="https://capture.example.com/capture.js" data-write-key="WRITE_KEY" defer></script>
- * <form data-leadflow-form="demo-request" data-leadflow-redirect="/thanks"> ... </form>
- *
- * - Keeps an anonymous visitor id (localStorage, falls back to a cookie).
- * - Remembers the first-touch UTM parameters and referrer of the visit.
- * - Sends every <form data-leadflow-form="FORM_ID"> to /v1/forms/FORM_ID/submissions with those,
- *   an Idempotency-Key (a retried or double-clicked submit of the same content counts once)
- *   and the honeypot field `_hp`.
- * - Records a page view (/v1/page) when a write key is given; `Leadflow.track(event, props)`
- *   and `Leadflow.identify(traits)` send Segment-style calls.
- */
+/*! Leadflow capture.js: forms, attribution, page views, consent. See docs/capture.md. */
 (function (window, document) {
   "use strict";
   var script = document.currentScript;
-  var base = script ? new URL(script.src, window.location.href).origin : "";
-  var writeKey = script ? script.getAttribute("data-write-key") : null;
+  var attr = function (name) { return script && script.getAttribute(name); };
+  var base = script ? new URL(script.src, location.href).origin : "";
+  var writeKey = attr("data-write-key");
   var UTM = ["utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"];
+  var CLICK = ["gclid", "gbraid", "wbraid", "fbclid", "li_fat_id", "msclkid"];
+  var KEYS = ["lf_aid", "lf_ft", "lf_lt", "lf_touch"];
+  var landing = location.href, referrer = document.referrer;
+  // true: go; null: wait for Leadflow.consent(), queueing calls in memory; false: refused (GPC).
+  var consent = navigator.globalPrivacyControl === true ? false
+    : attr("data-consent") === "required" ? null : true;
+  var queue = [], anonymousId = null, first = null, last = null;
 
   function uuid() {
-    if (window.crypto && window.crypto.randomUUID) return window.crypto.randomUUID();
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
     return "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx".replace(/[xy]/g, function (c) {
       var r = (Math.random() * 16) | 0;
       return (c === "x" ? r : (r & 0x3) | 0x8).toString(16);
     });
   }
 
+  // localStorage, else a first-party cookie; null deletes.
   function store(key, value) {
     try {
-      if (value === undefined) return window.localStorage.getItem(key);
-      window.localStorage.setItem(key, value);
+      if (value === undefined) return localStorage.getItem(key);
+      if (value === null) localStorage.removeItem(key);
+      else localStorage.setItem(key, value);
     } catch (e) {
       if (value === undefined) {
         var m = document.cookie.match(new RegExp("(?:^|; )" + key + "=([^;]*)"));
         return m ? decodeURIComponent(m[1]) : null;
       }
-      document.cookie = key + "=" + encodeURIComponent(value) + "; path=/; max-age=31536000; SameSite=Lax";
+      document.cookie = key + "=" + encodeURIComponent(value || "") + "; path=/; SameSite=Lax; max-age=" +
+        (value === null ? 0 : 31536000);
     }
     return value;
   }
 
-  var anonymousId = store("lf_aid") || store("lf_aid", uuid());
+  function json(key) {
+    try { return JSON.parse(store(key) || "null"); } catch (e) { return null; }
+  }
 
-  // First touch of this visit: UTM parameters from the landing URL, and the referrer.
-  var params = new URLSearchParams(window.location.search);
-  var touch = {};
-  try { touch = JSON.parse(store("lf_touch") || "{}"); } catch (e) { touch = {}; }
-  if (UTM.some(function (k) { return params.get(k); })) {
-    touch = { referrer: document.referrer || null };
-    UTM.forEach(function (k) { touch[k] = params.get(k); });
-    store("lf_touch", JSON.stringify(touch));
-  } else if (!touch.referrer && document.referrer) {
-    touch.referrer = document.referrer;
-    store("lf_touch", JSON.stringify(touch));
+  // A touch: the UTM campaign, ad click ids and outside referrer a visit arrived with.
+  function touchOf(url, ref, always) {
+    var params = new URL(url).searchParams, t = {}, any = always;
+    UTM.concat(CLICK).forEach(function (k) { if (params.get(k)) { t[k] = params.get(k); any = true; } });
+    if (ref && new URL(ref).host !== location.host) { t.referrer = ref; any = true; }
+    t.landing_url = url;
+    t.at = new Date().toISOString();
+    return any ? t : null;
+  }
+
+  function start() {
+    anonymousId = store("lf_aid") || store("lf_aid", uuid());
+    var t = touchOf(landing, referrer);
+    // First touch: kept from the first visit, never overwritten.
+    first = json("lf_ft");
+    if (!first) store("lf_ft", JSON.stringify(first = t || touchOf(landing, referrer, true)));
+    // Last touch: the latest visit that came from a campaign, an ad click or another site.
+    last = json("lf_lt");
+    if (t) store("lf_lt", JSON.stringify(last = t));
+    last = last || first;
+    queue.splice(0).forEach(send);
+  }
+
+  function forget() {
+    KEYS.forEach(function (k) { store(k, null); });
+    anonymousId = first = last = null;
+    queue = [];
   }
 
   function attribution() {
-    var out = { anonymous_id: anonymousId, page_url: window.location.href };
-    UTM.concat(["referrer"]).forEach(function (k) { if (touch[k]) out[k] = touch[k]; });
+    var out = { page_url: location.href };
+    // No consent: only the page the form is on.
+    if (!anonymousId) return out;
+    out.anonymous_id = anonymousId;
+    UTM.concat(["referrer"]).forEach(function (k) {
+      if (first[k]) out[k] = first[k];
+      if (last[k]) out["last_" + k] = last[k];
+    });
+    CLICK.forEach(function (k) { if (last[k] || first[k]) out[k] = last[k] || first[k]; });
+    out.landing_url = first.landing_url;
+    out.first_touch_at = first.at;
+    out.last_touch_at = last.at;
     return out;
   }
 
   function call(type, body) {
-    if (!writeKey) return;
+    if (!writeKey || consent === false) return;
     body.type = type;
-    body.anonymousId = anonymousId;
     body.messageId = uuid();
-    body.writeKey = writeKey; // beacons cannot send an Authorization header
     body.timestamp = new Date().toISOString();
-    body.context = { page: { url: window.location.href, referrer: document.referrer || null },
-                     campaign: { source: touch.utm_source, medium: touch.utm_medium,
-                                 name: touch.utm_campaign, term: touch.utm_term,
-                                 content: touch.utm_content } };
-    var payload = JSON.stringify(body);
-    var url = base + "/v1/" + type;
+    body.url = location.href;
+    if (consent) send(body);
+    else queue.push(body);
+  }
+
+  function send(body) {
+    var clicks = {};
+    CLICK.forEach(function (k) { if (last[k]) clicks[k] = last[k]; });
+    body.anonymousId = anonymousId;
+    // Beacons cannot send an Authorization header.
+    body.writeKey = writeKey;
+    body.context = { page: { url: body.url, referrer: referrer || null }, click_ids: clicks,
+                     campaign: { source: last.utm_source, medium: last.utm_medium,
+                                 name: last.utm_campaign, term: last.utm_term, content: last.utm_content } };
+    delete body.url;
+    var payload = JSON.stringify(body), url = base + "/v1/" + body.type;
     // text/plain keeps it a "simple" request: no CORS preflight, and sendBeacon survives unload.
     if (navigator.sendBeacon && navigator.sendBeacon(url, new Blob([payload], { type: "text/plain" }))) return;
     fetch(url, { method: "POST", body: payload, headers: { "Content-Type": "text/plain" }, keepalive: true });
   }
 
+  // The form's fields (checkboxes as booleans; files left out) plus attribution.
   function formFields(form) {
     var data = {};
     new FormData(form).forEach(function (value, name) {
-      if (typeof value !== "string") return; // files are not lead data
+      if (typeof value !== "string") return;
       if (name in data) data[name] = [].concat(data[name], value);
       else data[name] = value;
     });
@@ -91,39 +127,53 @@
       else if (data[box.name] === "on") data[box.name] = true;
     });
     var extra = attribution();
-    Object.keys(extra).forEach(function (k) { if (!(k in data)) data[k] = extra[k]; });
+    Object.keys(extra).forEach(function (k) { if (!(k in data) && extra[k]) data[k] = extra[k]; });
     if (!("_hp" in data)) data._hp = "";
     return data;
   }
 
+  // Network failure: post natively, to the form's action or to capture (303 back to the site).
+  function nativeSubmit(form, action, data) {
+    if (!form.getAttribute("action")) {
+      var to = form.getAttribute("data-leadflow-redirect");
+      form.setAttribute("action", action);
+      form.setAttribute("method", "post");
+      data._redirect = new URL(to || location.href, location.href).href;
+    }
+    Object.keys(data).forEach(function (k) {
+      if (form.elements[k]) return;
+      var input = form.appendChild(document.createElement("input"));
+      input.type = "hidden", input.name = k, input.value = data[k];
+    });
+    HTMLFormElement.prototype.submit.call(form);
+  }
+
   function submit(form, event) {
     event.preventDefault();
-    var formId = form.getAttribute("data-leadflow-form");
-    var fields = JSON.stringify(formFields(form));
-    // The same content sent again from this page (a double click, however slow, or a retry
-    // after a network error) reuses the key, so it counts once; changed content is a new one.
+    var data = formFields(form), fields = JSON.stringify(data);
+    var action = base + "/v1/forms/" + encodeURIComponent(form.getAttribute("data-leadflow-form")) +
+      "/submissions";
+    // The same content sent again (a double click, a retry) reuses the key: it counts once.
     var key = form.__leadflowBody === fields && form.getAttribute("data-leadflow-key") || uuid();
     form.setAttribute("data-leadflow-key", key);
     form.__leadflowBody = fields;
     var done = function (detail) {
       form.dispatchEvent(new CustomEvent("leadflow:" + detail.status, { detail: detail, bubbles: true }));
     };
-    fetch(base + "/v1/forms/" + encodeURIComponent(formId) + "/submissions", {
+    fetch(action, {
       method: "POST",
       headers: { "Content-Type": "application/json", "Idempotency-Key": key },
       body: fields,
     }).then(function (resp) {
       return resp.json().then(function (body) {
-        if (resp.ok) {
-          done({ status: "submitted", response: body });
-          var to = form.getAttribute("data-leadflow-redirect");
-          if (to) window.location.assign(to);
-        } else {
-          done({ status: "rejected", response: body });
-        }
+        if (!resp.ok) return done({ status: "rejected", response: body });
+        done({ status: "submitted", response: body });
+        var to = form.getAttribute("data-leadflow-redirect");
+        if (to) location.assign(to);
       });
-    }).catch(function (error) {
+    }, function (error) {
       done({ status: "failed", error: String(error) });
+      if (form.getAttribute("data-leadflow-fallback") !== "off") nativeSubmit(form, action, data);
     });
   }
 
@@ -135,18 +185,37 @@
     });
   }
 
-  window.Leadflow = {
+  var Leadflow = window.Leadflow = {
     anonymousId: function () { return anonymousId; },
+    // Single-page apps: call on every route change (or load the script with data-spa="history").
     page: function (name, properties) { call("page", { name: name || document.title, properties: properties || {} }); },
     track: function (event, properties) { call("track", { event: event, properties: properties || {} }); },
     identify: function (traits, userId) { call("identify", { traits: traits || {}, userId: userId }); },
+    consent: function (granted) {
+      if (!granted) consent = false, forget();
+      else if (consent !== true) consent = true, start();
+    },
     bind: bind,
   };
 
+  var path = location.pathname + location.search;
+  function routed() {
+    var now = location.pathname + location.search;
+    if (now !== path) { path = now; Leadflow.page(); }
+  }
+  if (attr("data-spa") === "history") {
+    var push = history.pushState;
+    history.pushState = function () { var r = push.apply(this, arguments); routed(); return r; };
+    window.addEventListener("popstate", routed);
+  }
+
+  if (consent) start();
+  // Global Privacy Control: also drop what an earlier visit kept.
+  else if (consent === false) forget();
   if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", function () { bind(); window.Leadflow.page(); });
+    document.addEventListener("DOMContentLoaded", function () { bind(); Leadflow.page(); });
   } else {
     bind();
-    window.Leadflow.page();
+    Leadflow.page();
   }
 })(window, document);
