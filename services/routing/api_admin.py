@@ -412,7 +412,8 @@ async def redeliver_delivery(delivery_id: str, runtime: RuntimeDep, ctx: Context
     is sent (with the usual retries) to the webhook's current URL. 409 when it is not dead,
     when its webhook is no longer configured, or when it was given up because its lead was
     erased."""
-    if not delivery_id.isdigit():
+    # ASCII digits within a BIGINT ("²" is a digit to str.isdigit, not to int()).
+    if not (delivery_id.isascii() and delivery_id.isdigit() and len(delivery_id) <= 18):
         raise Problem(404, "no such delivery")
     configured = {h.name for h in ctx.config.webhooks}
     async with runtime.engine.begin() as conn:

@@ -134,6 +134,8 @@ async def test_a_dead_delivery_is_redelivered_by_api_and_sent_once(db_url: str) 
                 (gone, 409),
                 ("999999", 404),
                 ("abc", 404),
+                ("²", 404),
+                ("9" * 30, 404),
             ]:
                 r = await client.post(f"/v1/webhooks/deliveries/{bad}/redeliver", headers=AUTH)
                 assert r.status_code == status, (bad, r.text)
