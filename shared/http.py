@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.routing import iter_route_contexts
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,9 +23,28 @@ from shared.auth import (
     check,
 )
 from shared.logs import register_secrets
+from shared.openapi import install_openapi
 from shared.problems import Problem, install_problem_handlers, problem_response
 from shared.runtime import Runtime
 from shared.settings import Settings
+
+
+class HealthOut(BaseModel):
+    """The process is alive."""
+
+    status: str
+
+
+class ReadinessOut(BaseModel):
+    """Every check the runtime makes, when all pass."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+    database: str
+    broker: str
+    workers: dict[str, dict[str, Any]]
+    problems: list[str]
 
 
 def create_app(
@@ -55,11 +75,11 @@ def create_app(
     app.state.runtime = runtime
     install_problem_handlers(app)
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get("/healthz", tags=["operations"], response_model=HealthOut)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get("/readyz", tags=["operations"], response_model=ReadinessOut)
     async def readyz() -> Response:
         from fastapi.responses import JSONResponse
 
@@ -79,6 +99,7 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
+    install_openapi(app, lambda route: access_of(route, frozenset()))
     app.add_middleware(
         GuardMiddleware,
         routes_of=app,

@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel
 
 from services.capture import repository
 from services.capture.deps import CaptureContext, ContextDep
@@ -53,6 +54,34 @@ WEBHOOK_LIMIT = 2 * 1024 * 1024
 #: uses the same key and construction as ``X-LI-Signature``, so signing arbitrary text would
 #: sign a forged notification body for anyone who asks.
 _LI_CHALLENGE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+class ReceivedOut(BaseModel):
+    """Leads in the notification, and how many were new (the rest were repeats)."""
+
+    received: int
+    new: int | None = None
+    deleted: bool | None = None
+    event_id: str | None = None
+
+
+class GoogleAcceptedOut(BaseModel):
+    event_id: str
+    lead_key: str
+
+
+class LinkedInChallengeOut(BaseModel):
+    challengeCode: str
+    challengeResponse: str
+
+
+#: The raw JSON body these routes verify before parsing, documented for clients and fuzzers.
+_JSON_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
 
 
 def _configured(value: str | None, platform: str) -> str:
@@ -98,7 +127,7 @@ async def meta_verify(request: Request, ctx: ContextDep) -> Response:
     return PlainTextResponse(q.get("hub.challenge", ""))
 
 
-@router.post("/v1/webhooks/meta")
+@router.post("/v1/webhooks/meta", response_model=ReceivedOut, openapi_extra=_JSON_BODY)
 async def meta_notify(request: Request, ctx: ContextDep) -> Response:
     """A Meta ``leadgen`` notification (``X-Hub-Signature-256`` over the raw body)."""
     secret = _configured(ctx.settings.meta_app_secret, "Meta")
@@ -117,7 +146,7 @@ async def meta_notify(request: Request, ctx: ContextDep) -> Response:
     return JSONResponse({"received": len(leads), "new": new})
 
 
-@router.post("/v1/webhooks/google-ads")
+@router.post("/v1/webhooks/google-ads", response_model=GoogleAcceptedOut, openapi_extra=_JSON_BODY)
 async def google_notify(request: Request, ctx: ContextDep) -> Response:
     """A Google Ads lead form webhook (``google_key`` in the body; answers inline)."""
     expected = _configured(ctx.settings.google_ads_webhook_key, "Google Ads")
@@ -157,7 +186,7 @@ async def google_notify(request: Request, ctx: ContextDep) -> Response:
     return JSONResponse({"event_id": accepted.event_id, "lead_key": accepted.lead_key})
 
 
-@router.get("/v1/webhooks/linkedin")
+@router.get("/v1/webhooks/linkedin", response_model=LinkedInChallengeOut)
 async def linkedin_validate(request: Request, ctx: ContextDep) -> Response:
     """LinkedIn's validation: HMAC the ``challengeCode`` with the client secret."""
     secret = _configured(ctx.settings.linkedin_client_secret, "LinkedIn")
@@ -171,7 +200,7 @@ async def linkedin_validate(request: Request, ctx: ContextDep) -> Response:
     )
 
 
-@router.post("/v1/webhooks/linkedin")
+@router.post("/v1/webhooks/linkedin", response_model=ReceivedOut, openapi_extra=_JSON_BODY)
 async def linkedin_notify(request: Request, ctx: ContextDep) -> Response:
     """A Lead Sync notification (``X-LI-Signature``); CREATED leads are fetched."""
     secret = _configured(ctx.settings.linkedin_client_secret, "LinkedIn")
