@@ -376,7 +376,9 @@ async def list_deliveries(
     cursor: str | None = None,
 ) -> DeliveryPageOut:
     """The outbound webhook delivery log, newest first."""
-    if cursor is not None and not cursor.isdigit():
+    # ASCII digits within a BIGINT ("²" is a digit to str.isdigit, not to int(); 30 digits
+    # overflow the column): anything else is a client error, not a 500.
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
         raise Problem(400, "cursor is not valid")
     before = int(cursor) if cursor else None
     async with runtime.engine.connect() as conn:

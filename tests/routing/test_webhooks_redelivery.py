@@ -201,3 +201,14 @@ async def test_dead_deliveries_of_a_webhook_are_redelivered_in_bulk(db_url: str)
         assert r.json() == {"redelivered": 2}  # a_old and b_dead; never the erased one
         assert (await _row(engine, a_erased))["state"] == "dead"
         assert (await _row(engine, b_dead))["attempts"] == 0
+
+
+async def test_a_malformed_delivery_log_cursor_is_a_400_not_a_500(pg_db_url: str) -> None:
+    # "²" passes str.isdigit but not int(); 30 digits overflow PostgreSQL's BIGINT.
+    async with admin_api(pg_db_url, config()) as (_, client):
+        for cursor in ("²", "9" * 30, "-1", "abc"):
+            r = await client.get("/v1/webhooks/deliveries", params={"cursor": cursor}, headers=AUTH)
+            assert r.status_code == 400, (cursor, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+        ok = await client.get("/v1/webhooks/deliveries", params={"cursor": "12"}, headers=AUTH)
+        assert ok.status_code == 200
