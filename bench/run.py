@@ -1,173 +1,128 @@
-"""Benchmarks: consumer-side throughput, a batch per transaction against a transaction per event.
+"""Every performance figure of Leadflow, each beside its baseline, measured in one run.
 
-Each benchmark measures its baseline and the design in the same run, on the same machine and
-database, and prints the ratio: absolute numbers vary by machine, ratios much less.
+    make bench                  # full sizes (about 10 minutes)
+    BENCH_QUICK=1 make bench    # smaller sizes, under 4 minutes
+    python -m bench.run --only capture,speed_to_lead
 
-    make bench                      # SQLite, and PostgreSQL when reachable
-    BENCH_EVENTS=20000 make bench   # more events
+Prints a table and writes ``bench/results/latest.json`` (a list of
+``{"name", "value", "unit", "baseline", "ratio"}``, sometimes with a ``note``) and
+``bench/results/machine.json`` (where it ran). docs/benchmarks.md explains each figure;
+``python -m bench.table`` renders the README's table from the file.
+
+A module that cannot be imported or fails is recorded with ``value: null`` and the reason in
+its note, and the run goes on.
 """
 
 from __future__ import annotations
 
-import asyncio
+import argparse
+import importlib
+import inspect
+import json
 import os
-import tempfile
+import platform
+import sys
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
+import traceback
+from pathlib import Path
+from typing import Any
 
-import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection
+from bench.common import cpu_model, say
+from bench.table import GOALS, console_table
 
-from services.scoring.config import load_rules
-from services.scoring.handlers import ScoringHandler
-from shared.bus import claim
-from shared.config import load_config
-from shared.contract import Contact, Interaction
-from shared.db import create_engine
-from shared.events import CloudEvent, InteractionType, derived_event_id, utcnow
-from shared.migrate import migrate
-from shared.outbox import enqueue
-from shared.topics import Topics
+RESULTS = Path(__file__).resolve().parent / "results"
 
-N = int(os.environ.get("BENCH_EVENTS", "5000"))
-BATCH = 500
-PG = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+#: Module, and the figures it reports (recorded as missing when the module fails).
+MODULES: list[tuple[str, tuple[str, ...]]] = [
+    (
+        "capture",
+        (
+            "capture_single_vs_echo",
+            "capture_single_vs_naive_db_insert",
+            "capture_batch_vs_raw_produce",
+        ),
+    ),
+    ("scoring", ("scoring_vs_db_upsert_floor",)),
+    ("speed_to_lead", ("speed_to_lead_p50_ms", "speed_to_lead_p99_ms")),
+    (
+        "sla_timers",
+        ("sla_timer_lateness_p50_ms", "sla_timer_lateness_p99_ms", "sla_timer_double_fires"),
+    ),
+    ("rss", ("max_service_rss_mb",)),
+]
 
-Handler = Callable[[AsyncConnection, Sequence[CloudEvent]], Awaitable[None]]
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
-def _plain_events(n: int) -> list[CloudEvent]:
+def _missing(names: tuple[str, ...], why: str) -> list[dict[str, Any]]:
     return [
-        CloudEvent(type="io.bench.in", source="bench", data={"n": i}, key=f"u{i % 1000}@x.io")
-        for i in range(n)
+        {"name": n, "value": None, "unit": "", "baseline": None, "ratio": None, "note": why}
+        for n in names
     ]
 
 
-async def _echo(conn: AsyncConnection, events: Sequence[CloudEvent]) -> None:
-    out = [
-        CloudEvent(
-            type="io.bench.out",
-            source="bench",
-            data=dict(e.data),
-            id=derived_event_id(e.id, "out"),
-            key=e.key,
-        )
-        for e in events
-    ]
-    await enqueue(conn, "bench", "bench.out", out)
-
-
-def _interactions(n: int) -> list[CloudEvent]:
-    """Form fills and page views of 1,000 people, as capture writes them."""
-    out = []
-    for i in range(n):
-        email = f"p{i % 1000}@corp.example"
-        form = i % 3 == 0
-        ix = Interaction(
-            lead_key=email,
-            occurred_at=utcnow(),
-            channel="form" if form else "tracking",
-            form_id="contact-sales" if form else None,
-            intent="generic" if form else None,
-            contact=Contact(
-                email=email, job_title="VP of Sales", company_size=500, industry="software"
-            ),
-            custom={},
-            track=None if form else {"event": "page", "name": "Pricing", "properties": {}},
-        )
-        ce_type = InteractionType.FORM_SUBMITTED if form else InteractionType.TRACKED
-        out.append(
-            CloudEvent(type=ce_type, source="/leadflow/capture", data=ix.to_data(), key=email)
-        )
-    return out
-
-
-async def _measure(url: str, events: list[CloudEvent], handler: Handler, batch: int) -> float:
-    engine = create_engine(url)
+def run_module(
+    module: str, names: tuple[str, ...], quick: bool, smoke: bool
+) -> list[dict[str, Any]]:
     try:
-        await migrate(engine)
-        start = time.perf_counter()
-        for i in range(0, len(events), batch):
-            chunk = events[i : i + batch]
-            async with engine.begin() as conn:
-                fresh = await claim(conn, "bench", [e.id for e in chunk])
-                await handler(conn, [e for e in chunk if e.id in fresh])
-        return len(events) / (time.perf_counter() - start)
-    finally:
-        await engine.dispose()
+        mod = importlib.import_module(f"bench.{module}")
+    except ImportError as exc:
+        return _missing(names, f"bench/{module}.py not importable: {exc}")
+    runner = getattr(mod, "run", None)
+    if runner is None:
+        return _missing(names, f"bench/{module}.py has no run(quick)")
+    began = time.monotonic()
+    say(f"{module}: running")
+    try:
+        if "smoke" in inspect.signature(runner).parameters:
+            rows = list(runner(quick, smoke=smoke))
+        else:
+            rows = list(runner(quick))
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        return _missing(names, f"failed: {type(exc).__name__}: {exc}"[:300])
+    say(f"{module}: done in {time.monotonic() - began:.0f}s")
+    got = {r.get("name") for r in rows}
+    return rows + _missing(tuple(n for n in names if n not in got), f"bench/{module}.py omitted it")
 
 
-class Databases:
-    """Fresh SQLite files and PostgreSQL databases, one per measurement, removed afterwards."""
-
-    def __init__(self, tmp: str) -> None:
-        self.tmp = tmp
-        self.pg_names: list[str] = []
-        self.pg_ok = True
-
-    def sqlite(self) -> str:
-        return f"sqlite+aiosqlite:///{self.tmp}/{uuid.uuid4().hex}.db"
-
-    async def postgres(self) -> str | None:
-        if not self.pg_ok:
-            return None
-        try:
-            conn = await asyncpg.connect(PG, timeout=3)
-        except (OSError, asyncpg.PostgresError):
-            self.pg_ok = False
-            return None
-        name = f"lf_bench_{uuid.uuid4().hex[:8]}"
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        self.pg_names.append(name)
-        root = PG.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-        return f"{root}/{name}"
-
-    async def drop(self) -> None:
-        if not self.pg_names:
-            return
-        conn = await asyncpg.connect(PG)
-        try:
-            for name in self.pg_names:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-
-async def main() -> None:
-    rules = load_rules(load_config())
-    scoring = ScoringHandler(rules, Topics("bench."))
-    cases: list[tuple[str, Callable[[int], list[CloudEvent]], Handler]] = [
-        ("inbox + outbox unit of work", _plain_events, _echo),
-        ("scoring handler (score, stage, outbox)", _interactions, scoring),
-    ]
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        dbs = Databases(tmp)
-        try:
-            for title, make, handler in cases:
-                events = make(N)
-                for db_name in ("SQLite", "PostgreSQL"):
-                    urls = (
-                        [dbs.sqlite(), dbs.sqlite()]
-                        if db_name == "SQLite"
-                        else [await dbs.postgres(), await dbs.postgres()]
-                    )
-                    if None in urls:
-                        continue
-                    base = await _measure(str(urls[0]), events, handler, 1)
-                    design = await _measure(str(urls[1]), events, handler, BATCH)
-                    rows.append((title, db_name, base, design))
-        finally:
-            await dbs.drop()
-    print(f"{N} events; baseline: one transaction per event; design: one per batch of {BATCH}")
-    print(f"{'benchmark':<42}{'database':<12}{'baseline ev/s':>15}{'design ev/s':>13}{'ratio':>8}")
-    for title, db_name, base, design in rows:
-        print(f"{title:<42}{db_name:<12}{base:>15,.0f}{design:>13,.0f}{design / base:>7.1f}x")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", default=bool(os.environ.get("BENCH_QUICK")))
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (the test suite's check)")
+    parser.add_argument("--only", default="", help="comma-separated modules")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    only = {m.strip() for m in args.only.split(",") if m.strip()}
+    unknown = only - {m for m, _ in MODULES}
+    if unknown:
+        parser.error(f"unknown module(s): {', '.join(sorted(unknown))}")
+    rows: list[dict[str, Any]] = []
+    for module, names in MODULES:
+        if only and module not in only:
+            continue
+        rows.extend(run_module(module, names, args.quick or args.smoke, args.smoke))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(rows, indent=2) + "\n")
+    info = machine()
+    info["mode"] = "smoke" if args.smoke else "quick" if args.quick else "full"
+    (args.out / "machine.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(console_table(rows, GOALS))
+    print(
+        f"\n{info['cpus']} CPUs ({info['cpu_model']}), Python {info['python']}, "
+        f"{info['mode']} run; written to {args.out / 'latest.json'}"
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(main())

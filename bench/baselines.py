@@ -1,0 +1,117 @@
+"""Baseline apps, each measured beside capture in the same run with the same uvicorn settings
+(those of ``leadflow capture``: services/cli.py) and the same load generator:
+
+- ``echo``: a bare FastAPI endpoint with a body model like a form post's; validates, answers 202.
+- ``naive``: the same endpoint writing each lead straight into PostgreSQL (SQLAlchemy async,
+  one INSERT and commit per request), the setup teams usually build by hand.
+
+    python -m bench.baselines echo PORT
+    python -m bench.baselines naive PORT DATABASE_URL
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+
+class Submission(BaseModel):
+    """A form post: contact fields, anything else kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    company: str | None = None
+    phone: str | None = None
+    consent_marketing: bool | None = None
+
+
+def _answer(sub: Submission) -> JSONResponse:
+    body = {"event_id": uuid.uuid4().hex, "lead_key": sub.email.lower(), "status": "accepted"}
+    return JSONResponse(body, status_code=202)
+
+
+def echo_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/readyz")
+    async def ready() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/forms/{form_id}/submissions", status_code=202)
+    async def submit(form_id: str, sub: Submission) -> JSONResponse:
+        return _answer(sub)
+
+    return app
+
+
+def naive_app(url: str) -> FastAPI:
+    engine = create_async_engine(url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "CREATE TABLE IF NOT EXISTS naive_leads (id text PRIMARY KEY, form_id text, "
+                    "email text, data jsonb, created_at timestamptz DEFAULT now())"
+                )
+            )
+        yield
+        await engine.dispose()
+
+    app = FastAPI(lifespan=lifespan)
+    insert = text(
+        "INSERT INTO naive_leads (id, form_id, email, data) "
+        "VALUES (:id, :form_id, :email, CAST(:data AS jsonb))"
+    )
+
+    @app.get("/readyz")
+    async def ready() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/forms/{form_id}/submissions", status_code=202)
+    async def submit(form_id: str, sub: Submission) -> JSONResponse:
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert,
+                {
+                    "id": uuid.uuid4().hex,
+                    "form_id": form_id,
+                    "email": sub.email.lower(),
+                    "data": sub.model_dump_json(),
+                },
+            )
+        return _answer(sub)
+
+    return app
+
+
+def serve(app: Any, port: int) -> None:
+    """The uvicorn settings of ``leadflow capture`` (services/cli.py)."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    kind, port = sys.argv[1], int(sys.argv[2])
+    serve(echo_app() if kind == "echo" else naive_app(sys.argv[3]), port)

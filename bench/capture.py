@@ -1,0 +1,147 @@
+"""Capture throughput: single form posts against an echo app and a naive database insert, and
+``/v1/batch`` events against raw aiokafka production of the same events.
+
+capture runs as ``leadflow capture`` on PostgreSQL and the bundled broker, with the per-IP
+rate limit raised out of the way; every post is a unique newsletter signup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import WRITE_KEY, Sizes, process, result, run_load, stack
+from shared.broker import free_port
+from shared.bus import make_producer
+from shared.contract import Contact, Interaction
+from shared.events import CloudEvent, InteractionType, utcnow
+from shared.outbox import publish
+from shared.settings import Settings
+
+FORM = "/v1/forms/newsletter/submissions"
+BATCH_CONNECTIONS = 8
+
+
+def _baseline(kind: str, tmp: Path, *extra: str) -> Any:
+    port = free_port()
+    args = [sys.executable, "-m", "bench.baselines", kind, str(port), *extra]
+    return process(args, f"http://127.0.0.1:{port}/readyz", tmp, kind), port
+
+
+def _tracked_events(n: int, run: str) -> list[CloudEvent]:
+    """Tracked events as capture writes them for a ``/v1/batch`` of track calls."""
+    out = []
+    for i in range(n):
+        key = f"u{run}-{i}"
+        ix = Interaction(
+            lead_key=key,
+            occurred_at=utcnow(),
+            channel="tracking",
+            form_id=None,
+            intent=None,
+            contact=Contact(email=None),
+            custom={},
+            track={"event": "Viewed", "name": None, "properties": {"plan": "pro", "n": i}},
+        )
+        out.append(
+            CloudEvent(
+                type=InteractionType.TRACKED,
+                source="/leadflow/capture",
+                data=ix.to_data(),
+                key=key,
+            )
+        )
+    return out
+
+
+async def _raw_produce(bootstrap: str, topic: str, n: int, size: int) -> float:
+    """Events/s of aiokafka alone: the producer capture uses, batches sent concurrently."""
+    settings = Settings(leadflow_dev=True, kafka_bootstrap_servers=bootstrap)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        events = _tracked_events(n, "raw")
+        chunks = [events[i : i + size] for i in range(0, n, size)]
+        queue = list(reversed(chunks))
+        await publish(producer, [(topic, events[0])])  # metadata, connection
+
+        async def worker() -> None:
+            while queue:
+                chunk = queue.pop()
+                await publish(producer, [(topic, e) for e in chunk])
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(BATCH_CONNECTIONS)))
+        return n / (time.perf_counter() - start)
+    finally:
+        await producer.stop()
+
+
+def run(quick: bool, smoke: bool = False) -> list[dict[str, Any]]:
+    sizes = Sizes.pick(quick, smoke)
+    secs = sizes.load_seconds
+    with tempfile.TemporaryDirectory(prefix="lf-bench-capture-") as tmp_name:
+        tmp = Path(tmp_name)
+        with stack(tmp) as st:
+            ctx, port = _baseline("echo", tmp)
+            with ctx:
+                echo = run_load(f"http://127.0.0.1:{port}{FORM}", secs, tmp=tmp)
+            ctx, port = _baseline("naive", tmp, st.db_url)
+            with ctx:
+                naive = run_load(f"http://127.0.0.1:{port}{FORM}", secs, tmp=tmp)
+            st.start("capture")
+            url = st.urls["capture"]
+            run_load(url + FORM, min(secs, 2.0), tmp=tmp)  # warm-up
+            single = run_load(url + FORM, secs, tmp=tmp)
+            auth = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+            batch = run_load(
+                url + "/v1/batch",
+                secs,
+                kind="batch",
+                size=sizes.batch_events,
+                connections=BATCH_CONNECTIONS,
+                headers=auth,
+                tmp=tmp,
+            )
+            raw = asyncio.run(
+                _raw_produce(
+                    st.bootstrap, st.prefix + "raw-produce", sizes.raw_events, sizes.batch_events
+                )
+            )
+    batch_eps = batch.ok_per_second * sizes.batch_events
+    note_err = f"; errors: capture {single.errors}, batch {batch.errors}"
+    return [
+        result(
+            "capture_single_vs_echo",
+            single.ok_per_second,
+            "posts/s",
+            echo.ok_per_second,
+            note=f"{secs:.0f}s, {single.requests} posts{note_err}",
+        ),
+        result(
+            "capture_single_vs_naive_db_insert",
+            single.ok_per_second,
+            "posts/s",
+            naive.ok_per_second,
+            note=f"naive errors: {naive.errors}",
+        ),
+        result(
+            "capture_batch_vs_raw_produce",
+            batch_eps,
+            "events/s",
+            raw,
+            note=f"batches of {sizes.batch_events} track calls with messageId, "
+            f"{BATCH_CONNECTIONS} connections",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(quick=True), indent=2))

@@ -1,0 +1,97 @@
+"""The benchmark results as tables: ``python -m bench.table`` prints the README's markdown
+from ``bench/results/latest.json`` and ``machine.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+#: The goals of issue 11: (figure, "ratio"/"value", comparison, bound).
+GOALS: dict[str, tuple[str, str, float]] = {
+    "capture_single_vs_echo": ("ratio", ">=", 0.7),
+    "capture_single_vs_naive_db_insert": ("ratio", ">=", 1.5),
+    "capture_batch_vs_raw_produce": ("ratio", ">=", 0.6),
+    "scoring_vs_db_upsert_floor": ("ratio", ">=", 0.2),
+    "speed_to_lead_p99_ms": ("value", "<=", 150.0),
+    "sla_timer_lateness_p99_ms": ("value", "<=", 250.0),
+    "sla_timer_double_fires": ("value", "==", 0.0),
+    "max_service_rss_mb": ("value", "<=", 200.0),
+}
+
+
+def goal_text(name: str, goals: dict[str, tuple[str, str, float]] = GOALS) -> str:
+    if name not in goals:
+        return ""
+    what, op, bound = goals[name]
+    return f"{what} {op} {bound:g}"
+
+
+def met(row: dict[str, Any], goals: dict[str, tuple[str, str, float]] = GOALS) -> str:
+    """ "yes", "no", or "" (no goal, or no figure)."""
+    if row["name"] not in goals:
+        return ""
+    what, op, bound = goals[row["name"]]
+    value = row.get(what)
+    if value is None:
+        return "no figure"
+    ok = {">=": value >= bound, "<=": value <= bound, "==": value == bound}[op]
+    return "yes" if ok else "no"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and abs(value) < 10:
+        return f"{value:.2f}"
+    return f"{value:,.0f}"
+
+
+def console_table(
+    rows: list[dict[str, Any]], goals: dict[str, tuple[str, str, float]] = GOALS
+) -> str:
+    head = f"{'figure':<36}{'value':>12}{'baseline':>12}{'ratio':>8}  {'goal':<14}{'met':<5}unit"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['name']:<36}{_fmt(r['value']):>12}{_fmt(r['baseline']):>12}"
+            f"{_fmt(r['ratio']):>8}  {goal_text(r['name'], goals):<14}{met(r, goals):<5}"
+            f"{r['unit']}"
+        )
+    return "\n".join(lines)
+
+
+def markdown(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
+    lines = [
+        "| figure | value | baseline | ratio | goal | met | unit |",
+        "| --- | ---: | ---: | ---: | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| `{r['name']}` | {_fmt(r['value'])} | {_fmt(r['baseline'])} | "
+            f"{_fmt(r['ratio'])} | {goal_text(r['name'])} | {met(r)} | {r['unit']} |"
+        )
+    if machine:
+        lines.append("")
+        lines.append(
+            f"Measured {machine.get('when', '?')} ({machine.get('mode', '?')} run) on "
+            f"{machine.get('cpus')} CPUs ({machine.get('cpu_model')}), "
+            f"{machine.get('memory_gib')} GiB, Python {machine.get('python')}."
+        )
+    return "\n".join(lines)
+
+
+def main(folder: Path = RESULTS) -> int:
+    rows = json.loads((folder / "latest.json").read_text())
+    machine_file = folder / "machine.json"
+    machine = json.loads(machine_file.read_text()) if machine_file.exists() else {}
+    print(markdown(rows, machine))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS))
