@@ -1,15 +1,17 @@
-"""Reports: funnel KPIs, ad spend intake (bearer), and a small HTML dashboard."""
+"""Reports: funnel KPIs, ad spend intake (bearer), the dashboard page and its login."""
 
 from __future__ import annotations
 
 import html
+import secrets
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.scoring import dashboard as dashboard_page
 from services.scoring import kpis, queries
 from services.scoring.deps import ContextDep
 from shared.auth import (
@@ -166,47 +168,58 @@ async def post_ad_spend(ctx: ContextDep, body: AdSpendBatch | AdSpend) -> AdSpen
 @router.get(
     "/dashboard", response_class=HTMLResponse, include_in_schema=False, dependencies=[SessionAuth]
 )
-async def dashboard(ctx: ContextDep) -> HTMLResponse:
-    """A one-page overview: leads by stage and temperature, the 30-day funnel, newest SQLs."""
-    end = ctx.clock()
+async def dashboard(
+    request: Request,
+    ctx: ContextDep,
+    from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    to: Annotated[str | None, Query(max_length=40)] = None,
+    group: GroupBy = "source",
+) -> HTMLResponse:
+    """The dashboard: funnel and cohorts, cost per lead, speed to lead, SLAs, hot leads waiting
+    (``from``/``to``: dates, ``to`` included, or RFC 3339 times; ``group``: the grouping)."""
+    now = ctx.clock()
+    if to is not None and "T" not in to:
+        to = _next_day(to)
+    if from_ is None and to is None:
+        from_ = (now - timedelta(days=29)).date().isoformat()
+    frm, end = _window(from_, to, now)
+    if end - frm > timedelta(days=400):
+        raise Problem(
+            422,
+            "the period is longer than 400 days",
+            errors=[{"loc": "/query/from", "msg": "at most 400 days before to"}],
+        )
     async with ctx.engine.connect() as conn:
+        report = await kpis.funnel(conn, frm, end, group)
+        by_source = report if group == "source" else await kpis.funnel(conn, frm, end, "source")
         counts = await kpis.funnel_counts(conn)
-        report = await kpis.funnel(conn, end - timedelta(days=30), end, "source")
-        sqls, _ = await queries.list_leads(conn, stage="SQL", limit=20)
-    grid = {(s, t): n for s, t, n in counts}
-    temps = ("hot", "warm", "cold")
-    stage_rows = "".join(
-        f"<tr><th>{s}</th>" + "".join(f"<td>{grid.get((s, t), 0)}</td>" for t in temps) + "</tr>"
-        for s in ("SQL", "MQL", "IQL")
-    )
-    cols = ("key", "leads", "mqls", "sqls", "clients", "sql_rate", "spend", "cost_per_sql")
-    funnel_rows = "".join(
-        "<tr>" + "".join(f"<td>{_cell(i[c])}</td>" for c in cols) + "</tr>"
-        for i in [*report["items"], report["totals"]]
-    )
-    lead_rows = "".join(
-        f"<tr><td>{_cell(x.email or x.key)}</td><td>{_cell(x.company)}</td>"
-        f"<td>{x.temperature}</td><td>{x.total}</td><td>{_cell((x.owner or {}).get('name'))}</td>"
-        f"<td>{_cell(x.status)}</td></tr>"
-        for x in sqls
-    )
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Leadflow scoring</title>
-<style>body{{font-family:sans-serif;margin:2rem}}table{{border-collapse:collapse;margin-bottom:2rem}}
-td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}}</style></head><body>
-<h1>Leadflow scoring</h1>
-<form method="post" action="/logout"><button id="logout">Log out</button></form>
-<h2>Leads by stage and temperature</h2>
-<table><tr><th></th>{"".join(f"<th>{t}</th>" for t in temps)}</tr>{stage_rows}</table>
-<h2>Last 30 days by source</h2>
-<table><tr>{"".join(f"<th>{c}</th>" for c in cols)}</tr>{funnel_rows}</table>
-<h2>Newest sales-qualified leads</h2>
-<table><tr><th>lead</th><th>company</th><th>temperature</th><th>score</th><th>owner</th>
-<th>status</th></tr>{lead_rows}</table></body></html>"""
-    return HTMLResponse(page)
+        sqls, _ = await queries.list_leads(conn, stage="SQL", limit=10)
+    transport = getattr(request.app.state, "routing_transport", None)
+    speed = await dashboard_page.fetch_speed(ctx.settings, frm, end, transport)
+    nonce = secrets.token_urlsafe(16)
+    view = dashboard_page.View(frm, end, group, now)
+    page = dashboard_page.render(view, report, speed, counts, sqls, by_source, nonce)
+    headers = {
+        "Cache-Control": "no-store",
+        "X-Frame-Options": "DENY",
+        "Content-Security-Policy": (
+            f"default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
+            "img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        ),
+    }
+    return HTMLResponse(page, headers=headers)
 
 
-def _cell(value: Any) -> str:
-    return "" if value is None else html.escape(str(value))
+def _next_day(value: str) -> str:
+    """The day after a date (the dashboard's ``to`` day is included)."""
+    try:
+        return (date.fromisoformat(value) + timedelta(days=1)).isoformat()
+    except ValueError:
+        raise Problem(
+            422,
+            "to is not an RFC 3339 time or a date",
+            errors=[{"loc": "/query/to", "msg": "invalid date"}],
+        ) from None
 
 
 # --- the dashboard's browser login ------------------------------------------------------------
