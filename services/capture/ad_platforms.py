@@ -32,6 +32,20 @@ from shared.settings import Settings
 META_FIELDS = "field_data,created_time,ad_id,form_id,campaign_id,platform,is_organic"
 #: The ``LinkedIn-Version`` sent when ``capture.ad_fetch.linkedin_api_version`` is not set.
 DEFAULT_LINKEDIN_API_VERSION = "202405"
+#: The Graph API version when ``capture.ad_fetch.meta_graph_version`` is not set. Meta keeps a
+#: version for about two years after its release (v24.0: October 2025).
+DEFAULT_META_GRAPH_VERSION = "v24.0"
+_GRAPH_VERSION = re.compile(r"/v[0-9]+\.[0-9]+/?$")
+
+
+def graph_root(url: str, version: str) -> str:
+    """The Graph API root to call: ``META_GRAPH_URL`` with its version segment (``/v21.0``)
+    replaced by ``version``; a URL without one (a proxy, a test stand-in) is used as it is."""
+    if _GRAPH_VERSION.search(url):
+        return _GRAPH_VERSION.sub(f"/{version}", url)
+    return url.rstrip("/")
+
+
 _LI_FORM = re.compile(r"urn:li:leadGenForm:([^,)]+)")
 
 
@@ -73,10 +87,12 @@ class AdPlatforms:
         settings: Settings,
         client: httpx.AsyncClient,
         linkedin_api_version: str = DEFAULT_LINKEDIN_API_VERSION,
+        meta_graph_version: str = DEFAULT_META_GRAPH_VERSION,
     ) -> None:
         self.settings = settings
         self.client = client
         self.linkedin_api_version = linkedin_api_version
+        self.meta_graph_root = graph_root(settings.meta_graph_url, meta_graph_version)
 
     async def fetch(self, platform: str, lead_id: str, notification: dict[str, Any]) -> Interaction:
         """The ``ad_lead_received`` interaction of one platform lead."""
@@ -106,7 +122,7 @@ class AdPlatforms:
     async def _meta(self, lead_id: str, notification: dict[str, Any]) -> Interaction:
         headers, params = self._meta_auth()
         lead = await self._get(
-            f"{self.settings.meta_graph_url.rstrip('/')}/{_seg(lead_id)}",
+            f"{self.meta_graph_root}/{_seg(lead_id)}",
             headers=headers,
             params=params,
         )

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.capture.ad_platforms import DEFAULT_LINKEDIN_API_VERSION
+from services.capture.ad_platforms import DEFAULT_LINKEDIN_API_VERSION, DEFAULT_META_GRAPH_VERSION
 from services.capture.domain.interaction import FormSettings
 from services.capture.domain.ratelimit import Network, parse_networks
 from shared.config import load_config, load_schema, validate_section
@@ -28,6 +28,9 @@ class AdFetchPolicy:
     #: The ``LinkedIn-Version`` header (YYYYMM) of Lead Sync calls. LinkedIn retires a monthly
     #: version about a year after release; a retired one fails every fetch.
     linkedin_api_version: str = DEFAULT_LINKEDIN_API_VERSION
+    #: The Graph API version (``v24.0``) of Meta lead fetches; it replaces the version segment
+    #: of ``META_GRAPH_URL``. Meta retires a version about two years after its release.
+    meta_graph_version: str = DEFAULT_META_GRAPH_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,5 +119,6 @@ def parse_config(config: Mapping[str, Any]) -> CaptureConfig:
             linkedin_api_version=str(
                 fetch.get("linkedin_api_version", DEFAULT_LINKEDIN_API_VERSION)
             ),
+            meta_graph_version=str(fetch.get("meta_graph_version", DEFAULT_META_GRAPH_VERSION)),
         ),
     )

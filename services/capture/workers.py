@@ -71,7 +71,12 @@ class AdFetcher(DueWorkLoop):
     async def run(self) -> None:
         """Fetch due leads until stopped, with one HTTP client for the whole run."""
         async with httpx.AsyncClient(transport=self.transport, timeout=10.0) as client:
-            self._platforms = AdPlatforms(self.settings, client, self.policy.linkedin_api_version)
+            self._platforms = AdPlatforms(
+                self.settings,
+                client,
+                self.policy.linkedin_api_version,
+                self.policy.meta_graph_version,
+            )
             await super().run()
 
     async def step(self) -> datetime | None:
