@@ -8,7 +8,7 @@ from typing import Any
 
 from services.scoring.domain.lifecycle import Change
 from services.scoring.domain.model import Lead
-from shared.contract import LeadEvent, LeadSnapshot, Owner, Score
+from shared.contract import LeadSnapshot, Owner, Score
 from shared.events import CloudEvent, derived_event_id
 
 #: The service's name as the outbox and the dead letters know it.
@@ -34,6 +34,13 @@ def snapshot(lead: Lead) -> LeadSnapshot:
     )
 
 
+def snapshot_data(lead: Lead) -> dict[str, Any]:
+    """``snapshot(lead).to_data()``, without copying the score's reasons twice."""
+    out = lead.to_snapshot()
+    out["owner"] = Owner.from_data(lead.owner).to_data() if lead.owner else None
+    return out
+
+
 def lead_events(
     lead: Lead, changes: Sequence[Change], cause_id: str, cause_type: str, now: datetime
 ) -> list[CloudEvent]:
@@ -45,13 +52,14 @@ def lead_events(
     """
     if not changes:
         return []
-    lead_snapshot = snapshot(lead)
+    # LeadEvent(snapshot, cause, change).to_data(), with the snapshot's data built once
+    lead_data = snapshot_data(lead)
     cause = {"event_id": cause_id, "type": cause_type}
     return [
         CloudEvent(
             type=change.type,
             source=SOURCE_URI,
-            data=LeadEvent(lead_snapshot, cause, change.change).to_data(),
+            data=_event_data(lead_data, cause, change.change),
             time=now,
             subject=lead.id,
             key=lead.key,
@@ -59,6 +67,15 @@ def lead_events(
         )
         for change in changes
     ]
+
+
+def _event_data(
+    lead_data: dict[str, Any], cause: dict[str, Any], change: dict[str, Any] | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"lead": lead_data, "cause": cause}
+    if change is not None:
+        out["change"] = dict(change)
+    return out
 
 
 def scrubbed(lead_id: str) -> Callable[[dict[str, Any]], dict[str, Any]]:

@@ -4,14 +4,13 @@ temperature and stage they imply. Pure functions of (lead, rules, now)."""
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from services.scoring.domain.identity import email_domain
-from services.scoring.domain.model import Hit, Lead, stage_rank
+from services.scoring.domain.model import Hit, Lead, stage_rank, time_text
 from services.scoring.domain.ruleset import (
     DEFAULT_SENIORITY,
     Decay,
@@ -71,10 +70,33 @@ class ScoreCard:
 
 
 def compute_fit(lead: Lead, rules: Rules) -> tuple[int, list[dict[str, Any]], str | None]:
-    """Fit points, their reasons, and the first disqualifying rule that matched."""
-    values = fit_fields(lead, rules.seniority)
+    """Fit points, their reasons, and the first disqualifying rule that matched.
+
+    Fit depends only on the profile fields the rules test, so the outcome is remembered per
+    combination of those values (:class:`_FitMemo`): a lead's profile rarely changes between
+    its interactions, and many leads share a combination.
+    """
+    memo = _fit_memo(rules)
+    key = memo.key(lead)
+    outcome = memo.outcomes.get(key)
+    if outcome is None:
+        outcome = _fit_outcome(lead, rules)
+        if len(memo.outcomes) >= _FIT_MEMO_SIZE:
+            memo.outcomes.clear()
+        memo.outcomes[key] = outcome
+    points, matched, disqualified = outcome
     at = rfc3339(lead.profile_at or lead.created_at)
-    points, reasons, disqualified = 0, [], None
+    return points, [{"rule": r, "points": p, "at": at} for r, p in matched], disqualified
+
+
+#: A fit outcome: points, (rule id, points) of each matching rule, the disqualifying rule.
+FitOutcome = tuple[int, tuple[tuple[str, int], ...], str | None]
+_FIT_MEMO_SIZE = 50_000
+
+
+def _fit_outcome(lead: Lead, rules: Rules) -> FitOutcome:
+    values = fit_fields(lead, rules.seniority)
+    points, matched, disqualified = 0, [], None
     for rule in rules.fit:
         if rule.field == "email_domain":  # any of the person's emails counts
             candidates: Iterable[Any] = values["email_domains"] or [None]
@@ -82,10 +104,66 @@ def compute_fit(lead: Lead, rules: Rules) -> tuple[int, list[dict[str, Any]], st
             candidates = [values.get(rule.field)]
         if any(rule.condition.matches(v) for v in candidates):
             points += rule.points
-            reasons.append({"rule": rule.id, "points": rule.points, "at": at})
+            matched.append((rule.id, rule.points))
             if rule.disqualify and disqualified is None:
                 disqualified = rule.id
-    return points, reasons, disqualified
+    return points, tuple(matched), disqualified
+
+
+class _FitMemo:
+    """Fit outcomes of one rule set, by the values of the fields its fit rules test."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.fields = tuple(sorted({r.field for r in rules.fit}))
+        self.outcomes: dict[tuple[Any, ...], FitOutcome] = {}
+        self.seniority: dict[str | None, str | None] = {}
+
+    def key(self, lead: Lead) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for name in self.fields:
+            if name in ("email_domain", "email_domains"):
+                out.append(tuple(email_domain(e) for e in lead.emails))
+            elif name == "seniority":
+                title = lead.job_title
+                if title not in self.seniority:
+                    if len(self.seniority) >= _FIT_MEMO_SIZE:
+                        self.seniority.clear()
+                    self.seniority[title] = seniority(title, self.rules.seniority)
+                out.append(self.seniority[title])
+            elif name in _LEAD_FIT_FIELDS:
+                value = getattr(lead, name)
+                out.append(tuple(value) if isinstance(value, list) else value)
+            else:  # not a field fit rules know: always None
+                out.append(None)
+        return tuple(out)
+
+
+#: Fit fields read straight from the lead (the others are derived, see :func:`fit_fields`).
+_LEAD_FIT_FIELDS = frozenset(
+    {
+        "email",
+        "phone",
+        "first_name",
+        "last_name",
+        "company",
+        "job_title",
+        "industry",
+        "company_size",
+        "country",
+    }
+)
+#: One memo per rule set in use, by identity (a rule set holds dicts: it is not hashable).
+_FIT_MEMOS: dict[int, _FitMemo] = {}
+
+
+def _fit_memo(rules: Rules) -> _FitMemo:
+    memo = _FIT_MEMOS.get(id(rules))
+    if memo is None or memo.rules is not rules:
+        if len(_FIT_MEMOS) >= 64:  # rule sets replaced over a long life (tests, reloads)
+            _FIT_MEMOS.clear()
+        memo = _FIT_MEMOS[id(rules)] = _FitMemo(rules)
+    return memo
 
 
 def decayed(points: float, decay: Decay, age_seconds: float) -> float:
@@ -110,26 +188,30 @@ def compute_engagement(
     ``<rule>:cap`` reason, so the reasons always add up to the score.
     """
     caps = {r.id: r.max_points for r in rules.engagement}
-    by_group: dict[str, dict[str, list[tuple[Hit, float]]]] = defaultdict(lambda: defaultdict(list))
-    for hit in sorted(hits, key=lambda h: (h.at, h.event_id)):
-        decay = rules.group(hit.group).decay
-        value = decayed(hit.points, decay, (now - hit.at).total_seconds())
-        by_group[hit.group][hit.rule].append((hit, value))
+    by_group: dict[str, dict[str, list[Hit]]] = {}
+    for hit in sorted(hits, key=_hit_order):
+        by_group.setdefault(hit.group, {}).setdefault(hit.rule, []).append(hit)
     total = 0.0
     reasons: list[dict[str, Any]] = []
+    append = reasons.append
     now_text = rfc3339(now)
     for group_name in sorted(by_group):
+        decay = rules.group(group_name).decay
         positive = negative = 0.0
         for rule_id, items in sorted(by_group[group_name].items()):
-            pos = sum(v for _, v in items if v > 0)
-            negative += sum(v for _, v in items if v < 0)
-            for hit, value in items:
-                reasons.append({"rule": hit.rule, "points": round(value, 2), "at": rfc3339(hit.at)})
+            # sums in hit order, as sum() over the values would add them
+            pos = neg = 0.0
+            for hit in items:
+                value = decayed(hit.points, decay, (now - hit.at).total_seconds())
+                if value > 0:
+                    pos += value
+                elif value < 0:
+                    neg += value
+                append({"rule": hit.rule, "points": round(value, 2), "at": time_text(hit.at)})
+            negative += neg
             cap = caps.get(rule_id)
             if cap is not None and pos > cap:
-                reasons.append(
-                    {"rule": f"{rule_id}:cap", "points": round(cap - pos, 2), "at": now_text}
-                )
+                append({"rule": f"{rule_id}:cap", "points": round(cap - pos, 2), "at": now_text})
                 pos = float(cap)
             positive += pos
         group_cap = rules.group(group_name).cap
@@ -144,6 +226,10 @@ def compute_engagement(
             positive = float(group_cap)
         total += positive + negative
     return math.floor(total + 0.5), reasons
+
+
+def _hit_order(hit: Hit) -> tuple[datetime, str]:
+    return hit.at, hit.event_id
 
 
 def score(lead: Lead, rules: Rules, now: datetime) -> ScoreCard:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -129,7 +130,7 @@ class Lead:
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
             if isinstance(value, datetime):
-                value = rfc3339(value)
+                value = time_text(value)
             elif isinstance(value, list):
                 value = [dict(v) if isinstance(v, dict) else v for v in value]
             elif isinstance(value, dict):
@@ -140,7 +141,7 @@ class Lead:
                 "rule": h.rule,
                 "group": h.group,
                 "points": h.points,
-                "at": rfc3339(h.at),
+                "at": time_text(h.at),
                 "event_id": h.event_id,
             }
             for h in self.hits
@@ -154,10 +155,19 @@ class Lead:
         # every datetime field of the dataclass, so a new one cannot be forgotten here
         for name in (n for n, f in cls.__dataclass_fields__.items() if "datetime" in str(f.type)):
             if values.get(name):
-                values[name] = parse_time(values[name])
-        values["hits"] = [Hit(**{**h, "at": parse_time(h["at"])}) for h in values.get("hits", [])]
+                values[name] = parsed_time(values[name])
+        values["hits"] = [
+            Hit(h["rule"], h["group"], h["points"], parsed_time(h["at"]), h["event_id"])
+            for h in values.get("hits", [])
+        ]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+#: RFC 3339 text of a time and back, remembered: a lead's hit times are written and read again
+#: with every batch that touches it (datetimes are immutable, so sharing them is safe).
+time_text = functools.lru_cache(maxsize=65_536)(rfc3339)
+parsed_time = functools.lru_cache(maxsize=65_536)(parse_time)
 
 
 def _time(value: datetime | None) -> str | None:

@@ -66,6 +66,15 @@ class Condition:
     pattern: re.Pattern[str] | None = None
     min: float | None = None
     max: float | None = None
+    #: ``value`` and ``values`` folded once (a condition is tested for every event)
+    folded: Any = field(default=None, init=False, repr=False, compare=False)
+    folded_values: frozenset[Any] = field(
+        default=frozenset(), init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folded", _fold(self.value))
+        object.__setattr__(self, "folded_values", frozenset(_fold(v) for v in self.values))
 
     def matches(self, actual: Any) -> bool:
         """Whether ``actual`` passes this test (strings compare case-insensitively)."""
@@ -74,9 +83,9 @@ class Condition:
         if actual is None:
             return False
         if self.op == "equals":
-            return bool(_fold(actual) == _fold(self.value))
+            return bool(_fold(actual) == self.folded)
         if self.op == "in":
-            return _fold(actual) in {_fold(v) for v in self.values}
+            return _fold(actual) in self.folded_values
         if self.op == "regex":
             assert self.pattern is not None
             return bool(self.pattern.search(str(actual)))

@@ -1,0 +1,178 @@
+"""Scoring throughput against the database's own floor, both measured in the same run.
+
+``scoring_vs_db_upsert_floor``: interactions/s through the scoring handler (inbox claim, rules,
+lead state, timeline, ``leadflow.leads`` events in the outbox; PostgreSQL, batches of 500)
+divided by the interactions/s of the least work a database-backed consumer can do with the same
+events: their ids inserted into an inbox with ``unnest``, the events folded per lead in Python,
+one ``INSERT … ON CONFLICT DO UPDATE`` per batch with the JSON encoded in Python. Each side
+gets its own throwaway PostgreSQL database.
+
+    python -m bench.scoring          # BENCH_QUICK=1 for a short run
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.scoring.config import load_rules
+from services.scoring.handlers import ScoringHandler
+from shared.bus import claim
+from shared.config import load_config
+from shared.contract import Contact, Interaction
+from shared.db import create_engine
+from shared.events import CloudEvent, InteractionType, utcnow
+from shared.migrate import migrate
+from shared.topics import Topics
+
+PG = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BATCH = 500
+CONSUMER = "scoring"
+
+
+def interactions(n: int, people: int = 1000) -> list[CloudEvent]:
+    """Form fills and page views of ``people`` people, as capture writes them (in time order)."""
+    out = []
+    start = utcnow() - timedelta(seconds=n)
+    for i in range(n):
+        email = f"p{i % people}@corp.example"
+        form = i % 3 == 0
+        ix = Interaction(
+            lead_key=email,
+            occurred_at=start + timedelta(seconds=i),
+            channel="form" if form else "tracking",
+            form_id="contact-sales" if form else None,
+            intent="generic" if form else None,
+            contact=Contact(
+                email=email, job_title="VP of Sales", company_size=500, industry="software"
+            ),
+            custom={},
+            track=None if form else {"event": "page", "name": "Pricing", "properties": {}},
+        )
+        ce_type = InteractionType.FORM_SUBMITTED if form else InteractionType.TRACKED
+        out.append(
+            CloudEvent(type=ce_type, source="/leadflow/capture", data=ix.to_data(), key=email)
+        )
+    return out
+
+
+@asynccontextmanager
+async def throwaway_db() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database (its asyncpg URL), dropped afterwards."""
+    name = f"lf_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(PG, timeout=5)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield f"{PG.rsplit('/', 1)[0]}/{name}"
+    finally:
+        admin = await asyncpg.connect(PG, timeout=5)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def scoring_rate(events: list[CloudEvent], batch: int = BATCH) -> float:
+    """Interactions/s through the scoring handler, a transaction per batch as the runner does."""
+    handler = ScoringHandler(load_rules(load_config()), Topics("bench."))
+    async with throwaway_db() as url:
+        engine = create_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1))
+        try:
+            await migrate(engine)
+            start = time.perf_counter()
+            for i in range(0, len(events), batch):
+                chunk = events[i : i + batch]
+                async with engine.begin() as conn:
+                    fresh = await claim(conn, CONSUMER, [e.id for e in chunk])
+                    await handler(conn, [e for e in chunk if e.id in fresh])
+            return len(events) / (time.perf_counter() - start)
+        finally:
+            await engine.dispose()
+
+
+FLOOR_SCHEMA = """
+CREATE TABLE floor_inbox (event_id text PRIMARY KEY);
+CREATE TABLE floor_leads (
+    key text PRIMARY KEY, events integer NOT NULL, last_at timestamptz NOT NULL,
+    state jsonb NOT NULL
+);
+"""
+FLOOR_INBOX = "INSERT INTO floor_inbox (event_id) SELECT unnest($1::text[])"
+FLOOR_UPSERT = """
+INSERT INTO floor_leads (key, events, last_at, state)
+SELECT * FROM unnest($1::text[], $2::integer[], $3::timestamptz[], $4::jsonb[])
+ON CONFLICT (key) DO UPDATE SET
+    events = floor_leads.events + excluded.events,
+    last_at = excluded.last_at,
+    state = floor_leads.state || excluded.state
+"""
+
+
+async def floor_rate(events: list[CloudEvent], batch: int = BATCH) -> float:
+    """Interactions/s of one set-based upsert per batch (the database's floor for this work)."""
+    async with throwaway_db() as url:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(FLOOR_SCHEMA)
+            start = time.perf_counter()
+            for i in range(0, len(events), batch):
+                chunk = events[i : i + batch]
+                folded: dict[str, tuple[int, Any, dict[str, Any]]] = {}
+                for ev in chunk:
+                    key = ev.key or ev.id
+                    n = folded[key][0] + 1 if key in folded else 1
+                    folded[key] = (n, ev.time, {"last": ev.data, "type": ev.type})
+                async with conn.transaction():
+                    await conn.execute(FLOOR_INBOX, [e.id for e in chunk])
+                    await conn.execute(
+                        FLOOR_UPSERT,
+                        list(folded),
+                        [v[0] for v in folded.values()],
+                        [v[1] for v in folded.values()],
+                        [orjson.dumps(v[2]).decode() for v in folded.values()],
+                    )
+            return len(events) / (time.perf_counter() - start)
+        finally:
+            await conn.close()
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    """The scoring figures: ``scoring_vs_db_upsert_floor`` (value and baseline in events/s)."""
+    n = int(os.environ.get("BENCH_SCORING_EVENTS", "3000" if quick else "20000"))
+    events = interactions(n)
+    design = asyncio.run(scoring_rate(events))
+    floor = asyncio.run(floor_rate(events))
+    return [
+        {
+            "name": "scoring_vs_db_upsert_floor",
+            "value": round(design, 1),
+            "unit": "events/s",
+            "baseline": round(floor, 1),
+            "ratio": round(design / floor, 3),
+        }
+    ]
+
+
+def main() -> None:
+    quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    for row in run(quick):
+        print(
+            f"{row['name']:<32}{row['value']:>12,.0f} {row['unit']:<10}"
+            f"baseline {row['baseline']:>10,.0f}  ratio {row['ratio']:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
