@@ -88,6 +88,10 @@ class Runtime:
         self._stopping = False
         #: Why Kafka setup fails for good (a missing permission), for readiness; None when fine.
         self.setup_problem: str | None = None
+        #: Whether this process is useless while Kafka is away. Capture is not: it spools what it
+        #: accepts to its database, so it stays ready (in a load balancer) while the database
+        #: answers, and reports the broker as ``degraded`` instead.
+        self.broker_required = True
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -237,22 +241,26 @@ class Runtime:
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether this process does its job now, and a report naming what does not.
 
-        Not ready while: the database or broker does not answer; a worker task is dead or
-        waiting to be restarted after a crash; a consumer waits for the database or has not
-        polled Kafka for ``LEADFLOW_CONSUMER_STALL_SECONDS``; the relay has been failing for
-        that long. Each condition clears by itself once the cause is gone.
+        Not ready while: the database or broker does not answer (the broker is only
+        ``degraded`` where :attr:`broker_required` is False: capture spools meanwhile); a
+        worker task is dead or waiting to be restarted after a crash; a consumer waits for the
+        database or has not polled Kafka for ``LEADFLOW_CONSUMER_STALL_SECONDS``; the relay has
+        been failing for that long. Each condition clears by itself once the cause is gone.
         """
         stall = self.settings.leadflow_consumer_stall_seconds
         db, broker = await asyncio.gather(
             _bounded(self.check_database()), _bounded(self.check_broker())
         )
         problems: list[str] = []
+        degraded: list[str] = []
+        # What only Kafka being away causes is not fatal where the broker is not required.
+        kafka_problems = problems if self.broker_required else degraded
         if self.setup_problem:
             problems.append(self.setup_problem)
         if not db:
             problems.append("database unreachable")
         if not broker:
-            problems.append("broker unreachable")
+            kafka_problems.append("broker unreachable")
         now = time.monotonic()
         workers: dict[str, Any] = {}
         for worker in self.workers:
@@ -278,17 +286,19 @@ class Runtime:
                 info.update(active=self.relay.active, healthy=self.relay.healthy)
                 since = self.relay.failing_since
                 if since is not None and now - since > stall:
-                    problems.append(
+                    (problems if broker else kafka_problems).append(
                         f"outbox relay failing for {now - since:.0f}s ({self.relay.last_error})"
                     )
             workers[name] = info
         report = {
-            "status": "ready" if not problems else "unavailable",
+            "status": "unavailable" if problems else "degraded" if degraded else "ready",
             "database": "up" if db else "down",
             "broker": "up" if broker else "down",
             "workers": workers,
             "problems": problems,
         }
+        if degraded:
+            report["degraded"] = degraded
         return not problems, report
 
 

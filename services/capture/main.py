@@ -26,6 +26,8 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
     """The capture app; a bad ``forms``/``capture`` config stops here with a clear message."""
     capture_config = load_capture_config(settings, config)
     runtime = Runtime(SERVICE_NAME, settings, create_engine(settings.db_url))
+    # While Kafka is away capture spools to its database: it stays in the load balancer.
+    runtime.broker_required = False
     topics = Topics(settings.leadflow_topic_prefix)
     intake = Intake(runtime, topics.interactions, capture_config.publish_timeout_seconds)
     fetcher = AdFetcher(runtime, settings, capture_config.ad_fetch)
