@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.routing import iter_route_contexts
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict
 from starlette.routing import Match
@@ -23,10 +26,12 @@ from shared.auth import (
     check,
 )
 from shared.logs import register_secrets
+from shared.metrics import HTTP_DURATION, HTTP_REQUESTS, method_label
 from shared.openapi import install_openapi
 from shared.problems import Problem, install_problem_handlers, problem_response
 from shared.runtime import Runtime
 from shared.settings import Settings
+from shared.tracing import setup_tracing, shutdown_tracing, tracer
 
 
 class HealthOut(BaseModel):
@@ -63,11 +68,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Traces only when the OTEL_* variables ask for them (see shared.tracing).
+        tracing = setup_tracing(runtime.name)
         await runtime.start()
         try:
             yield
         finally:
             await runtime.stop()
+            if tracing:
+                shutdown_tracing()
 
     # Whatever this process logs from now on is scrubbed of its configured secrets.
     register_secrets(runtime.settings.secrets)
@@ -106,6 +115,8 @@ def create_app(
         settings=runtime.settings,
         max_body_bytes=max_body_bytes or runtime.settings.leadflow_max_body_bytes,
     )
+    # Outermost, so refusals by the guard are counted and traced too.
+    app.add_middleware(ObservabilityMiddleware, routes_of=app)
     return app
 
 
@@ -230,6 +241,74 @@ class GuardMiddleware:
         except Exception:
             if not state["refused"]:
                 raise
+
+
+UNMATCHED = "<unmatched>"
+
+
+class ObservabilityMiddleware:
+    """Request metrics and a server span per HTTP request, labelled by route *template*.
+
+    ``leadflow_http_requests_total{method,route,status}`` and
+    ``leadflow_http_request_duration_seconds{method,route}`` use the matched route's path
+    template (``/leads/{lead_id}``), never the raw path, so the label set stays bounded; a path
+    no route matches is ``<unmatched>``. The span continues the caller's W3C ``traceparent``
+    and is current while the app runs, so events enqueued by the request carry its trace.
+    """
+
+    def __init__(self, app: ASGIApp, *, routes_of: FastAPI) -> None:
+        self.app = app
+        self.fastapi = routes_of
+
+    def _template(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is None:  # answered before routing (the guard): match it here
+            partial = None
+            for candidate in self.fastapi.router.routes:
+                match, _ = candidate.matches(scope)
+                if match is Match.FULL:
+                    route = candidate
+                    break
+                if match is Match.PARTIAL and partial is None:
+                    partial = candidate
+            route = route or partial
+        path = getattr(route, "path_format", None) or getattr(route, "path", None)
+        return str(path) if path else UNMATCHED
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = method_label(str(scope.get("method", "")))
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        parent = propagate.extract(headers)
+        status = {"code": 500}
+
+        async def observed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = int(message["status"])
+            await send(message)
+
+        started = time.perf_counter()
+        with tracer().start_as_current_span(
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.scheme": scope.get("scheme", "")},
+        ) as span:
+            try:
+                await self.app(scope, receive, observed_send)
+            finally:
+                route = self._template(scope)
+                code = status["code"]
+                HTTP_REQUESTS.labels(method, route, str(code)).inc()
+                HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)
+                if span.is_recording():
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                    span.set_attribute("http.response.status_code", code)
+                    if code >= 500:
+                        span.set_status(StatusCode.ERROR)
 
 
 def _cookie(headers: dict[str, str], name: str) -> str | None:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import orjson
+from opentelemetry import trace
 
 REDACTED = "[redacted]"
 MIN_SECRET_LENGTH = 6
@@ -94,7 +95,9 @@ class RedactingFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and the exception if any."""
+    """One JSON object per line: time, level, logger, message, the exception if any, and the
+    ``trace_id`` / ``span_id`` of the current OpenTelemetry span when there is one (a request,
+    or the handling of a traced event), to find a trace from a log line and back."""
 
     def format(self, record: logging.LogRecord) -> str:
         out = {
@@ -103,6 +106,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            out["trace_id"] = trace.format_trace_id(span.trace_id)
+            out["span_id"] = trace.format_span_id(span.span_id)
         if record.exc_info:
             # Tracebacks of database errors quote the statement's parameters.
             out["exception"] = redact(self.formatException(record.exc_info))

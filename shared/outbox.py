@@ -32,10 +32,12 @@ from prometheus_client import Counter
 from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db import insert_for, is_sqlite
+from shared.db import READ_ONLY, insert_for, is_sqlite
 from shared.deadletters import DeadLetter, insert, scrub_error
 from shared.events import CloudEvent, derived_event_id, utcnow
 from shared.messaging_tables import outbox
+from shared.metrics import OUTBOX_PENDING, count_produced
+from shared.tracing import with_trace, with_traces
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +62,12 @@ async def enqueue(
     With ``available_at`` the relay leaves the rows alone until then (see :func:`release`).
 
     An event id already in the outbox is skipped, so re-emitting a derived event is harmless.
-    Returns the number of events given.
+    Returns the number of events given. Events enqueued while a trace is current carry it as
+    their ``traceparent`` extension (:func:`shared.tracing.with_trace`).
     """
     if not events:
         return 0
+    events = with_traces(events)
     now = utcnow()
     rows = [
         {
@@ -198,7 +202,12 @@ def _row_event(row: object) -> tuple[str, CloudEvent]:
 
 
 async def publish(producer: AIOKafkaProducer, items: Sequence[tuple[str, CloudEvent]]) -> None:
-    """Send events and wait until the broker acknowledged every one of them."""
+    """Send events and wait until the broker acknowledged every one of them.
+
+    Events carry the current trace as their ``traceparent`` extension (the ``ce_traceparent``
+    header), as :func:`enqueue` does.
+    """
+    traced = [(topic, with_trace(ev)) for topic, ev in items]
     futures = [
         await producer.send(
             topic,
@@ -206,9 +215,15 @@ async def publish(producer: AIOKafkaProducer, items: Sequence[tuple[str, CloudEv
             key=ev.key.encode() if ev.key is not None else None,
             headers=ev.headers(),
         )
-        for topic, ev in items
+        for topic, ev in traced
     ]
     await asyncio.gather(*futures)
+    sources: dict[str, list[str]] = {}
+    for _, ev in traced:
+        # "/leadflow/capture" -> "capture", the label the relay of that source uses
+        sources.setdefault(ev.source.rstrip("/").rsplit("/", 1)[-1][:40], []).append(ev.type)
+    for source, types in sources.items():
+        count_produced(source, types)
 
 
 #: Errors about one record on its own (too large, not serialisable, a topic name the broker
@@ -236,6 +251,7 @@ class _Pass:
     """What one publishing pass did: acknowledged row ids, refused rows, a broker failure."""
 
     acked: list[int] = field(default_factory=list)
+    acked_types: list[str] = field(default_factory=list)
     refused: list[tuple[Any, BaseException]] = field(default_factory=list)
     failure: BaseException | None = None
 
@@ -262,8 +278,12 @@ class OutboxRelay:
         batch_size: int = 500,
         deadletter_topic: str | None = None,
         send_timeout: float = 30.0,
+        backlog_seconds: float = 10.0,
     ) -> None:
         self.engine = engine
+        #: How often the ``leadflow_outbox_pending`` gauge is refreshed (one indexed count).
+        self.backlog_seconds = backlog_seconds
+        self._backlog_at: float | None = None
         self.send_timeout = send_timeout
         self.producer = producer
         self.source = source
@@ -315,16 +335,37 @@ class OutboxRelay:
                         self.last_error,
                         backoff,
                     )
+                    await self.observe_backlog()
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
                 if stopping:
                     break
+                await self.observe_backlog()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
                 self._wake.clear()
         finally:
             await self._release()
+
+    async def observe_backlog(self, *, force: bool = False) -> int | None:
+        """Refresh ``leadflow_outbox_pending`` for this source (at most every
+        ``backlog_seconds`` unless ``force``); returns the count, None when not counted."""
+        now = time.monotonic()
+        last = self._backlog_at
+        if not force and last is not None and now - last < self.backlog_seconds:
+            return None
+        self._backlog_at = now
+        try:
+            async with self.engine.connect() as conn:
+                # a plain read: on SQLite it must not take the write lock (BEGIN IMMEDIATE)
+                await conn.execution_options(**{READ_ONLY: True})
+                pending = await count_pending(conn, self.source)
+        except Exception:  # the database is away: readiness says so, the gauge keeps its value
+            log.debug("outbox relay %s: counting the backlog failed", self.source, exc_info=True)
+            return None
+        OUTBOX_PENDING.labels(self.source).set(pending)
+        return pending
 
     async def stop(self) -> None:
         """Drain what is pending (one last pass), then stop; unsent rows wait for the next start."""
@@ -449,12 +490,14 @@ class OutboxRelay:
                 done.failure = done.failure or exc
             else:
                 done.acked.append(row.id)
+                done.acked_types.append(row.ce_type)
         return done
 
     async def _record(self, conn: AsyncConnection, done: _Pass) -> None:
         if done.acked:
             await self._mark_sent(conn, done.acked)
             RELAYED.labels(self.source).inc(len(done.acked))
+            count_produced(self.source, done.acked_types)
         for row, exc in done.refused:
             await self._park(conn, row, exc)
 
