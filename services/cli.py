@@ -179,7 +179,13 @@ def rescore() -> None:
     module: Any = importlib.import_module("services.scoring.rescore")
     from shared.settings import get_settings
 
-    count = asyncio.run(module.rescore_all(get_settings()))
+    started = time.monotonic()
+
+    def progress(seen: int, changed: int) -> None:
+        typer.echo(f"  {seen} leads read, {changed} changed ({time.monotonic() - started:.1f}s)")
+
+    typer.echo("rescoring every lead with the current config ...")
+    count = asyncio.run(module.rescore_all(get_settings(), progress=progress))
     typer.echo(f"rescored {count} leads")
 
 
@@ -354,6 +360,9 @@ def dev(
         env.setdefault("KAFKA_REBALANCE_TIMEOUT_MS", "3000")
         typer.echo(f"broker    bundled Tansu on {broker.bootstrap} (memory only)")
     env.setdefault("DATABASE_URL", settings.db_url)
+    from services.demo import DEV_AD_ENV  # the ad platforms' dev secrets, for `leadflow demo`
+
+    env.update({k: v for k, v in DEV_AD_ENV.items() if k not in env})
     typer.echo(f"database  {env['DATABASE_URL']}")
     subprocess.run([sys.executable, "-m", "services.cli", "migrate"], env=env, check=True)
     procs: list[subprocess.Popen[bytes]] = []
@@ -381,6 +390,18 @@ def dev(
         if broker:
             broker.stop()
         typer.echo("stopped")
+
+
+@app.command()
+def demo(size: int = typer.Option(300, min=1, max=5000, help="How many visitors.")) -> None:
+    """A realistic day of traffic through the public endpoints of a running `leadflow dev`."""
+    from services.demo import Secrets, Urls, main
+    from shared.settings import load_settings
+
+    s = load_settings(leadflow_dev=True)
+    urls = [f"http://{s.leadflow_host}:{getattr(s, f'leadflow_{n}_port')}" for n in SERVICES]
+    secrets = Secrets(token=s.api_token, write_key=sorted(s.write_keys)[0])
+    raise typer.Exit(main(size, Urls(*urls), secrets))
 
 
 def _port_free(port: int) -> bool:

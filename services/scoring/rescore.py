@@ -7,6 +7,7 @@ scoring service's relay.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from services.scoring import queries
@@ -24,13 +25,19 @@ RESCORE_TYPE = "io.leadflow.scoring.rescore"
 
 
 async def rescore_all(
-    settings: Settings, config: dict[str, Any] | None = None, *, page_size: int = 200
+    settings: Settings,
+    config: dict[str, Any] | None = None,
+    *,
+    page_size: int = 200,
+    progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Rescore every lead; return how many leads changed."""
+    """Rescore every lead; return how many leads changed. ``progress(seen, changed)`` is called
+    after each committed page."""
     rules = rules_for(settings, config)
     topics = Topics(settings.leadflow_topic_prefix)
     engine = create_engine(settings.db_url)
     changed = 0
+    seen = 0
     after = ""
     try:
         while True:
@@ -55,6 +62,9 @@ async def rescore_all(
                     repo.touch(lead)
                 await repo.commit(now, events)
                 after = ids[-1]
+            seen += len(ids)
+            if progress is not None:
+                progress(seen, changed)
     finally:
         await engine.dispose()
     return changed

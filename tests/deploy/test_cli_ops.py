@@ -58,3 +58,27 @@ def test_healthcheck_fails_when_nothing_listens(monkeypatch: pytest.MonkeyPatch)
         get_settings.cache_clear()
     assert result.exit_code == 1
     assert runner.invoke(app, ["healthcheck", "nope"]).exit_code == 2
+
+
+async def test_rescore_reports_progress_per_page(sqlite_db_url: str) -> None:
+    from services.scoring.handlers import ScoringHandler
+    from services.scoring.rescore import rescore_all
+    from shared.db import create_engine
+    from shared.topics import Topics
+    from tests.scoring.helpers import T0, default_rules, interaction
+    from tests.support import make_settings
+
+    engine = create_engine(sqlite_db_url)
+    try:
+        handler = ScoringHandler(default_rules(), Topics("p."), clock=lambda: T0)
+        async with engine.begin() as conn:
+            await handler(
+                conn,
+                [interaction(intent="newsletter", email=f"n{i}@x.io", at=T0) for i in range(5)],
+            )
+    finally:
+        await engine.dispose()
+    seen: list[tuple[int, int]] = []
+    settings = make_settings("127.0.0.1:1", sqlite_db_url)
+    await rescore_all(settings, page_size=2, progress=lambda n, c: seen.append((n, c)))
+    assert [n for n, _ in seen] == [2, 4, 5]
