@@ -21,6 +21,9 @@ install: $(STAMP) ## create .venv and install Leadflow with its dev tools
 run: install ## everything on this machine: bundled broker, SQLite, the three services
 	$(BIN)/leadflow dev
 
+demo: install ## a day of traffic through a running `make run`; then open /dashboard on scoring
+	$(BIN)/leadflow demo
+
 test: install ## the whole suite (real broker, real PostgreSQL and SQLite)
 	$(BIN)/python -m pytest
 
