@@ -16,7 +16,13 @@ from typing import Any
 
 import yaml
 
-from shared.events import INTERACTION_TYPES, LEAD_TYPES, ROUTING_TYPES, SALES_TYPES
+from shared.events import (
+    INTERACTION_TYPES,
+    LEAD_TYPES,
+    NURTURE_TYPES,
+    ROUTING_TYPES,
+    SALES_TYPES,
+)
 from shared.topics import Topics
 
 SCHEMA_FORMAT = "application/schema+json;version=draft-2020-12"
@@ -40,6 +46,13 @@ CHANNELS: tuple[tuple[str, str, frozenset[str], str], ...] = (
         "routing",
         "Assignments and SLA clock events.",
         ROUTING_TYPES,
+        "routing",
+    ),
+    (
+        "nurture",
+        "Nurture tracks: a lead enrolled, a step due (send content, invite to a webinar, a "
+        "call task, a wait) with the lead, the step and why, and the lead leaving its track.",
+        NURTURE_TYPES,
         "routing",
     ),
     (

@@ -32,6 +32,7 @@ from shared.events import (
     ROUTING_TYPES,
     SALES_TYPES,
     CloudEvent,
+    NurtureType,
     RoutingType,
 )
 
@@ -168,6 +169,85 @@ SALES_EVENT = {
 }
 
 
+#: What every nurture event carries: the enrolment, the lead and its track, when, and the lead
+#: as an email or marketing automation tool needs it (emptied once the person is erased).
+_NURTURE_BASE: dict[str, Any] = {
+    "enrolment_id": {"type": "string"},
+    "lead_id": {"type": "string"},
+    "track": {"type": "string"},
+    "at": _TIME,
+    "lead": {
+        "type": "object",
+        "properties": {
+            "id": _STR,
+            "email": _STR,
+            "first_name": _STR,
+            "last_name": _STR,
+            "company": _STR,
+            "country": _STR,
+            "consent": _OBJ,
+        },
+    },
+}
+_NURTURE_REQUIRED = ["enrolment_id", "lead_id", "track", "at", "lead"]
+
+NURTURE_ENROLLED = {
+    "type": "object",
+    "required": [*_NURTURE_REQUIRED, "reason", "steps"],
+    "properties": {
+        **_NURTURE_BASE,
+        "reason": {"type": "object", "description": "the entry conditions the lead met"},
+        "steps": {"type": "array", "items": {"type": "object"}},
+        "first_step_due_at": _TIME,
+    },
+}
+
+NURTURE_STEP_DUE = {
+    "type": "object",
+    "required": [*_NURTURE_REQUIRED, "step", "due_at", "reason"],
+    "properties": {
+        **_NURTURE_BASE,
+        "step": {
+            "type": "object",
+            "required": ["index", "id", "action", "contacts"],
+            "properties": {
+                "index": {"type": "integer", "minimum": 0},
+                "id": {"type": "string"},
+                "action": {"enum": ["send_content", "invite_webinar", "call_task", "wait"]},
+                "contacts": {"type": "boolean"},
+                "content": {"type": "string"},
+                "webinar": {"type": "string"},
+                "team": {"type": "string"},
+            },
+        },
+        "due_at": _TIME,
+        "reason": {"type": "object"},
+    },
+}
+
+NURTURE_EXITED = {
+    "type": "object",
+    "required": [*_NURTURE_REQUIRED, "reason"],
+    "properties": {
+        **_NURTURE_BASE,
+        "reason": {
+            "enum": [
+                "sql",
+                "re_engaged",
+                "temperature",
+                "disqualified",
+                "consent_withdrawn",
+                "erased",
+                "merged",
+                "completed",
+            ]
+        },
+        "enrolled_at": _TIME,
+        "steps_done": {"type": "integer", "minimum": 0},
+    },
+}
+
+
 def build_schemas() -> dict[str, dict[str, Any]]:
     """Every event type's data schema, by CloudEvents type."""
     out: dict[str, dict[str, Any]] = {}
@@ -177,6 +257,9 @@ def build_schemas() -> dict[str, dict[str, Any]]:
         (ROUTING_TYPES - {RoutingType.ASSIGNED, RoutingType.REASSIGNED}, ROUTING_EVENT),
         ({RoutingType.ASSIGNED, RoutingType.REASSIGNED}, ASSIGNED),
         (SALES_TYPES, SALES_EVENT),
+        ({NurtureType.ENROLLED}, NURTURE_ENROLLED),
+        ({NurtureType.STEP_DUE}, NURTURE_STEP_DUE),
+        ({NurtureType.EXITED}, NURTURE_EXITED),
     ):
         for t in sorted(types):
             out[t] = {

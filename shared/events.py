@@ -66,6 +66,14 @@ class RoutingType:
     ESCALATED = "io.leadflow.routing.escalated"
 
 
+class NurtureType:
+    """``leadflow.nurture`` event types (written by routing's nurture tracks)."""
+
+    ENROLLED = "io.leadflow.nurture.enrolled"
+    STEP_DUE = "io.leadflow.nurture.step_due"
+    EXITED = "io.leadflow.nurture.exited"
+
+
 class SalesType:
     """``leadflow.sales`` event types (written by sales tools, or by routing's activity API)."""
 
@@ -85,6 +93,7 @@ INTERACTION_TYPES = _values(InteractionType)
 LEAD_TYPES = _values(LeadType)
 ROUTING_TYPES = _values(RoutingType)
 SALES_TYPES = _values(SalesType)
+NURTURE_TYPES = _values(NurtureType)
 
 
 class InvalidEvent(ValueError):

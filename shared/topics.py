@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """The five Leadflow topics under one prefix."""
+    """The six Leadflow topics under one prefix."""
 
     prefix: str = "leadflow."
 
@@ -24,6 +24,10 @@ class Topics:
         return f"{self.prefix}routing"
 
     @property
+    def nurture(self) -> str:
+        return f"{self.prefix}nurture"
+
+    @property
     def sales(self) -> str:
         return f"{self.prefix}sales"
 
@@ -33,4 +37,11 @@ class Topics:
 
     def all(self) -> list[str]:
         """Every topic, for creating them at start-up."""
-        return [self.interactions, self.leads, self.routing, self.sales, self.deadletter]
+        return [
+            self.interactions,
+            self.leads,
+            self.routing,
+            self.nurture,
+            self.sales,
+            self.deadletter,
+        ]

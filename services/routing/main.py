@@ -9,10 +9,12 @@ from fastapi import FastAPI
 
 from services.routing.api import router
 from services.routing.api_admin import router as admin_router
+from services.routing.api_nurture import router as nurture_router
 from services.routing.api_reports import router as reports_router
 from services.routing.config import read_routing_config
 from services.routing.deps import RoutingContext
 from services.routing.handlers import batch_handler
+from services.routing.nurture_worker import NurtureWorker, StallScan
 from services.routing.workers import QueueRetrier, RoutingRetention, TimerWorker, WebhookWorker
 from shared.bus import ConsumerRunner
 from shared.db import create_engine
@@ -35,7 +37,8 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
     timers = TimerWorker(engine, ctx)
     retrier = QueueRetrier(engine, ctx, interval=routing_config.unassigned_retry_seconds)
     webhooks = WebhookWorker(engine, ctx)
-    ctx.wakers = [runtime.relay.wake, timers.wake, retrier.wake, webhooks.wake]
+    nurture = NurtureWorker(engine, ctx)
+    ctx.wakers = [runtime.relay.wake, timers.wake, retrier.wake, webhooks.wake, nurture.wake]
     consumer = ConsumerRunner(
         settings=settings,
         engine=runtime.consumer_engine,
@@ -50,13 +53,24 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
         deliveries_keep=timedelta(days=settings.leadflow_webhook_delivery_retention_days),
         timers_keep=timedelta(days=settings.leadflow_timer_retention_days),
     )
-    for worker in (consumer, timers, retrier, webhooks, retention):
+    for worker in (consumer, timers, retrier, webhooks, retention, nurture):
         runtime.add_worker(worker)
+    stall_scan = StallScan(engine, ctx, every=routing_config.nurture.scan_every_seconds)
+    if routing_config.nurture.has_stalls:
+        runtime.add_worker(stall_scan)
     runtime.state.update(
-        routing=ctx, timers=timers, retrier=retrier, webhooks=webhooks, consumer=consumer
+        routing=ctx,
+        timers=timers,
+        retrier=retrier,
+        webhooks=webhooks,
+        consumer=consumer,
+        nurture=nurture,
+        stall_scan=stall_scan,
     )
     app = create_app(
-        runtime, "Leadflow routing", [router, admin_router, reports_router, deadletter_router]
+        runtime,
+        "Leadflow routing",
+        [router, admin_router, reports_router, nurture_router, deadletter_router],
     )
     app.state.routing = ctx
     return app

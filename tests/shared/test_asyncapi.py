@@ -14,7 +14,7 @@ import yaml
 from jsonschema import Draft7Validator
 
 from shared.asyncapi import build_document, message_name, render
-from shared.events import INTERACTION_TYPES, LEAD_TYPES, ROUTING_TYPES, SALES_TYPES
+from shared.events import INTERACTION_TYPES, LEAD_TYPES, NURTURE_TYPES, ROUTING_TYPES, SALES_TYPES
 from shared.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ def test_document_is_what_the_code_generates() -> None:
 def test_every_event_type_and_topic_is_documented_with_its_key_and_schema() -> None:
     doc = _doc()
     messages = doc["components"]["messages"]
-    for ce_type in INTERACTION_TYPES | LEAD_TYPES | ROUTING_TYPES | SALES_TYPES:
+    for ce_type in INTERACTION_TYPES | LEAD_TYPES | ROUTING_TYPES | SALES_TYPES | NURTURE_TYPES:
         msg = messages[message_name(ce_type)]
         assert msg["bindings"]["kafka"]["key"]["type"] == "string"
         schema = ROOT / "docs" / msg["payload"]["schema"]["$ref"]

@@ -6,13 +6,22 @@ import json
 from importlib import resources
 
 from shared.event_schemas import build_schemas, schema_errors
-from shared.events import INTERACTION_TYPES, LEAD_TYPES, ROUTING_TYPES, SALES_TYPES, CloudEvent
+from shared.events import (
+    INTERACTION_TYPES,
+    LEAD_TYPES,
+    NURTURE_TYPES,
+    ROUTING_TYPES,
+    SALES_TYPES,
+    CloudEvent,
+)
 
 
 def test_committed_schema_files_are_current() -> None:
     folder = resources.files("shared").joinpath("schemas")
     built = build_schemas()
-    assert set(built) == INTERACTION_TYPES | LEAD_TYPES | ROUTING_TYPES | SALES_TYPES
+    assert (
+        set(built) == INTERACTION_TYPES | LEAD_TYPES | ROUTING_TYPES | SALES_TYPES | NURTURE_TYPES
+    )
     for ce_type, schema in built.items():
         on_disk = json.loads(folder.joinpath(f"{ce_type}.json").read_text())
         assert on_disk == schema, f"run: python -m shared.event_schemas ({ce_type} is stale)"

@@ -17,6 +17,7 @@ from services.routing.domain.model import (
     Team,
     Webhook,
 )
+from services.routing.domain.nurture import NurtureConfigError, parse_nurture
 
 _UNITS = {"business_seconds": 1, "business_minutes": 60, "business_hours": 3600}
 
@@ -269,6 +270,16 @@ def parse_routing_config(
         raise RoutingConfigError("routing.fallback_team", f"unknown team {fallback!r}")
     webhooks = _webhooks(section, env or {})
     esc = section.get("escalation") or {}
+    try:
+        nurture = parse_nurture(
+            section.get("nurture"),
+            calendar_of=lambda ref, key: _calendar(ref, key, calendars),
+            teams=list(teams),
+            segments=section.get("segments") or {},
+            hours_per_day=hours_per_day,
+        )
+    except NurtureConfigError as exc:
+        raise RoutingConfigError(exc.key, exc.message) from None
     return RoutingConfig(
         teams=teams,
         reps=reps,
@@ -289,4 +300,5 @@ def parse_routing_config(
         escalation_queue=str(esc.get("queue", "escalations")),
         unassigned_retry_seconds=float(section.get("unassigned_retry_seconds", 60)),
         webhooks=webhooks,
+        nurture=nurture,
     )

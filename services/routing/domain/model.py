@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.routing.domain.business_time import Calendar
+from services.routing.domain.nurture import NurtureConfig
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class RoutingConfig:
     escalation_queue: str
     unassigned_retry_seconds: float
     webhooks: Sequence[Webhook] = ()
+    nurture: NurtureConfig = field(default_factory=NurtureConfig)
 
     def team_reps(self, team: str) -> list[Rep]:
         """The reps of a team, in config order."""

@@ -18,6 +18,8 @@ from services.routing.handlers.assigning import change_rep, on_qualified, retry_
 from services.routing.handlers.common import UNASSIGNED_QUEUE, Conflict, NotFound, emit
 from services.routing.handlers.escalation import fire_timer
 from services.routing.handlers.lead_changes import on_lead_gone, on_merged
+from services.routing.handlers.nurture import LEAD_EVENTS as NURTURE_EVENTS
+from services.routing.handlers.nurture import on_lead_event as on_nurture
 from services.routing.handlers.sales import (
     CLOSE_TYPES,
     TOUCH_TYPES,
@@ -62,6 +64,8 @@ async def handle_event(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEven
     handler = EVENT_HANDLERS.get(ev.type)
     if handler is not None:
         await handler(conn, ctx, ev)
+    if ev.type in NURTURE_EVENTS:  # nurture tracks follow every lead change (docs/nurture.md)
+        await on_nurture(conn, ctx, ev)
 
 
 def batch_handler(ctx: RoutingContext) -> Any:

@@ -1,0 +1,302 @@
+"""Queries on nurture's tables (:mod:`services.routing.nurture_tables`), PostgreSQL and SQLite.
+
+Step timers follow the SLA timers' claim pattern: due rows are selected with
+``FOR UPDATE SKIP LOCKED`` and leased on PostgreSQL, so replicas share them and a crashed
+replica's claims come back when the lease ends (SQLite, one process, uses plain ordering);
+firing flips a step from pending to fired with a conditional UPDATE, so exactly one caller wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.routing.nurture_tables import enrolments, leads, steps
+from services.routing.repository import Row, rows_of
+from shared.db import insert_for, is_sqlite
+
+# ---- the leads the stall scan looks at ---------------------------------------------------------
+
+
+async def keep_lead(
+    conn: AsyncConnection,
+    lead_id: str,
+    stage: str,
+    last_activity_at: datetime,
+    lead: Mapping[str, Any],
+    now: datetime,
+) -> None:
+    """Remember (or refresh) a lead a stall rule may concern."""
+    values = {
+        "stage": stage,
+        "last_activity_at": last_activity_at,
+        "lead": dict(lead),
+        "updated_at": now,
+    }
+    await conn.execute(
+        insert_for(conn)(leads)
+        .values(lead_id=lead_id, **values)
+        .on_conflict_do_update(index_elements=["lead_id"], set_=values)
+    )
+
+
+async def forget_lead(conn: AsyncConnection, lead_id: str) -> None:
+    """No stall rule concerns this lead any more (SQL, disqualified, erased, merged away)."""
+    await conn.execute(delete(leads).where(leads.c.lead_id == lead_id))
+
+
+async def stalled_leads(
+    conn: AsyncConnection, stage: str, inactive_since: datetime, limit: int, after: str = ""
+) -> list[Row]:
+    """Leads at ``stage`` with no activity since ``inactive_since`` and not in a track, by id
+    (page on with ``after``, the last id seen)."""
+    active = select(enrolments.c.lead_id).where(enrolments.c.state == "active")
+    q = (
+        select(leads)
+        .where(
+            leads.c.stage == stage,
+            leads.c.last_activity_at <= inactive_since,
+            leads.c.lead_id > after,
+            leads.c.lead_id.not_in(active),
+        )
+        .order_by(leads.c.lead_id)
+        .limit(limit)
+    )
+    return rows_of(await conn.execute(q))
+
+
+# ---- enrolments ---------------------------------------------------------------------------------
+
+
+async def active_enrolment(conn: AsyncConnection, lead_id: str) -> Row | None:
+    """The lead's enrolment in progress, if any (there is at most one)."""
+    row = (
+        await conn.execute(
+            select(enrolments).where(
+                enrolments.c.lead_id == lead_id, enrolments.c.state == "active"
+            )
+        )
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+async def enrolment(conn: AsyncConnection, enrolment_id: str) -> Row | None:
+    """One enrolment by id."""
+    row = (await conn.execute(select(enrolments).where(enrolments.c.id == enrolment_id))).first()
+    return dict(row._mapping) if row else None
+
+
+async def enrolments_of(conn: AsyncConnection, lead_id: str) -> list[Row]:
+    """Every enrolment of a lead, oldest first."""
+    return rows_of(
+        await conn.execute(
+            select(enrolments)
+            .where(enrolments.c.lead_id == lead_id)
+            .order_by(enrolments.c.enrolled_at, enrolments.c.id)
+        )
+    )
+
+
+async def add_enrolment(conn: AsyncConnection, row: Mapping[str, Any]) -> bool:
+    """Start an enrolment; False if the id exists already (a replay)."""
+    res = await conn.execute(
+        insert_for(conn)(enrolments).values(**row).on_conflict_do_nothing(index_elements=["id"])
+    )
+    return bool(res.rowcount)
+
+
+async def refresh_enrolment(
+    conn: AsyncConnection,
+    enrolment_id: str,
+    lead: Mapping[str, Any],
+    key: str | None,
+    now: datetime,
+) -> None:
+    """Keep the lead as last seen on its enrolment (steps are announced with it)."""
+    await conn.execute(
+        update(enrolments)
+        .where(enrolments.c.id == enrolment_id)
+        .values(lead=dict(lead), lead_key=key, updated_at=now)
+    )
+
+
+async def advance(conn: AsyncConnection, enrolment_id: str, step_index: int, now: datetime) -> None:
+    """The enrolment's next step is ``step_index``."""
+    await conn.execute(
+        update(enrolments)
+        .where(enrolments.c.id == enrolment_id)
+        .values(step_index=step_index, updated_at=now)
+    )
+
+
+async def end_enrolment(
+    conn: AsyncConnection, enrolment_id: str, reason: str, now: datetime
+) -> bool:
+    """Exit an active enrolment and cancel its pending step; True only for the one caller that
+    does."""
+    res = await conn.execute(
+        update(enrolments)
+        .where(enrolments.c.id == enrolment_id, enrolments.c.state == "active")
+        .values(state="exited", exit_reason=reason, exited_at=now, updated_at=now)
+    )
+    if not res.rowcount:
+        return False
+    await conn.execute(
+        update(steps)
+        .where(steps.c.enrolment_id == enrolment_id, steps.c.state == "pending")
+        .values(state="cancelled", outcome=f"exited:{reason}", fired_at=now)
+    )
+    return True
+
+
+async def scrub_enrolments(conn: AsyncConnection, lead_id: str) -> None:
+    """Erasure: the lead's enrolments keep only its id."""
+    await conn.execute(
+        update(enrolments)
+        .where(enrolments.c.lead_id == lead_id)
+        .values(lead={"id": lead_id}, lead_key=None)
+    )
+    await forget_lead(conn, lead_id)
+
+
+async def list_enrolments(
+    conn: AsyncConnection,
+    *,
+    track: str | None,
+    state: str | None,
+    lead_id: str | None,
+    limit: int,
+) -> list[Row]:
+    """Enrolments, newest first."""
+    q = select(enrolments).order_by(enrolments.c.enrolled_at.desc(), enrolments.c.id).limit(limit)
+    if track:
+        q = q.where(enrolments.c.track == track)
+    if state:
+        q = q.where(enrolments.c.state == state)
+    if lead_id:
+        q = q.where(enrolments.c.lead_id == lead_id)
+    return rows_of(await conn.execute(q))
+
+
+async def track_figures(conn: AsyncConnection) -> list[Row]:
+    """Per track, state and exit reason: how many enrolments and their total and count of
+    seconds in the track (for the time to conversion)."""
+    q = select(
+        enrolments.c.track,
+        enrolments.c.state,
+        enrolments.c.exit_reason,
+        enrolments.c.enrolled_at,
+        enrolments.c.exited_at,
+    )
+    return rows_of(await conn.execute(q))
+
+
+# ---- step timers -------------------------------------------------------------------------------
+
+
+async def add_step(
+    conn: AsyncConnection,
+    enrolment_id: str,
+    lead_id: str,
+    index: int,
+    step_id: str,
+    due_at: datetime,
+) -> None:
+    """The pending timer of an enrolment's step ``index`` (once per step)."""
+    await conn.execute(
+        insert_for(conn)(steps)
+        .on_conflict_do_nothing(index_elements=["enrolment_id", "step_index"])
+        .values(
+            enrolment_id=enrolment_id,
+            lead_id=lead_id,
+            step_index=index,
+            step_id=step_id,
+            due_at=due_at,
+            state="pending",
+        )
+    )
+
+
+async def claim_due_steps(
+    conn: AsyncConnection, owner: str, now: datetime, limit: int, lease_seconds: float
+) -> list[Row]:
+    """Due steps to fire; on PostgreSQL also leased to ``owner`` so replicas share the work."""
+    q = (
+        select(steps)
+        .where(
+            steps.c.state == "pending",
+            steps.c.due_at <= now,
+            or_(steps.c.lease_until.is_(None), steps.c.lease_until < now),
+        )
+        .order_by(steps.c.due_at, steps.c.id)
+        .limit(limit)
+    )
+    if is_sqlite(conn):
+        return rows_of(await conn.execute(q))
+    rows = rows_of(await conn.execute(q.with_for_update(skip_locked=True)))
+    if rows:
+        await conn.execute(
+            update(steps)
+            .where(steps.c.id.in_([r["id"] for r in rows]))
+            .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
+        )
+    return rows
+
+
+async def fire_step(conn: AsyncConnection, step_pk: int, now: datetime) -> bool:
+    """Mark a step fired if it is still pending; True only for the one caller that does."""
+    res = await conn.execute(
+        update(steps)
+        .where(steps.c.id == step_pk, steps.c.state == "pending")
+        .values(state="fired", fired_at=now)
+    )
+    return bool(res.rowcount)
+
+
+async def set_outcome(conn: AsyncConnection, step_pk: int, outcome: str) -> None:
+    """What became of a fired step (``sent``, ``skipped_no_consent``, ``exited:<reason>``)."""
+    await conn.execute(update(steps).where(steps.c.id == step_pk).values(outcome=outcome))
+
+
+async def defer_step(conn: AsyncConnection, step_pk: int, until: datetime) -> None:
+    """Firing failed: retry this step at ``until``."""
+    await conn.execute(
+        update(steps).where(steps.c.id == step_pk).values(lease_owner=None, lease_until=until)
+    )
+
+
+async def next_step_due(conn: AsyncConnection, now: datetime) -> datetime | None:
+    """When a pending step next becomes claimable (its due time, or its lease's end)."""
+    free = (
+        await conn.execute(
+            select(func.min(steps.c.due_at)).where(
+                steps.c.state == "pending",
+                or_(steps.c.lease_until.is_(None), steps.c.lease_until < now),
+            )
+        )
+    ).scalar_one_or_none()
+    leased = (
+        await conn.execute(
+            select(func.min(steps.c.lease_until)).where(
+                steps.c.state == "pending", steps.c.lease_until >= now
+            )
+        )
+    ).scalar_one_or_none()
+    return min((t for t in (free, leased) if t is not None), default=None)
+
+
+async def steps_of(conn: AsyncConnection, enrolment_ids: Sequence[str]) -> list[Row]:
+    """The step history of enrolments, in order."""
+    if not enrolment_ids:
+        return []
+    return rows_of(
+        await conn.execute(
+            select(steps)
+            .where(steps.c.enrolment_id.in_(list(enrolment_ids)))
+            .order_by(steps.c.enrolment_id, steps.c.step_index)
+        )
+    )

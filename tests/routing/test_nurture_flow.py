@@ -1,0 +1,73 @@
+"""Nurture in the production shape: lead events on the broker, the routing app, its outbox
+relay and step worker; nurture events read back from ``leadflow.nurture``."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from typing import Any
+
+from shared.events import CloudEvent, LeadType, NurtureType, RoutingType
+from shared.topics import Topics
+from tests.routing.helpers import config, publish, qualified, running
+from tests.routing.test_nurture_store import NURTURE, lead_event, warm_lead
+from tests.support import make_settings, wait_for_events
+
+
+def of(events: list[CloudEvent], lead_id: str) -> list[str]:
+    return [e.type.rsplit(".", 1)[1] for e in events if e.subject == lead_id]
+
+
+async def test_cools_enters_gets_its_step_once_then_consent_and_sql_end_it(
+    kafka_bootstrap: str, db_url: str
+) -> None:
+    settings = make_settings(kafka_bootstrap, db_url)
+    topics = Topics(settings.leadflow_topic_prefix)
+    cfg: dict[str, Any] = config(nurture=copy.deepcopy(NURTURE))
+    hot = {**warm_lead(), "temperature": "hot"}
+    cooled = {**hot, "temperature": "warm"}
+    withdrawn = {**cooled, "consent": {"marketing": False}}
+    second = warm_lead()
+    sql = {**second, "stage": "SQL", "temperature": "hot"}
+    async with running(settings, cfg) as (app, client):
+        # hot: not for nurture (routing's business); cools to warm: enters the warm track and
+        # its first step (no delay) is announced
+        await publish(app, topics.leads, [lead_event(hot), lead_event(cooled), lead_event(second)])
+
+        def started(evs: list[CloudEvent]) -> bool:
+            return of(evs, hot["id"]) == ["enrolled", "step_due"] and of(evs, second["id"]) == [
+                "enrolled",
+                "step_due",
+            ]
+
+        events = await wait_for_events(kafka_bootstrap, topics.nurture, started)
+        due = next(e for e in events if e.type == NurtureType.STEP_DUE and e.subject == hot["id"])
+        assert due.data["step"]["action"] == "send_content"
+        assert due.key == hot["key"]
+
+        # consent withdrawn: the pending webinar step is cancelled; SQL: out, and assigned
+        await publish(app, topics.leads, [lead_event(withdrawn, LeadType.SCORED), qualified(sql)])
+
+        def ended(evs: list[CloudEvent]) -> bool:
+            return "exited" in of(evs, hot["id"]) and "exited" in of(evs, second["id"])
+
+        events = await wait_for_events(kafka_bootstrap, topics.nurture, ended)
+        exits = {e.subject: e.data["reason"] for e in events if e.type == NurtureType.EXITED}
+        assert exits == {hot["id"]: "consent_withdrawn", second["id"]: "sql"}
+        assert Counter(e.id for e in events).most_common(1)[0][1] == 1  # each event once
+        routed = await wait_for_events(
+            kafka_bootstrap,
+            topics.routing,
+            lambda evs: any(
+                e.type == RoutingType.ASSIGNED and e.subject == second["id"] for e in evs
+            ),
+        )
+        assert next(e.type for e in routed if e.subject == second["id"]) == RoutingType.ASSIGNED
+
+        r = await client.get(f"/v1/nurture/leads/{hot['id']}")
+        (enr,) = r.json()["items"]
+        assert enr["exit_reason"] == "consent_withdrawn"
+        assert [(s["step_id"], s["state"]) for s in enr["steps"]] == [
+            ("guide", "fired"),
+            ("webinar", "cancelled"),
+        ]
