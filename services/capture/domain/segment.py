@@ -123,6 +123,31 @@ def parse_alias(
     return TrackedCall(InteractionType.IDENTIFIED, interaction, _id(message.get("messageId")))
 
 
+#: Segment's reserved identify traits (camelCase, as analytics.js and the SDKs send them)
+_RESERVED_TRAITS = {"firstName": "first_name", "lastName": "last_name", "title": "job_title"}
+_COMPANY_TRAITS = {"name": "company", "industry": "industry", "employee_count": "company_size"}
+
+
+def reserved_traits(traits: Mapping[str, Any]) -> dict[str, Any]:
+    """Segment's reserved traits under our contact names: ``firstName`` → ``first_name``,
+    ``lastName``, ``title`` → ``job_title``, ``company.name`` / ``.industry`` /
+    ``.employee_count``, ``address.country``. A field already given our way wins."""
+    out = dict(traits)
+    for theirs, ours in _RESERVED_TRAITS.items():
+        if theirs in out and out.get(ours) is None:
+            out[ours] = out.pop(theirs)
+    company = out.get("company")
+    if isinstance(company, dict):
+        del out["company"]
+        for theirs, ours in _COMPANY_TRAITS.items():
+            if company.get(theirs) is not None and out.get(ours) is None:
+                out[ours] = company[theirs]
+    address = out.get("address")
+    if isinstance(address, dict) and address.get("country") and out.get("country") is None:
+        out["country"] = address["country"]
+    return out
+
+
 def parse_message(
     message: Mapping[str, Any], call_type: str, received_at: datetime, loc: str = "/body"
 ) -> TrackedCall:
@@ -131,6 +156,8 @@ def parse_message(
         return parse_group(message, received_at, loc)
     if call_type == "alias":
         return parse_alias(message, received_at, loc)
+    if call_type == "identify" and isinstance(message.get("traits"), dict):
+        message = {**message, "traits": reserved_traits(message["traits"])}
     return parse_call(message, call_type, received_at, loc)
 
 
