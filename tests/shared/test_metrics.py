@@ -135,7 +135,7 @@ class _AckingProducer:
 
 async def test_outbox_backlog_and_produced_events_by_type(sqlite_db_url: str) -> None:
     engine = create_engine(sqlite_db_url)
-    relay = OutboxRelay(engine, _AckingProducer(), "m-src")  # type: ignore[arg-type]
+    relay = OutboxRelay(engine, _AckingProducer(), "m-src")
     ce_type = InteractionType.FORM_SUBMITTED
     before = _value("leadflow_events_produced_total", source="m-src", type=ce_type)
     try:

@@ -8,6 +8,7 @@ relay sends (``ce_traceparent`` header), decoded as a consumer decodes it, and h
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 
@@ -27,7 +28,7 @@ from shared.events import CloudEvent, InteractionType, LeadType, RoutingType, fr
 from shared.http import create_app
 from shared.logs import JsonFormatter
 from shared.messaging_tables import outbox
-from shared.outbox import _row_event, enqueue
+from shared.outbox import _row_event, enqueue, publish
 from shared.runtime import Runtime
 from shared.tracing import (
     TRACEPARENT,
@@ -35,6 +36,7 @@ from shared.tracing import (
     consume_span,
     exporters_wanted,
     span_context_of,
+    tracer,
     use_provider,
     with_trace,
 )
@@ -201,3 +203,28 @@ def test_an_otlp_endpoint_without_the_otel_extra_leaves_tracing_off() -> None:
         provider = build_provider("scoring", env)
         assert provider is not None
         provider.shutdown()
+
+
+class _RecordingProducer:
+    """Acknowledges every send at once and keeps the headers (capture's direct path)."""
+
+    def __init__(self) -> None:
+        self.headers: list[dict[str, str]] = []
+
+    async def send(self, *_: object, headers: list[tuple[str, bytes]], **__: object) -> object:
+        self.headers.append({k: v.decode() for k, v in headers})
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_capture_direct_publish_carries_the_request_trace(
+    spans: InMemorySpanExporter,
+) -> None:
+    producer = _RecordingProducer()
+    ev = CloudEvent(type=InteractionType.TRACKED, source="/leadflow/capture", data={}, key="k")
+    with tracer().start_as_current_span("POST /v1/t") as span:
+        await publish(producer, [("interactions", ev)])
+    [headers] = producer.headers
+    want = trace.format_trace_id(span.get_span_context().trace_id)
+    assert headers["ce_traceparent"].split("-")[1] == want
