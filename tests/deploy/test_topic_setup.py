@@ -11,6 +11,7 @@ from aiokafka.errors import ClusterAuthorizationFailedError
 
 from shared.bus import TopicSetupError, ensure_topics
 from shared.settings import Settings
+from shared.topics import Topics
 
 TopicError = namedtuple("TopicError", "topic error_code error_message")
 
@@ -60,12 +61,7 @@ async def test_creates_missing_topics_with_partitions_and_replication_from_setti
 
 
 async def test_nothing_to_create_needs_no_permission() -> None:
-    admin = FakeAdmin(
-        existing=[
-            f"leadflow.{n}" for n in ("interactions", "leads", "routing", "sales", "deadletter")
-        ],
-        code=29,
-    )
+    admin = FakeAdmin(existing=Topics().all(), code=29)
     assert await ensure_topics(settings(), admin_factory=admin) == []
 
 
@@ -97,4 +93,4 @@ async def test_replication_factor_larger_than_the_cluster_is_not_retried() -> No
 
 async def test_topics_created_meanwhile_by_another_replica_are_fine() -> None:
     admin = FakeAdmin(existing=[], code=36)  # TOPIC_ALREADY_EXISTS
-    assert len(await ensure_topics(settings(), admin_factory=admin)) == 5
+    assert await ensure_topics(settings(), admin_factory=admin) == Topics().all()
