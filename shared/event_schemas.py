@@ -244,6 +244,7 @@ NURTURE_EXITED = {
         },
         "enrolled_at": _TIME,
         "steps_done": {"type": "integer", "minimum": 0},
+        "history": {"type": "array", "items": {"type": "object"}},
     },
 }
 

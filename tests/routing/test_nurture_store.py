@@ -188,6 +188,9 @@ async def test_enrol_steps_once_consent_withdrawal_and_sql(
     rows = await nurture_events(engine, other["id"])
     assert kinds(rows) == ["enrolled", "exited"]
     assert rows[-1]["data"]["reason"] == "sql"
+    assert [(h["step_id"], h["state"]) for h in rows[-1]["data"]["history"]] == [
+        ("guide", "cancelled")
+    ]
     async with engine.connect() as conn:
         owners = (
             await conn.execute(
@@ -311,3 +314,24 @@ async def test_read_api(engine: AsyncEngine, ctx: RoutingContext, db_url: str) -
             assert r.status_code == 422
     finally:
         await app.state.runtime.engine.dispose()
+
+
+async def test_a_crashed_workers_claimed_steps_fire_once_after_its_lease(
+    engine: AsyncEngine, ctx: RoutingContext
+) -> None:
+    leads = [warm_lead() for _ in range(3)]
+    await handle(engine, ctx, *(lead_event(x) for x in leads))
+    now = utcnow()
+    async with engine.begin() as conn:  # a replica claims the due steps, then dies
+        claimed = await store.claim_due_steps(conn, "dead-replica", now, 10, 30.0)
+    assert len(claimed) == 3
+    restarted = NurtureWorker(engine, ctx, clock=Clock(timedelta(seconds=31)))
+    if engine.dialect.name != "sqlite":  # SQLite (one process) does not lease
+        early = NurtureWorker(engine, ctx)
+        await early.step()
+        assert early.fired == 0  # still leased to the dead replica
+    await restarted.step()
+    await restarted.step()
+    assert restarted.fired == 3
+    rows = [r for r in await nurture_events(engine) if r["ce_type"] == NurtureType.STEP_DUE]
+    assert sorted(r["ce_subject"] for r in rows) == sorted(x["id"] for x in leads)

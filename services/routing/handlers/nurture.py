@@ -118,10 +118,21 @@ async def exit_enrolment(
     if reason == domain.ERASED:
         shown = {"id": enrolment["lead_id"]}
         enrolment = {**enrolment, "lead_key": None}
+    history = await store.steps_of(conn, [str(enrolment["id"])])
     data = {
         "reason": reason,
         "enrolled_at": rfc3339(enrolment["enrolled_at"]),
         "steps_done": int(enrolment["step_index"]),
+        # what the lead got before leaving (sales sees it with the lead it is assigned)
+        "history": [
+            {
+                "step_id": h["step_id"],
+                "due_at": rfc3339(h["due_at"]),
+                "state": h["state"],
+                "outcome": h["outcome"],
+            }
+            for h in history
+        ],
         "lead": nurture_lead(shown),
     }
     await emit_nurture(
@@ -179,7 +190,10 @@ async def consider(
     it stays, else enrol it in the first track that admits it."""
     cfg = ctx.config.nurture
     stored = dict(lead.data) if lead.data is not None else lead.to_data()
-    await _remember_for_stalls(conn, ctx, lead, stored, now)
+    if _stall_candidate(ctx, lead):
+        await store.keep_lead(conn, lead.id, lead.stage, domain.last_activity(lead), stored, now)
+    else:
+        await store.forget_lead(conn, lead.id)
     active = await store.active_enrolment(conn, lead.id)
     if active is not None:
         reason = domain.exit_reason(cfg.track(str(active["track"])), lead)
@@ -187,26 +201,34 @@ async def consider(
             await store.refresh_enrolment(conn, str(active["id"]), stored, lead.key, now)
             return
         await exit_enrolment(conn, ctx, active, reason, now, lead=stored)
-    if not cfg.tracks:
-        return
     past = _history(await store.enrolments_of(conn, lead.id))
     choice = domain.choose_track(cfg, lead, past, now, ctx.config.segments)
     if choice is not None:
         await enrol(conn, ctx, lead, choice, cause, now)
 
 
-async def _remember_for_stalls(
-    conn: AsyncConnection,
-    ctx: RoutingContext,
-    lead: LeadSnapshot,
-    stored: Mapping[str, Any],
-    now: datetime,
-) -> None:
+def _stall_candidate(ctx: RoutingContext, lead: LeadSnapshot) -> bool:
+    """Whether a stall rule may concern the lead (the scan should know it)."""
     stall_stages = {t.entry.stall.stage for t in ctx.config.nurture.tracks if t.entry.stall}
-    if lead.stage in stall_stages and domain.exit_reason(None, lead) == domain.COMPLETED:
-        await store.keep_lead(conn, lead.id, lead.stage, domain.last_activity(lead), stored, now)
-    else:
-        await store.forget_lead(conn, lead.id)
+    return lead.stage in stall_stages and domain.exit_reason(None, lead) == domain.COMPLETED
+
+
+#: Lead changes that may take a lead out of the stall scan's sight.
+_MOVES = frozenset({LeadType.STAGE_CHANGED, LeadType.STATUS_CHANGED, LeadType.QUALIFIED})
+
+
+async def _concerns_nurture(
+    conn: AsyncConnection, ctx: RoutingContext, lead: LeadSnapshot, ev: CloudEvent, now: datetime
+) -> bool:
+    """Whether this lead event can change anything in nurture (one read, no lock): the lead
+    is in a track, may enter one, is one the stall scan should know, or just left its sight.
+    Most lead events (a cold lead scored again) are none of these."""
+    cfg = ctx.config.nurture
+    if _stall_candidate(ctx, lead) or ev.type in _MOVES:
+        return True
+    if any(domain.entry_reason(t, lead, now, ctx.config.segments) for t in cfg.tracks):
+        return True
+    return await store.active_enrolment(conn, lead.id) is not None
 
 
 async def _end_all(
@@ -247,6 +269,9 @@ async def on_lead_event(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEve
         lead = LeadSnapshot.from_data(raw)
     except InvalidEvent as exc:
         log.warning("nurture: %s %s carries no usable lead (%s); skipped", ev.type, ev.id, exc)
+        return
+    if not ctx.config.nurture.tracks or not await _concerns_nurture(conn, ctx, lead, ev, now):
+        # Without tracks, enrolments made under an earlier config end when their step is due.
         return
     await repo.lock_person(conn, lead.id)
     survivor, erased = await repo.resolve_lead(conn, lead.id)
