@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-pure lint bench migrate clean chaos up down
+.PHONY: install run test test-pure lint bench bench-quick migrate clean chaos up down
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -39,8 +39,11 @@ lint: install ## ruff (check and format), mypy, import-linter
 chaos: install ## fault drills in the production shape, full size (needs PostgreSQL); table in tests/chaos/results.md
 	$(BIN)/python -m tests.chaos
 
-bench: install ## throughput benchmarks, printed as ratios against a baseline run alongside
+bench: install ## every performance figure beside its baseline (about 10 min; BENCH_QUICK=1: under 4); writes bench/results/latest.json
 	$(BIN)/python -m bench.run
+
+bench-quick: install ## make bench with smaller sizes (under 4 minutes)
+	BENCH_QUICK=1 $(BIN)/python -m bench.run
 
 migrate: install
 	$(BIN)/leadflow migrate

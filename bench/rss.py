@@ -139,7 +139,7 @@ def run(quick: bool, smoke: bool = False) -> list[dict[str, Any]]:
         result(
             "max_service_rss_mb",
             peaks[worst],
-            f"MiB (largest of 3 services, {n:,} leads)",
+            "MiB",
             200.0,
             note=f"{n:,} leads in PostgreSQL; peaks MiB: {detail}; baseline is the goal",
         )

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_a_module_that_is_missing_is_recorded_without_a_value() -> None:
 
 
 def test_markdown_table_says_whether_each_goal_is_met() -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": "capture_single_vs_echo",
             "value": 800.0,
