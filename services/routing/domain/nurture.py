@@ -238,7 +238,7 @@ def _steps(raw: Any, key: str, hours_per_day: float, teams: Sequence[str]) -> tu
         params = {k: v for k, v in spec.items() if k not in ("id", "action", "after")}
         for needed in REQUIRED_PARAMS[action]:
             if not params.get(needed):
-                raise NurtureConfigError(f"{where}.{needed}", f"a {action} step names its {needed}")
+                raise NurtureConfigError(f"{where}.{needed}", f"{action} needs a {needed}")
         team = params.get("team")
         if team is not None and team not in teams:
             raise NurtureConfigError(f"{where}.team", f"unknown team {team!r}")
