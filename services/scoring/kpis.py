@@ -101,21 +101,21 @@ async def funnel(
         add(r.key, {n: getattr(r, n) for n in ("visitors", "leads", "mqls", "sqls")})
         add(r.key, {"prospects": r.prospects, "clients": r.clients})
     # Of the leads created in the window: which had sales activities (prospect, opportunity, won)
-    sales = await _sales_of(conn, key, and_(created, KNOWN))
-    for group, kinds in sales.items():
-        add(group, {"opportunities": len(kinds[OPPORTUNITY]), "won": len(kinds[WON])})
+    for group, n in (await _sales_of(conn, key, and_(created, KNOWN))).items():
         # contacted leads that were later lost still went through "prospect"
-        extra = kinds["prospect"] - kinds["prospect_now"]
-        add(group, {"prospects": len(extra)})
+        add(group, {"opportunities": n["opp"], "won": n["won"], "prospects": n["lapsed"]})
     # MQL cohort: became MQL in the window (a lead qualified straight to SQL counts as MQL then)
-    mql_at = func.coalesce(leads.c.mql_at, leads.c.qualified_at)
+    became_mql = or_(
+        and_(leads.c.mql_at >= start, leads.c.mql_at < end),
+        and_(leads.c.mql_at.is_(None), leads.c.qualified_at >= start, leads.c.qualified_at < end),
+    )
     for r in await conn.execute(
         select(
             key.label("key"),
             func.count().label("n"),
             _sum_if(leads.c.qualified_at.is_not(None)).label("sqls"),
         )
-        .where(KNOWN, mql_at >= start, mql_at < end)
+        .where(KNOWN, became_mql)
         .group_by(key)
     ):
         add(r.key, {"mql_cohort": r.n, "mql_cohort_sqls": r.sqls})
@@ -125,9 +125,8 @@ async def funnel(
         select(key.label("key"), func.count().label("n")).where(qualified).group_by(key)
     ):
         add(r.key, {"sql_cohort": r.n})
-    for group, kinds in (await _sales_of(conn, key, qualified)).items():
-        add(group, {"sql_cohort_opportunities": len(kinds[OPPORTUNITY])})
-        add(group, {"sql_cohort_won": len(kinds[WON])})
+    for group, n in (await _sales_of(conn, key, qualified)).items():
+        add(group, {"sql_cohort_opportunities": n["opp"], "sql_cohort_won": n["won"]})
 
     if group_by == "team":
         raw = await _by_team(conn, raw)
@@ -149,24 +148,24 @@ async def funnel(
 
 async def _sales_of(
     conn: AsyncConnection, key: ColumnElement[Any], cohort: ColumnElement[bool]
-) -> dict[str | None, dict[str, set[str]]]:
-    """Per group, the cohort's lead ids with an opportunity, a win, a prospect-making activity,
-    and which of the latter are prospect or client now."""
-    out: dict[str | None, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+) -> dict[str | None, dict[str, int]]:
+    """Per group, how many of the cohort's leads got an opportunity, a win, and how many had a
+    prospect-making activity but are neither prospect nor client now (lost, disqualified)."""
+    lead = leads.c.id
     rows = await conn.execute(
-        select(key.label("key"), leads.c.id, leads.c.status, timeline.c.type)
-        .distinct()
+        select(
+            key.label("key"),
+            func.count(func.distinct(case((timeline.c.type == OPPORTUNITY, lead)))).label("opp"),
+            func.count(func.distinct(case((timeline.c.type == WON, lead)))).label("won"),
+            func.count(func.distinct(case((leads.c.status.not_in(PROSPECT_STATUSES), lead)))).label(
+                "lapsed"
+            ),
+        )
         .select_from(leads.join(timeline, timeline.c.lead_id == leads.c.id))
         .where(cohort, timeline.c.kind == "sales", timeline.c.type.in_(PROSPECT_TYPES))
+        .group_by(key)
     )
-    for r in rows:
-        kinds = out[r.key]
-        if r.type in (OPPORTUNITY, WON):
-            kinds[r.type].add(r.id)
-        kinds["prospect"].add(r.id)
-        if r.status in PROSPECT_STATUSES:
-            kinds["prospect_now"].add(r.id)
-    return out
+    return {r.key: {"opp": int(r.opp), "won": int(r.won), "lapsed": int(r.lapsed)} for r in rows}
 
 
 async def _by_team(
