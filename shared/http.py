@@ -31,6 +31,7 @@ from shared.openapi import install_openapi
 from shared.problems import Problem, install_problem_handlers, problem_response
 from shared.runtime import Runtime
 from shared.settings import Settings
+from shared.tracing import active as tracing_active
 from shared.tracing import setup_tracing, shutdown_tracing, tracer
 
 
@@ -259,6 +260,20 @@ class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, *, routes_of: FastAPI) -> None:
         self.app = app
         self.fastapi = routes_of
+        # Metric children by labels (bounded: methods x route templates x statuses).
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
+
+    def _observe(self, method: str, route: str, code: int, started: float) -> None:
+        counter = self._counters.get((method, route, code))
+        if counter is None:
+            counter = HTTP_REQUESTS.labels(method, route, str(code))
+            self._counters[(method, route, code)] = counter
+        counter.inc()
+        timer = self._timers.get((method, route))
+        if timer is None:
+            timer = self._timers[(method, route)] = HTTP_DURATION.labels(method, route)
+        timer.observe(time.perf_counter() - started)
 
     def _template(self, scope: Scope) -> str:
         route = scope.get("route")
@@ -280,8 +295,6 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         method = method_label(str(scope.get("method", "")))
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        parent = propagate.extract(headers)
         status = {"code": 500}
 
         async def observed_send(message: Message) -> None:
@@ -290,6 +303,16 @@ class ObservabilityMiddleware:
             await send(message)
 
         started = time.perf_counter()
+        caller = any(k == b"traceparent" for k, _ in scope["headers"])
+        if not (caller or tracing_active()):
+            # Nothing records spans and no caller context to pass on: metrics only.
+            try:
+                await self.app(scope, receive, observed_send)
+            finally:
+                self._observe(method, self._template(scope), status["code"], started)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        parent = propagate.extract(headers)
         with tracer().start_as_current_span(
             method,
             context=parent,
@@ -301,8 +324,7 @@ class ObservabilityMiddleware:
             finally:
                 route = self._template(scope)
                 code = status["code"]
-                HTTP_REQUESTS.labels(method, route, str(code)).inc()
-                HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)
+                self._observe(method, route, code, started)
                 if span.is_recording():
                     span.update_name(f"{method} {route}")
                     span.set_attribute("http.route", route)

@@ -62,6 +62,14 @@ def tracer() -> trace.Tracer:
     return provider.get_tracer(INSTRUMENTATION)
 
 
+def active() -> bool:
+    """Whether spans are recorded in this process (a provider was installed or given), as
+    opposed to the API's no-op, which only passes an incoming context through."""
+    if _override is not None or _installed is not None:
+        return True
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def use_provider(provider: trace.TracerProvider | None) -> None:
     """Trace with ``provider`` instead of the global one (tests: an in-memory exporter)."""
     global _override
