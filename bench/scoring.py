@@ -5,7 +5,8 @@ lead state, timeline, ``leadflow.leads`` events in the outbox; PostgreSQL, batch
 divided by the interactions/s of the least work a database-backed consumer can do with the same
 events: their ids inserted into an inbox with ``unnest``, the events folded per lead in Python,
 one ``INSERT … ON CONFLICT DO UPDATE`` per batch with the JSON encoded in Python. Each side
-gets its own throwaway PostgreSQL database.
+gets its own throwaway PostgreSQL database, and their batches alternate, so load from other
+processes on the machine falls on both alike.
 
     python -m bench.scoring          # BENCH_QUICK=1 for a short run
 """
@@ -84,24 +85,6 @@ async def throwaway_db() -> AsyncIterator[str]:
             await admin.close()
 
 
-async def scoring_rate(events: list[CloudEvent], batch: int = BATCH) -> float:
-    """Interactions/s through the scoring handler, a transaction per batch as the runner does."""
-    handler = ScoringHandler(load_rules(load_config()), Topics("bench."))
-    async with throwaway_db() as url:
-        engine = create_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1))
-        try:
-            await migrate(engine)
-            start = time.perf_counter()
-            for i in range(0, len(events), batch):
-                chunk = events[i : i + batch]
-                async with engine.begin() as conn:
-                    fresh = await claim(conn, CONSUMER, [e.id for e in chunk])
-                    await handler(conn, [e for e in chunk if e.id in fresh])
-            return len(events) / (time.perf_counter() - start)
-        finally:
-            await engine.dispose()
-
-
 FLOOR_SCHEMA = """
 CREATE TABLE floor_inbox (event_id text PRIMARY KEY);
 CREATE TABLE floor_leads (
@@ -120,40 +103,59 @@ ON CONFLICT (key) DO UPDATE SET
 """
 
 
-async def floor_rate(events: list[CloudEvent], batch: int = BATCH) -> float:
-    """Interactions/s of one set-based upsert per batch (the database's floor for this work)."""
-    async with throwaway_db() as url:
-        conn = await asyncpg.connect(url)
+def _fold(chunk: list[CloudEvent]) -> tuple[list[str], list[int], list[Any], list[str]]:
+    """The floor's Python side: events folded per lead, JSON encoded (orjson)."""
+    folded: dict[str, tuple[int, Any, dict[str, Any]]] = {}
+    for ev in chunk:
+        key = ev.key or ev.id
+        n = folded[key][0] + 1 if key in folded else 1
+        folded[key] = (n, ev.time, {"last": ev.data, "type": ev.type})
+    return (
+        list(folded),
+        [v[0] for v in folded.values()],
+        [v[1] for v in folded.values()],
+        [orjson.dumps(v[2]).decode() for v in folded.values()],
+    )
+
+
+async def rates(events: list[CloudEvent], batch: int = BATCH) -> tuple[float, float]:
+    """Interactions/s through scoring, and through the floor, batch by batch in turn.
+
+    Each side has its own database; their batches alternate, so both see the same machine
+    (other processes' load falls on both alike) and each side's time is summed on its own.
+    """
+    handler = ScoringHandler(load_rules(load_config()), Topics("bench."))
+    async with throwaway_db() as scoring_url, throwaway_db() as floor_url:
+        engine = create_engine(scoring_url.replace("postgresql://", "postgresql+asyncpg://", 1))
+        floor = await asyncpg.connect(floor_url)
         try:
-            await conn.execute(FLOOR_SCHEMA)
-            start = time.perf_counter()
+            await migrate(engine)
+            await floor.execute(FLOOR_SCHEMA)
+            spent_scoring = spent_floor = 0.0
             for i in range(0, len(events), batch):
                 chunk = events[i : i + batch]
-                folded: dict[str, tuple[int, Any, dict[str, Any]]] = {}
-                for ev in chunk:
-                    key = ev.key or ev.id
-                    n = folded[key][0] + 1 if key in folded else 1
-                    folded[key] = (n, ev.time, {"last": ev.data, "type": ev.type})
-                async with conn.transaction():
-                    await conn.execute(FLOOR_INBOX, [e.id for e in chunk])
-                    await conn.execute(
-                        FLOOR_UPSERT,
-                        list(folded),
-                        [v[0] for v in folded.values()],
-                        [v[1] for v in folded.values()],
-                        [orjson.dumps(v[2]).decode() for v in folded.values()],
-                    )
-            return len(events) / (time.perf_counter() - start)
+                start = time.perf_counter()
+                async with engine.begin() as conn:
+                    fresh = await claim(conn, CONSUMER, [e.id for e in chunk])
+                    await handler(conn, [e for e in chunk if e.id in fresh])
+                spent_scoring += time.perf_counter() - start
+                start = time.perf_counter()
+                keys, counts, times, states = _fold(chunk)
+                async with floor.transaction():
+                    await floor.execute(FLOOR_INBOX, [e.id for e in chunk])
+                    await floor.execute(FLOOR_UPSERT, keys, counts, times, states)
+                spent_floor += time.perf_counter() - start
+            return len(events) / spent_scoring, len(events) / spent_floor
         finally:
-            await conn.close()
+            await floor.close()
+            await engine.dispose()
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
     """The scoring figures: ``scoring_vs_db_upsert_floor`` (value and baseline in events/s)."""
     n = int(os.environ.get("BENCH_SCORING_EVENTS", "3000" if quick else "20000"))
     events = interactions(n)
-    design = asyncio.run(scoring_rate(events))
-    floor = asyncio.run(floor_rate(events))
+    design, floor = asyncio.run(rates(events))
     return [
         {
             "name": "scoring_vs_db_upsert_floor",

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import orjson
 from sqlalchemy import select
 
 from services.scoring.domain import engine
 from services.scoring.domain.lifecycle import Change
+from services.scoring.domain.model import Lead
 from services.scoring.events import lead_events, snapshot, snapshot_data
 from services.scoring.handlers import ScoringHandler
-from services.scoring.repository import LeadRepository
+from services.scoring.repository import LeadRepository, state_json
 from services.scoring.tables import leads, timeline
 from shared.contract import LeadEvent
 from shared.db import create_engine
@@ -64,6 +66,22 @@ def test_lead_events_carry_the_same_data_as_the_contract_builds() -> None:
     assert [e.data for e in out] == [
         LeadEvent(snapshot(lead), cause, c.change).to_data() for c in changes
     ]
+
+
+def test_stored_state_is_the_leads_state_and_reads_back() -> None:
+    rules = default_rules()
+    lead = drive(
+        [
+            interaction(at=T0, contact=VP_SALES, intent="demo_request"),
+            interaction(IT.TRACKED, at=T0 + timedelta(minutes=1), track={"event": "page"}),
+        ],
+        rules,
+    )
+    lead.owner = {"id": "rep-1", "name": "Ann", "email": "ann@x.io", "team": "emea"}
+    lead.qualified_at = T0 + timedelta(microseconds=5)
+    state = orjson.loads(state_json(lead))
+    assert state == lead.to_state()
+    assert Lead.from_state(state) == lead
 
 
 async def test_rows_and_events_are_written_in_order(db_url: str) -> None:

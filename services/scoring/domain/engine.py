@@ -111,13 +111,25 @@ def _fit_outcome(lead: Lead, rules: Rules) -> FitOutcome:
 
 
 class _FitMemo:
-    """Fit outcomes of one rule set, by the values of the fields its fit rules test."""
+    """What is remembered of one rule set: fit outcomes by the values of the fields its fit
+    rules test, and the engagement rules of each event type."""
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
         self.fields = tuple(sorted({r.field for r in rules.fit}))
         self.outcomes: dict[tuple[Any, ...], FitOutcome] = {}
         self.seniority: dict[str | None, str | None] = {}
+        self.by_event: dict[str, tuple[EngagementRule, ...]] = {}
+
+    def rules_for(self, event_type: str) -> tuple[EngagementRule, ...]:
+        """The engagement rules of an event type (by full or short name, or ``*``), in order."""
+        found = self.by_event.get(event_type)
+        if found is None:
+            short = event_type.rsplit(".", 1)[-1]
+            found = tuple(r for r in self.rules.engagement if r.event in (short, event_type, "*"))
+            if len(self.by_event) < 1024:  # event types come from producers: keep it bounded
+                self.by_event[event_type] = found
+        return found
 
     def key(self, lead: Lead) -> tuple[Any, ...]:
         out: list[Any] = []
@@ -272,10 +284,8 @@ def forward_stage(current: str, earned: str) -> str:
 
 def matching_rules(event_type: str, data: Mapping[str, Any], rules: Rules) -> list[EngagementRule]:
     """Engagement rules whose event type and every condition match this interaction."""
-    short = event_type.rsplit(".", 1)[-1]
     return [
         r
-        for r in rules.engagement
-        if r.event in (short, event_type, "*")
-        and all(cond.matches(path_value(data, path)) for path, cond in r.when)
+        for r in _fit_memo(rules).rules_for(event_type)
+        if all(cond.matches(path_value(data, path)) for path, cond in r.when)
     ]

@@ -151,17 +151,21 @@ class Lead:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Lead:
         """The inverse of :meth:`to_state`."""
-        values = dict(state)
-        # every datetime field of the dataclass, so a new one cannot be forgotten here
-        for name in (n for n, f in cls.__dataclass_fields__.items() if "datetime" in str(f.type)):
+        values = {k: v for k, v in state.items() if k in _FIELDS}
+        for name in _TIME_FIELDS:
             if values.get(name):
                 values[name] = parsed_time(values[name])
         values["hits"] = [
             Hit(h["rule"], h["group"], h["points"], parsed_time(h["at"]), h["event_id"])
             for h in values.get("hits", [])
         ]
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return cls(**values)
+
+
+#: The lead's fields, and those that are times: every datetime field of the dataclass, so a
+#: new one cannot be forgotten by :meth:`Lead.from_state`.
+_FIELDS = frozenset(Lead.__dataclass_fields__)
+_TIME_FIELDS = tuple(n for n, f in Lead.__dataclass_fields__.items() if "datetime" in str(f.type))
 
 
 #: RFC 3339 text of a time and back, remembered: a lead's hit times are written and read again

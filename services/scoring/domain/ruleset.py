@@ -321,7 +321,7 @@ def path_value(data: Mapping[str, Any], path: str) -> Any:
     """The value at a dotted path of event data (``asset.gated``), or None."""
     current: Any = data
     for part in path.split("."):
-        if not isinstance(current, Mapping):
+        if not isinstance(current, dict) and not isinstance(current, Mapping):
             return None
         current = current.get(part)
     return current
