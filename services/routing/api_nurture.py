@@ -6,9 +6,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from services.routing import nurture_store as store
@@ -20,6 +20,11 @@ from shared.events import rfc3339
 from shared.http import RuntimeDep
 
 router = APIRouter(prefix="/v1/nurture", tags=["nurture"])
+
+#: An id or name in a query: bounded, and without NUL (PostgreSQL text cannot hold one).
+_TEXT = r"^[^\x00]*$"
+Name = Annotated[str | None, Query(max_length=200, pattern=_TEXT)]
+LeadId = Annotated[str, Path(max_length=200, pattern=_TEXT)]
 
 
 class StepOut(BaseModel):
@@ -215,9 +220,9 @@ async def get_tracks(ctx: ContextDep, runtime: RuntimeDep) -> TracksOut:
 @router.get("/enrolments", dependencies=[ReadAuth])
 async def list_enrolments(
     runtime: RuntimeDep,
-    track: str | None = None,
+    track: Name = None,
     state: Literal["active", "exited"] | None = None,
-    lead_id: str | None = None,
+    lead_id: Name = None,
     limit: Limit = 50,
 ) -> EnrolmentsOut:
     """Enrolments, newest first (of a track, a state, a lead)."""
@@ -229,7 +234,7 @@ async def list_enrolments(
 
 
 @router.get("/leads/{lead_id}", dependencies=[ReadAuth])
-async def lead_history(lead_id: str, runtime: RuntimeDep) -> EnrolmentsOut:
+async def lead_history(lead_id: LeadId, runtime: RuntimeDep) -> EnrolmentsOut:
     """A lead's nurture history: every enrolment, oldest first, with its steps (due, fired
     with their outcome, or cancelled). An unknown lead has an empty history."""
     async with runtime.engine.connect() as conn:

@@ -312,6 +312,10 @@ async def test_read_api(engine: AsyncEngine, ctx: RoutingContext, db_url: str) -
             assert [e["lead_id"] for e in r.json()["items"]] == [x["id"]]
             r = await client.get("/v1/nurture/enrolments", params={"state": "bogus"}, headers=AUTH)
             assert r.status_code == 422
+            for bad in ("/v1/nurture/leads/a%00b", "/v1/nurture/enrolments?track=a%00b"):
+                r = await client.get(bad, headers=AUTH)
+                assert r.status_code == 422, r.text
+                assert r.headers["content-type"].startswith("application/problem+json")
     finally:
         await app.state.runtime.engine.dispose()
 
