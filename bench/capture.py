@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import WRITE_KEY, Sizes, process, result, run_load, stack
+from bench.common import (
+    ROOT,
+    WRITE_KEY,
+    Sizes,
+    result,
+    run_load,
+    stack,
+    stop_all,
+    wait_ready,
+)
 from shared.broker import free_port
 from shared.bus import make_producer
 from shared.contract import Contact, Interaction
@@ -25,12 +36,6 @@ from shared.settings import Settings
 
 FORM = "/v1/forms/newsletter/submissions"
 BATCH_CONNECTIONS = 8
-
-
-def _baseline(kind: str, tmp: Path, *extra: str) -> Any:
-    port = free_port()
-    args = [sys.executable, "-m", "bench.baselines", kind, str(port), *extra]
-    return process(args, f"http://127.0.0.1:{port}/readyz", tmp, kind), port
 
 
 def _tracked_events(n: int, run: str) -> list[CloudEvent]:
@@ -87,14 +92,20 @@ def run(quick: bool, smoke: bool = False) -> list[dict[str, Any]]:
     secs = sizes.load_seconds
     with tempfile.TemporaryDirectory(prefix="lf-bench-capture-") as tmp_name:
         tmp = Path(tmp_name)
-        with stack(tmp) as st:
-            ctx, port = _baseline("echo", tmp)
-            with ctx:
-                echo = run_load(f"http://127.0.0.1:{port}{FORM}", secs, tmp=tmp)
-            ctx, port = _baseline("naive", tmp, st.db_url)
-            with ctx:
-                naive = run_load(f"http://127.0.0.1:{port}{FORM}", secs, tmp=tmp)
+        with stack(tmp) as st, contextlib.ExitStack() as procs:
+            # Start the baselines and capture together (start-up is not measured), then
+            # measure one at a time while the others sit idle.
+            ports = {kind: free_port() for kind in ("echo", "naive")}
+            for kind, extra in (("echo", []), ("naive", [st.db_url])):
+                args = [sys.executable, "-m", "bench.baselines", kind, str(ports[kind]), *extra]
+                log = procs.enter_context(open(tmp / f"{kind}.log", "ab"))
+                proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=log)
+                procs.callback(stop_all, [proc])
             st.start("capture")
+            for kind, port in ports.items():
+                wait_ready(f"http://127.0.0.1:{port}/readyz", tmp / f"{kind}.log")
+            echo = run_load(f"http://127.0.0.1:{ports['echo']}{FORM}", secs, tmp=tmp)
+            naive = run_load(f"http://127.0.0.1:{ports['naive']}{FORM}", secs, tmp=tmp)
             url = st.urls["capture"]
             run_load(url + FORM, min(secs, 2.0), tmp=tmp)  # warm-up
             single = run_load(url + FORM, secs, tmp=tmp)

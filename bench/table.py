@@ -66,19 +66,20 @@ def console_table(
 
 
 def markdown(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
-    lines = [
-        "| figure | value | baseline | ratio | goal | met | unit |",
-        "| --- | ---: | ---: | ---: | --- | --- | --- |",
-    ]
+    """The README's table: compact, one line per figure, the goal and whether it is met."""
+    lines = ["| figure | value | baseline | ratio | goal: met? |", "|---|--:|--:|--:|---|"]
     for r in rows:
+        unit = f" {r['unit']}" if r["value"] is not None and r["unit"] else ""
+        goal = goal_text(r["name"])
+        verdict = f"{goal}: {met(r)}" if goal else ""
         lines.append(
-            f"| `{r['name']}` | {_fmt(r['value'])} | {_fmt(r['baseline'])} | "
-            f"{_fmt(r['ratio'])} | {goal_text(r['name'])} | {met(r)} | {r['unit']} |"
+            f"| `{r['name']}` | {_fmt(r['value'])}{unit} | {_fmt(r['baseline'])} | "
+            f"{_fmt(r['ratio'])} | {verdict} |"
         )
     if machine:
         lines.append("")
         lines.append(
-            f"Measured {machine.get('when', '?')} ({machine.get('mode', '?')} run) on "
+            f"{machine.get('mode', '?').capitalize()} run, {machine.get('when', '?')}: "
             f"{machine.get('cpus')} CPUs ({machine.get('cpu_model')}), "
             f"{machine.get('memory_gib')} GiB, Python {machine.get('python')}."
         )

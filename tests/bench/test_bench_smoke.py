@@ -77,7 +77,7 @@ def test_markdown_table_says_whether_each_goal_is_met() -> None:
     ]
     assert [met(r) for r in rows] == ["yes", "no", "no figure"]
     text = markdown(rows, {"cpus": 2, "cpu_model": "X", "python": "3.11.2", "mode": "quick"})
-    assert "| `capture_single_vs_echo` | 800 | 1,000 | 0.80 | ratio >= 0.7 | yes |" in text
+    assert "| `capture_single_vs_echo` | 800 posts/s | 1,000 | 0.80 | ratio >= 0.7: yes |" in text
     assert "2 CPUs (X)" in text
 
 
