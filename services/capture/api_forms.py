@@ -132,7 +132,9 @@ async def _submit(
         return _answer(AcceptedOut(event_id=new_event_id(), lead_key=""), redirect, origin)
     redirect = _redirect_target(cmd.fields, allowed_origins)
     # The header wins over a key the route derived from the request itself (attendance).
-    cmd = replace(cmd, idempotency_key=idempotency_key(request) or cmd.idempotency_key)
+    header_key = idempotency_key(request)
+    if header_key is not None:
+        cmd = replace(cmd, idempotency_key=header_key)
     try:
         accepted = await capture_interaction(cmd, ctx, utcnow())
     except InvalidSubmission as exc:
@@ -167,8 +169,11 @@ async def form_preflight(form_id: str, request: Request, ctx: ContextDep) -> Res
     response_model=AcceptedOut,
     openapi_extra=_FIELDS_BODY,
 )
-async def submit_form(form_id: str, request: Request, ctx: ContextDep) -> Response:
+async def submit_form(form_id: str, request: Request) -> Response:
     """A website form submission (JSON, urlencoded or multipart)."""
+    # The hottest route: the context straight from the app, not through a dependency that
+    # FastAPI would solve on every request.
+    ctx: CaptureContext = request.app.state.capture
     form = ctx.form(form_id)
     async with _browser_post(request, ctx, form.allowed_origins) as (origin, fields):
         cmd = CaptureInteraction(

@@ -37,7 +37,7 @@ class CaptureContext:
         return form
 
 
-def get_context(request: Request) -> CaptureContext:
+async def get_context(request: Request) -> CaptureContext:
     """The capture context of the app serving this request."""
     ctx: CaptureContext = request.app.state.capture
     return ctx

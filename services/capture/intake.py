@@ -38,6 +38,9 @@ from shared.runtime import Runtime
 log = logging.getLogger(__name__)
 
 ACCEPTED = Counter("leadflow_capture_events_total", "Captured events by path", ["path"])
+# Bound once: ``labels()`` looks the child up (and takes a lock) on every call.
+_ACCEPTED_DIRECT = ACCEPTED.labels("direct")
+_ACCEPTED_SPOOL = ACCEPTED.labels("spool")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +137,7 @@ class Intake:
             outcome = await self._publish_directly(subs, claimed)
             if outcome == "delivered":
                 await self._settle(subs, claimed)
-                ACCEPTED.labels("direct").inc(len(subs))
+                _ACCEPTED_DIRECT.inc(len(subs))
                 return
             if outcome == "in_doubt":
                 return
@@ -195,7 +198,7 @@ class Intake:
                 headers={"Retry-After": "5"},
             ) from None
         self._spooling = True
-        ACCEPTED.labels("spool").inc(len(events))
+        _ACCEPTED_SPOOL.inc(len(events))
         if in_doubt is None:
             self.runtime.relay.wake()
             return
