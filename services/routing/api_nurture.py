@@ -44,6 +44,7 @@ class KpisOut(BaseModel):
     enrolled: int
     active: int
     exited: dict[str, int] = Field(description="exited enrolments by reason")
+    converted_mql: int = Field(description="entered as IQL, reached MQL (or SQL) since")
     converted_sql: int = Field(description="left because the lead became SQL")
     conversion_rate: float | None = Field(description="converted_sql / exited")
     median_seconds_to_sql: float | None
@@ -173,6 +174,9 @@ def kpis(rows: Sequence[Mapping[str, Any]], track: str) -> KpisOut:
         enrolled=len(mine),
         active=sum(1 for r in mine if r["state"] == "active"),
         exited={k: exited[k] for k in sorted(exited, key=_reason_order)},
+        converted_mql=sum(
+            1 for r in mine if r["entry_stage"] == "IQL" and r["last_stage"] in ("MQL", "SQL")
+        ),
         converted_sql=len(to_sql),
         conversion_rate=len(to_sql) / done if done else None,
         median_seconds_to_sql=statistics.median(to_sql) if to_sql else None,

@@ -120,7 +120,7 @@ async def refresh_enrolment(
     await conn.execute(
         update(enrolments)
         .where(enrolments.c.id == enrolment_id)
-        .values(lead=dict(lead), lead_key=key, updated_at=now)
+        .values(lead=dict(lead), lead_key=key, last_stage=str(lead.get("stage")), updated_at=now)
     )
 
 
@@ -134,14 +134,15 @@ async def advance(conn: AsyncConnection, enrolment_id: str, step_index: int, now
 
 
 async def end_enrolment(
-    conn: AsyncConnection, enrolment_id: str, reason: str, now: datetime
+    conn: AsyncConnection, enrolment_id: str, reason: str, now: datetime, stage: str | None = None
 ) -> bool:
-    """Exit an active enrolment and cancel its pending step; True only for the one caller that
-    does."""
+    """Exit an active enrolment (the lead now at ``stage``, if known) and cancel its pending
+    step; True only for the one caller that does."""
+    values: dict[str, Any] = {"last_stage": stage} if stage else {}
     res = await conn.execute(
         update(enrolments)
         .where(enrolments.c.id == enrolment_id, enrolments.c.state == "active")
-        .values(state="exited", exit_reason=reason, exited_at=now, updated_at=now)
+        .values(state="exited", exit_reason=reason, exited_at=now, updated_at=now, **values)
     )
     if not res.rowcount:
         return False
@@ -183,12 +184,13 @@ async def list_enrolments(
 
 
 async def track_figures(conn: AsyncConnection) -> list[Row]:
-    """Per track, state and exit reason: how many enrolments and their total and count of
-    seconds in the track (for the time to conversion)."""
+    """Every enrolment's track, state, exit reason, stages and times (for the KPIs)."""
     q = select(
         enrolments.c.track,
         enrolments.c.state,
         enrolments.c.exit_reason,
+        enrolments.c.entry_stage,
+        enrolments.c.last_stage,
         enrolments.c.enrolled_at,
         enrolments.c.exited_at,
     )

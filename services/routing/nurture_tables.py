@@ -39,6 +39,9 @@ enrolments = Table(
     Column("reason", JSONType, nullable=False),
     Column("lead", JSONType, nullable=False),
     Column("step_index", Integer, nullable=False, default=0),
+    # the lead's stage when it entered, and as last seen (at its exit, once it left)
+    Column("entry_stage", String(10), nullable=False),
+    Column("last_stage", String(10), nullable=False),
     Column("enrolled_at", UTCDateTime(), nullable=False),
     Column("exited_at", UTCDateTime(), nullable=True),
     Column("exit_reason", String(40), nullable=True),

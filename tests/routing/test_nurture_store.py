@@ -279,6 +279,12 @@ async def test_read_api(engine: AsyncEngine, ctx: RoutingContext, db_url: str) -
     x = warm_lead()
     await handle(engine, ctx, lead_event(x))
     await NurtureWorker(engine, ctx).step()
+    # an IQL that reaches MQL in the track; another that becomes SQL (and leaves)
+    iql = warm_lead(stage="IQL")
+    to_sql = warm_lead(stage="IQL")
+    await handle(engine, ctx, lead_event(iql), lead_event(to_sql))
+    await handle(engine, ctx, lead_event({**iql, "stage": "MQL"}, LeadType.STAGE_CHANGED))
+    await handle(engine, ctx, qualified({**to_sql, "stage": "SQL"}))
     settings = Settings(
         leadflow_dev=True,
         kafka_bootstrap_servers="127.0.0.1:1",
@@ -293,8 +299,10 @@ async def test_read_api(engine: AsyncEngine, ctx: RoutingContext, db_url: str) -
             r = await client.get("/v1/nurture/tracks", headers=AUTH)
             assert r.status_code == 200, r.text
             tracks = {t["name"]: t for t in r.json()["items"]}
-            assert tracks["warm"]["kpis"]["enrolled"] == 1
-            assert tracks["warm"]["kpis"]["active"] == 1
+            kpis = tracks["warm"]["kpis"]
+            assert (kpis["enrolled"], kpis["active"], kpis["exited"]) == (3, 2, {"sql": 1})
+            assert (kpis["converted_mql"], kpis["converted_sql"]) == (2, 1)
+            assert kpis["conversion_rate"] == 1.0 and kpis["median_seconds_to_sql"] >= 0
             assert [s["action"] for s in tracks["warm"]["steps"]] == [
                 "send_content",
                 "invite_webinar",
@@ -309,7 +317,9 @@ async def test_read_api(engine: AsyncEngine, ctx: RoutingContext, db_url: str) -
                 ("webinar", "pending", None),
             ]
             r = await client.get("/v1/nurture/enrolments", params={"track": "warm"}, headers=AUTH)
-            assert [e["lead_id"] for e in r.json()["items"]] == [x["id"]]
+            assert sorted(e["lead_id"] for e in r.json()["items"]) == sorted(
+                [x["id"], iql["id"], to_sql["id"]]
+            )
             r = await client.get("/v1/nurture/enrolments", params={"state": "bogus"}, headers=AUTH)
             assert r.status_code == 422
             for bad in ("/v1/nurture/leads/a%00b", "/v1/nurture/enrolments?track=a%00b"):

@@ -112,7 +112,8 @@ async def exit_enrolment(
 ) -> bool:
     """End an active enrolment for ``reason`` (its pending step is cancelled) and announce
     ``nurture.exited``; False if it had ended already."""
-    if not await store.end_enrolment(conn, str(enrolment["id"]), reason, now):
+    stage = str(lead["stage"]) if lead is not None and lead.get("stage") else None
+    if not await store.end_enrolment(conn, str(enrolment["id"]), reason, now, stage):
         return False
     shown = enrolment["lead"] if lead is None else lead
     if reason == domain.ERASED:
@@ -163,6 +164,8 @@ async def enrol(
         "reason": dict(choice.reason),
         "lead": stored,
         "step_index": 0,
+        "entry_stage": lead.stage,
+        "last_stage": lead.stage,
         "enrolled_at": now,
         "updated_at": now,
     }

@@ -34,6 +34,8 @@ def upgrade() -> None:
         sa.Column("reason", JSONType, nullable=False),
         sa.Column("lead", JSONType, nullable=False),
         sa.Column("step_index", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("entry_stage", sa.String(10), nullable=False),
+        sa.Column("last_stage", sa.String(10), nullable=False),
         sa.Column("enrolled_at", UTCDateTime(), nullable=False),
         sa.Column("exited_at", UTCDateTime(), nullable=True),
         sa.Column("exit_reason", sa.String(40), nullable=True),
