@@ -119,9 +119,15 @@ def _wait(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_compose_services_as_processes_route_a_demo_request(
     broker: str, pg_db_url: str, tmp_path: Path
 ) -> None:
+    t0 = time.monotonic()
+
+    def phase(what: str) -> None:  # shown with -s or on failure: where the time went
+        print(f"{time.monotonic() - t0:6.1f}s {what}")
+
     services = load_compose(DOTENV)["services"]
     order = [n for n in start_order(services) if n not in ("kafka", "postgres")]
     assert order.index("init") < min(order.index(n) for n in APP_SERVICES)
@@ -137,6 +143,7 @@ def test_compose_services_as_processes_route_a_demo_request(
         timeout=60,
     )
     assert job.returncode == 0, job.stdout + job.stderr
+    phase("init job done")
     assert "partitions" in job.stdout and "database migrated" in job.stdout
 
     procs: list[subprocess.Popen[Any]] = []
@@ -158,13 +165,21 @@ def test_compose_services_as_processes_route_a_demo_request(
                 urls.setdefault(name, []).append(f"http://127.0.0.1:{port}")
                 check = svc["healthcheck"]["test"]
                 assert check[:2] == ["CMD", "leadflow"]
-                checks.append(([*entry, *check[2:]], env))
+                if replica == 0:  # one run per service: each is a whole Python process
+                    checks.append(([*entry, *check[2:]], env))
+        phase("services started")
         for name in APP_SERVICES:
             for url in urls[name]:
-                _wait(f"{url}/readyz", procs)
-        for cmd, env in checks:  # the Compose health check itself passes on every replica
-            assert subprocess.run(cmd, env=env, capture_output=True, timeout=20).returncode == 0
+                # generous: five Python processes start at once on a possibly busy machine
+                _wait(f"{url}/readyz", procs, timeout=120)
+                phase(f"{url} ready ({name})")
+        # The Compose health check command itself passes (run side by side: each is a process).
+        runs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE) for cmd, env in checks]
+        for run in runs:
+            _, err = run.communicate(timeout=60)
+            assert run.returncode == 0, err
 
+        phase("health checks pass")
         resp = httpx.post(
             f"{urls['capture'][0]}/v1/forms/demo-request/submissions",
             json={
@@ -184,6 +199,7 @@ def test_compose_services_as_processes_route_a_demo_request(
             procs,
             until=lambda b: bool(b["items"]) and b["items"][0]["stage"] == "SQL",
         )
+        phase("lead is SQL")
         lead_id = lead["items"][0]["id"]
         # Either routing replica answers from the shared database.
         _wait(
@@ -191,6 +207,7 @@ def test_compose_services_as_processes_route_a_demo_request(
             procs,
             until=lambda b: any(a["lead_id"] == lead_id for a in b["items"]),
         )
+        phase("assigned")
     finally:
         for p in procs:
             if p.poll() is None:

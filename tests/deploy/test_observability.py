@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-from pathlib import Path
+from functools import cache
 
 import yaml
 
@@ -20,15 +20,18 @@ SELECTOR = re.compile(r"\b((?:leadflow|process|python)_[a-z0-9_]+|up)\b\s*(\{[^}
 MATCHER = re.compile(r'([a-z_]+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 
 
-def _sources() -> list[Path]:
-    return [p for d in ("shared", "services") for p in (ROOT / d).rglob("*.py")]
+@cache
+def _trees() -> tuple[ast.AST, ...]:
+    """Every module of shared/ and services/, parsed once."""
+    paths = [p for d in ("shared", "services") for p in (ROOT / d).rglob("*.py")]
+    return tuple(ast.parse(p.read_text(encoding="utf-8")) for p in paths)
 
 
 def defined_metrics() -> dict[str, set[str]]:
     """Every metric series name the code defines, with its label names."""
     out: dict[str, set[str]] = {}
-    for path in _sources():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for tree in _trees():
+        for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
                 continue
             if node.func.id not in KINDS or not node.args:
@@ -51,8 +54,8 @@ def defined_metrics() -> dict[str, set[str]]:
 
 def string_literals() -> set[str]:
     found: set[str] = set()
-    for path in _sources():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for tree in _trees():
+        for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 found.add(node.value)
     return found
