@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 
 from services.capture.deps import CaptureContext, ContextDep
 from services.capture.domain.interaction import InvalidSubmission
@@ -35,6 +36,26 @@ from shared.events import new_event_id, utcnow
 from shared.problems import Problem
 
 router = APIRouter(tags=["tracking"])
+
+
+class RejectedCallOut(BaseModel):
+    """A call of a batch refused on its own (the others were accepted)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    index: int
+    messageId: str | None = None
+    errors: list[dict[str, Any]]
+
+
+class TrackedOut(BaseModel):
+    """Segment's answer: ``success``; a batch also counts what it accepted and lists the
+    rejected calls (at most 100)."""
+
+    success: bool
+    accepted: int | None = None
+    rejected: list[RejectedCallOut] | None = None
+
 
 EVENT_LIMIT = 32 * 1024
 BATCH_LIMIT = 500 * 1024
@@ -61,7 +82,8 @@ _SEGMENT_BODY = {
                 }
             }
         },
-    }
+    },
+    "security": [{"writeKey": []}],
 }
 
 
@@ -173,6 +195,26 @@ async def _batch(ctx: CaptureContext, request: Request) -> Response:
         return await _accept(ctx, request, triage.calls, triage.rejected)
 
 
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["batch"],
+                    "properties": {
+                        "batch": {"type": "array", "items": {"type": "object"}},
+                        "context": {"type": "object"},
+                        "writeKey": {"type": "string"},
+                    },
+                }
+            }
+        },
+    },
+    "security": [{"writeKey": []}],
+}
+
 _PATHS = frozenset({*CALL_TYPES, "batch", *SHORT_PATHS})
 
 
@@ -187,44 +229,44 @@ async def tracking_preflight(call: str, request: Request, ctx: ContextDep) -> Re
     return preflight_response(origin, "Content-Type, Authorization, X-Retry-Count")
 
 
-@router.post("/v1/track", openapi_extra=_SEGMENT_BODY)
+@router.post("/v1/track", response_model=TrackedOut, openapi_extra=_SEGMENT_BODY)
 async def track(request: Request, ctx: ContextDep) -> Response:
     """A Segment ``track`` call (``event`` required)."""
     return await _single(ctx, request, "track")
 
 
-@router.post("/v1/page", openapi_extra=_SEGMENT_BODY)
+@router.post("/v1/page", response_model=TrackedOut, openapi_extra=_SEGMENT_BODY)
 async def page(request: Request, ctx: ContextDep) -> Response:
     """A Segment ``page`` call (a page view)."""
     return await _single(ctx, request, "page")
 
 
-@router.post("/v1/screen", openapi_extra=_SEGMENT_BODY)
+@router.post("/v1/screen", response_model=TrackedOut, openapi_extra=_SEGMENT_BODY)
 async def screen(request: Request, ctx: ContextDep) -> Response:
     """A Segment ``screen`` call (a mobile screen view, recorded like a page view)."""
     return await _single(ctx, request, "screen")
 
 
-@router.post("/v1/identify", openapi_extra=_SEGMENT_BODY)
+@router.post("/v1/identify", response_model=TrackedOut, openapi_extra=_SEGMENT_BODY)
 async def identify(request: Request, ctx: ContextDep) -> Response:
     """A Segment ``identify`` call; with ``traits.email`` it joins the anonymous history."""
     return await _single(ctx, request, "identify")
 
 
-@router.post("/v1/group", openapi_extra=_SEGMENT_BODY)
+@router.post("/v1/group", response_model=TrackedOut, openapi_extra=_SEGMENT_BODY)
 async def group(request: Request, ctx: ContextDep) -> Response:
     """A Segment ``group`` call (``groupId`` required): the account's ``name``, ``industry``,
     ``employees`` and ``country`` become the lead's company fields."""
     return await _single(ctx, request, "group")
 
 
-@router.post("/v1/alias", openapi_extra=_SEGMENT_BODY)
+@router.post("/v1/alias", response_model=TrackedOut, openapi_extra=_SEGMENT_BODY)
 async def alias(request: Request, ctx: ContextDep) -> Response:
     """A Segment ``alias`` call: ``previousId`` and ``userId`` are the same person."""
     return await _single(ctx, request, "alias")
 
 
-@router.post("/v1/batch")
+@router.post("/v1/batch", response_model=TrackedOut, openapi_extra=_BATCH_BODY)
 async def batch(request: Request, ctx: ContextDep) -> Response:
     """Up to 2,500 calls (500 KB, 32 KB each) in one request. Each call is checked on its own,
     as Segment does: the answer is 200 with the rejected calls listed (index, messageId,
@@ -251,5 +293,6 @@ for _short, _call_type in SHORT_PATHS.items():
         name=f"analytics_js_{_call_type}",
         summary=f"analytics.js {_call_type} (short path)",
         description=f"The ``{_call_type}`` call as analytics.js posts it.",
-        openapi_extra=_SEGMENT_BODY,
+        response_model=TrackedOut,
+        openapi_extra=_BATCH_BODY if _call_type == "batch" else _SEGMENT_BODY,
     )
