@@ -94,3 +94,70 @@ async def test_replication_factor_larger_than_the_cluster_is_not_retried() -> No
 async def test_topics_created_meanwhile_by_another_replica_are_fine() -> None:
     admin = FakeAdmin(existing=[], code=36)  # TOPIC_ALREADY_EXISTS
     assert await ensure_topics(settings(), admin_factory=admin) == Topics().all()
+
+
+class FakeProducer:
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_a_service_reports_the_missing_permission_in_readiness(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    import shared.runtime as runtime_module
+    from shared.db import create_engine
+
+    calls = []
+
+    async def refuse(_settings: Settings) -> list[str]:
+        calls.append(1)
+        raise TopicSetupError("TopicAuthorizationFailed: the Kafka principal lacks CREATE")
+
+    monkeypatch.setattr(runtime_module, "ensure_topics", refuse)
+    runtime = runtime_module.Runtime(
+        "scoring",
+        settings(),
+        create_engine("sqlite+aiosqlite://"),
+        producer_factory=lambda _s: FakeProducer(),  # type: ignore[arg-type,return-value]
+    )
+    await runtime.start()
+    try:
+        for _ in range(100):
+            if runtime.setup_problem:
+                break
+            await asyncio.sleep(0.02)
+        ok, report = await runtime.readiness()
+        assert not ok
+        assert any("TopicAuthorizationFailed" in p for p in report["problems"])
+        assert "Kafka not reachable yet" not in caplog.text
+        assert "TopicAuthorizationFailed" in caplog.text
+    finally:
+        await runtime.stop(timeout=1)
+    assert calls
+
+
+def test_init_exits_1_naming_the_permission(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import shared.bus
+    from services.cli import app
+    from shared.settings import get_settings
+
+    async def refuse(_settings: Settings) -> list[str]:
+        raise TopicSetupError("ClusterAuthorizationFailed: the Kafka principal lacks CREATE")
+
+    monkeypatch.setattr(shared.bus, "ensure_topics", refuse)
+    monkeypatch.setenv("LEADFLOW_DEV", "1")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker:9092")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["init"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert "cannot create the topics: ClusterAuthorizationFailed" in result.output
