@@ -439,7 +439,7 @@ h3{font-size:.95rem}.chart{width:100%;height:auto;font-size:13px}
 .chart .small{font-size:11px;fill:#556}.scroll{overflow-x:auto}
 table{border-collapse:collapse;width:100%;font-size:.85rem}
 td,th{border-bottom:1px solid #e3e6ee;padding:.3rem .5rem;text-align:right;white-space:nowrap}
-th:first-child{text-align:left}tr.total{font-weight:700}.empty{color:#778}
+th:first-child,td:first-child{text-align:left}tr.total{font-weight:700}.empty{color:#778}
 .legend{font-size:.8rem}.key{margin-right:.8rem}.key i{display:inline-block;width:.8rem;
 height:.8rem;margin-right:.3rem;vertical-align:middle;border-radius:2px}
 .countdown.soon{color:#b36b00;font-weight:700}.countdown.late{color:#c62828;font-weight:700}
