@@ -85,6 +85,19 @@ async def claim_due_timers(
     return rows
 
 
+async def release_timers(conn: AsyncConnection, timer_ids: Sequence[int], owner: str) -> None:
+    """Give back claimed timers not fired (stopping): claimable again at once, by anyone."""
+    await conn.execute(
+        update(timers)
+        .where(
+            timers.c.id.in_(list(timer_ids)),
+            timers.c.state == "pending",
+            timers.c.lease_owner == owner,
+        )
+        .values(lease_owner=None, lease_until=None)
+    )
+
+
 async def defer_timer(conn: AsyncConnection, timer_id: int, until: datetime) -> None:
     """Firing failed: retry this timer at ``until`` (not in a hot loop, not a lease later)."""
     await conn.execute(

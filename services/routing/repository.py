@@ -156,6 +156,9 @@ async def load_rep_states(
     """
     ids = list(config.reps)
     raw = await rep_state_rows(conn, ids, lock=lock)
+    if lock and len(raw) < len(ids):  # a rep new to the config: its row first, then lock
+        await ensure_rep_states(conn, [rid for rid in ids if rid not in raw], now)
+        raw = await rep_state_rows(conn, ids, lock=lock)
     present = [rid for rid in ids if rid in raw]
     if lock:
         deltas = await _fold_load_deltas(conn, present)
@@ -211,19 +214,24 @@ async def record_pick(
 ) -> None:
     """Persist a pick (caller holds the rep rows): the round-robin credits, and the chosen
     rep's assigned-today counter (``today_count`` since ``today_start``, this one included)."""
-    rows = [{"rid": rid, "c": credit} for rid, credit in credits.items()]
-    if rows:
+    picked = {"rid": rep_id, "c": credits.get(rep_id), "n": today_count, "s": today_start}
+    others = [{"rid": rid, "c": c} for rid, c in credits.items() if rid != rep_id]
+    values: dict[str, Any] = {"today_count": bindparam("n"), "today_start": bindparam("s")}
+    if picked["c"] is not None:
+        values["credit"] = bindparam("c")
+    await conn.execute(
+        update(rep_states)
+        .where(rep_states.c.rep_id == bindparam("rid"))
+        .values(updated_at=now, **values),
+        [picked],
+    )
+    if others:
         await conn.execute(
             update(rep_states)
             .where(rep_states.c.rep_id == bindparam("rid"))
             .values(credit=bindparam("c"), updated_at=now),
-            rows,
+            others,
         )
-    await conn.execute(
-        update(rep_states)
-        .where(rep_states.c.rep_id == rep_id)
-        .values(today_count=today_count, today_start=today_start, updated_at=now)
-    )
 
 
 async def add_load(conn: AsyncConnection, rep_id: str, delta: int) -> None:

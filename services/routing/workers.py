@@ -46,8 +46,10 @@ class TimerWorker(DueWorkLoop):
         batch: int = 50,
         lease_seconds: float = 30.0,
         max_sleep: float = 30.0,
+        concurrency: int = 4,
     ) -> None:
         super().__init__(max_sleep)
+        self.concurrency = concurrency
         self.engine = engine
         self.ctx = ctx
         self.batch = batch
@@ -87,15 +89,39 @@ class TimerWorker(DueWorkLoop):
 
     async def _fire(self, due: list[dict[str, object]]) -> None:
         """Fire timers (each flips pending -> fired at most once): the warnings together in one
-        transaction, every other timer in its own. A breach may reassign, which locks the rep
-        rows until commit; in a shared transaction that lock would be held across the whole
-        batch and the other replicas would queue behind it."""
+        transaction, then every other timer in its own, up to ``concurrency`` at a time.
+
+        A breach may reassign, which locks the rep rows until commit: in a shared transaction
+        that lock would be held across the whole batch and other replicas would queue behind
+        it. Apart, the breaches' work before and after the rep lock overlaps (here and across
+        replicas). Warnings go first: a breach fires its assignment's pending warning itself.
+        Once stopping, timers not started yet are released for the next start (or another
+        replica) instead of waiting out their lease.
+        """
         warns = [t for t in due if t["kind"] == "warn"]
         if warns:
             await self._fire_together(warns)
-        for timer in due:
-            if timer["kind"] != "warn":
+        others = [t for t in due if t["kind"] != "warn"]
+        if not others:
+            return
+        width = 1 if self.engine.dialect.name == "sqlite" else self.concurrency
+        gate = asyncio.Semaphore(width)
+        released: list[int] = []
+
+        async def one(timer: dict[str, object]) -> None:
+            async with gate:
+                if self._stopping:
+                    released.append(int(str(timer["id"])))
+                    return
                 await self._fire_together([timer])
+
+        results = await asyncio.gather(*(one(t) for t in others), return_exceptions=True)
+        if released:
+            async with self.engine.begin() as conn:
+                await queues.release_timers(conn, released, self.owner)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
 
     async def _fire_together(self, due: list[dict[str, object]]) -> None:
         kinds: list[str] = []

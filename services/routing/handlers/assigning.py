@@ -57,8 +57,7 @@ async def assign(
     level: int = 0,
 ) -> Assignment | None:
     """Route ``lead`` and store the assignment with its SLA timers; None if nobody can take it."""
-    await repo.ensure_rep_states(conn, ctx.config.reps, now)
-    states = await repo.load_rep_states(conn, ctx.config, now)
+    states = await repo.load_rep_states(conn, ctx.config, now)  # creates missing rep rows
     decision = route(lead, ctx.config, states, now, exclude)
     if decision.rep is None or decision.team is None:
         return None
