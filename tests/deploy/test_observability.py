@@ -48,7 +48,7 @@ def defined_metrics() -> dict[str, set[str]]:
                 labels = {e.value for e in labels_node.elts if isinstance(e, ast.Constant)}
             base = first.value.removesuffix("_total")
             for suffix in KINDS[node.func.id]:
-                out[base + suffix] = labels
+                out[base + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
     return out
 
 
