@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from contextlib import AsyncExitStack
 from typing import Any
 
+from sqlalchemy import select
+
 from shared.events import CloudEvent, LeadType, NurtureType, RoutingType
+from shared.messaging_tables import outbox
 from shared.topics import Topics
 from tests.routing.helpers import config, publish, qualified, running
 from tests.routing.test_nurture_store import NURTURE, lead_event, warm_lead
@@ -71,3 +75,46 @@ async def test_cools_enters_gets_its_step_once_then_consent_and_sql_end_it(
             ("guide", "fired"),
             ("webinar", "cancelled"),
         ]
+
+
+async def test_two_replicas_and_a_restart_announce_every_step_once(
+    kafka_bootstrap: str, pg_db_url: str
+) -> None:
+    settings = make_settings(kafka_bootstrap, pg_db_url)
+    topics = Topics(settings.leadflow_topic_prefix)
+    fast = copy.deepcopy(NURTURE)
+    fast["tracks"]["warm"]["steps"] = [
+        {"id": "s0", "action": "send_content", "content": "a", "after": 0},
+        {"id": "s1", "action": "send_content", "content": "b", "after": "1s"},
+        {"id": "s2", "action": "wait", "after": "1s"},
+    ]
+    cfg = config(nurture=fast)
+    leads = [warm_lead() for _ in range(20)]
+    ids = {x["id"] for x in leads}
+
+    def steps(evs: list[CloudEvent]) -> list[tuple[str | None, int]]:
+        return [(e.subject, e.data["step"]["index"]) for e in evs if e.type == NurtureType.STEP_DUE]
+
+    async with AsyncExitStack() as first, running(settings, cfg) as (b, _):
+        await first.enter_async_context(running(settings, cfg))  # replica a
+        await publish(b, topics.leads, [lead_event(x) for x in leads])
+        await wait_for_events(kafka_bootstrap, topics.nurture, lambda evs: len(steps(evs)) >= 20)
+        await first.aclose()  # replica a stops mid-track, and starts again
+        async with running(settings, cfg):
+            events = await wait_for_events(
+                kafka_bootstrap,
+                topics.nurture,
+                lambda evs: sum(e.type == NurtureType.EXITED for e in evs) >= 20,
+            )
+        rows = await nurture_outbox(b.state.runtime.engine)
+    assert Counter(steps(events)) == Counter({(i, k): 1 for i in ids for k in range(3)})
+    assert {e.data["reason"] for e in events if e.type == NurtureType.EXITED} == {"completed"}
+    assert Counter(r["ce_type"] for r in rows) == Counter(
+        {NurtureType.ENROLLED: 20, NurtureType.STEP_DUE: 60, NurtureType.EXITED: 20}
+    )
+
+
+async def nurture_outbox(engine: Any) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        q = select(outbox).where(outbox.c.topic.like("%nurture"))
+        return [dict(r._mapping) for r in (await conn.execute(q)).all()]
