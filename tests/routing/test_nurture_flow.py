@@ -1,5 +1,6 @@
 """Nurture in the production shape: lead events on the broker, the routing app, its outbox
-relay and step worker; nurture events read back from ``leadflow.nurture``."""
+relay and step worker; nurture events read back from ``leadflow.nurture``. On PostgreSQL only:
+tests/routing/test_nurture_store.py runs the same paths on SQLite in process."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ def of(events: list[CloudEvent], lead_id: str) -> list[str]:
 
 
 async def test_cools_enters_gets_its_step_once_then_consent_and_sql_end_it(
-    kafka_bootstrap: str, db_url: str
+    kafka_bootstrap: str, pg_db_url: str
 ) -> None:
-    settings = make_settings(kafka_bootstrap, db_url)
+    settings = make_settings(kafka_bootstrap, pg_db_url)
     topics = Topics(settings.leadflow_topic_prefix)
     cfg: dict[str, Any] = config(nurture=copy.deepcopy(NURTURE))
     hot = {**warm_lead(), "temperature": "hot"}
