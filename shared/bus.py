@@ -59,9 +59,11 @@ from shared.events import (
 )
 from shared.failpoints import failpoint
 from shared.messaging_tables import processed_events
+from shared.metrics import count_consumed, observe_lag
 from shared.outbox import enqueue
 from shared.settings import Settings
 from shared.topics import Topics
+from shared.tracing import consume_span
 
 log = logging.getLogger(__name__)
 
@@ -405,6 +407,7 @@ class ConsumerRunner:
                 self.last_poll = time.monotonic()
                 assignment = consumer.assignment()
                 self.partitions = len(assignment)
+                await observe_lag(self.group_id, consumer)
                 if not self.joined.is_set() and assignment:
                     self.joined.set()
                 records = [r for tp in sorted(batches, key=str) for r in batches[tp]]
@@ -484,6 +487,11 @@ class ConsumerRunner:
         err = await self._attempt(self._apply, [ev for _, ev in events])
         if err is None:
             return
+        if len(events) == 1:
+            # Nothing to isolate: trying it alone again would only repeat the same attempts.
+            rec, ev = events[0]
+            await self._park_event(rec, ev, err)
+            return
         log.warning(
             "%s: a batch of %d failed (%s); applying its events one by one",
             self.group_id,
@@ -549,11 +557,15 @@ class ConsumerRunner:
         self.waiting_for = None
 
     async def _apply(self, events: Sequence[CloudEvent]) -> None:
-        async with self.engine.begin() as conn:
-            fresh = await claim(conn, self.group_id, [inbox_key(e) for e in events])
-            todo = [e for e in _first_of_each(events) if inbox_key(e) in fresh]
-            if todo:
-                await self.handler(conn, todo)
+        # The span continues the events' trace (their traceparent extension), so what the
+        # handler enqueues joins the same trace.
+        with consume_span(self.group_id, events):
+            async with self.engine.begin() as conn:
+                fresh = await claim(conn, self.group_id, [inbox_key(e) for e in events])
+                todo = [e for e in _first_of_each(events) if inbox_key(e) in fresh]
+                if todo:
+                    await self.handler(conn, todo)
+        count_consumed(self.group_id, todo)
         self.processed += len(todo)
         CONSUMED.labels(self.group_id, "ok").inc(len(todo))
         CONSUMED.labels(self.group_id, "duplicate").inc(len(events) - len(todo))

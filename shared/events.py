@@ -234,7 +234,7 @@ def from_kafka(
         attrs, data = _structured(value)
         where = ""
     else:
-        data = _json_object(value)
+        data = None  # decoded once the headers are known to be a CloudEvent's
         where = "ce_"
     for required in ("id", "source", "type", "specversion"):
         if not attrs.get(required):
@@ -250,6 +250,8 @@ def from_kafka(
             raise InvalidEvent(f"attribute {where}{name} contains a NUL character")
     if attrs["specversion"] != SPECVERSION:
         raise InvalidEvent(f"unsupported specversion {attrs['specversion']}")
+    if data is None:
+        data = _json_object(value)
     time = _event_time(attrs.get("time"), timestamp_ms, where)
     # Keys are opaque bytes to Kafka but text in the outbox (which refuses NUL on PostgreSQL).
     partition_key = (
