@@ -180,6 +180,15 @@ async def test_enrol_steps_once_consent_withdrawal_and_sql(
         hooked = (await conn.execute(select(deliveries.c.event_type))).scalars().all()
     assert sorted(hooked) == sorted(r["ce_type"] for r in await nurture_events(engine))
 
+    # A lead that re-engages above the track's score leaves it (re_engaged).
+    keen = warm_lead()
+    await handle(engine, ctx, lead_event(keen))
+    hotter = {**keen, "score": {"total": 92, "fit": 40, "engagement": 52, "reasons": []}}
+    await handle(engine, ctx, lead_event(hotter, LeadType.SCORED))
+    rows = await nurture_events(engine, keen["id"])
+    assert kinds(rows) == ["enrolled", "exited"]
+    assert rows[-1]["data"]["reason"] == "re_engaged"
+
     # Another lead becomes SQL while in the track: it leaves (sql) and routing assigns it.
     other = warm_lead()
     await handle(engine, ctx, lead_event(other))
