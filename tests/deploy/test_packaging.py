@@ -37,4 +37,5 @@ def test_the_image_is_multi_stage_non_root_and_without_the_dev_broker() -> None:
     assert users and users[-1].split(":")[0] not in ("root", "0"), users
     assert any(line.startswith("COPY --from=") for line in final)
     assert "dev-broker" not in " ".join(lines) and "calfkit" not in " ".join(lines)
-    assert "[dev" not in " ".join(lines)  # no extras at all in the image
+    assert "[dev" not in " ".join(lines)  # no dev tools in the image
+    assert "leadflow[otel]" in " ".join(lines)  # traces can be exported once OTEL_* asks
