@@ -81,6 +81,11 @@ _CE_HEADERS = {
         "ce_time": {"type": "string", "format": "date-time"},
         "ce_subject": {"type": "string", "description": "the lead id once known"},
         "ce_partitionkey": {"type": "string", "description": "the Kafka key, repeated"},
+        "ce_traceparent": {
+            "type": "string",
+            "description": "W3C trace context (CloudEvents distributed tracing extension): one "
+            "form fill is one trace through capture, scoring and routing",
+        },
         "content-type": {"const": "application/json"},
     },
 }
