@@ -356,7 +356,8 @@ def run_load(
         folder = Path(tmp or tempfile.gettempdir())
         script = folder / "bench-post.lua"
         script.write_text(WRK_SCRIPT)
-        args = [wrk, "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(script)]
+        args = [wrk, "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
+        args += ["-s", str(script)]
         for k, v in hdrs.items():
             args += ["-H", f"{k}: {v}"]
         args += [url, "--", run_id, kind, str(size)]

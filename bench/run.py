@@ -101,20 +101,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (the test suite's check)")
     parser.add_argument("--only", default="", help="comma-separated modules")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only: replace those modules' figures in the existing latest.json",
+    )
     args = parser.parse_args(argv)
     only = {m.strip() for m in args.only.split(",") if m.strip()}
     unknown = only - {m for m, _ in MODULES}
     if unknown:
         parser.error(f"unknown module(s): {', '.join(sorted(unknown))}")
+    load_before = list(os.getloadavg())
     rows: list[dict[str, Any]] = []
     for module, names in MODULES:
         if only and module not in only:
             continue
         rows.extend(run_module(module, names, args.quick or args.smoke, args.smoke))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.json").write_text(json.dumps(rows, indent=2) + "\n")
+    latest = args.out / "latest.json"
+    if args.merge and latest.exists():
+        fresh = {r["name"]: r for r in rows}
+        old = json.loads(latest.read_text())
+        merged = [fresh.pop(r["name"], r) for r in old]
+        rows = merged + list(fresh.values())
+    latest.write_text(json.dumps(rows, indent=2) + "\n")
     info = machine()
     info["mode"] = "smoke" if args.smoke else "quick" if args.quick else "full"
+    info["load_average_before"] = load_before
+    info["load_average_after"] = list(os.getloadavg())
     (args.out / "machine.json").write_text(json.dumps(info, indent=2) + "\n")
     print(console_table(rows, GOALS))
     print(

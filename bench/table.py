@@ -1,5 +1,6 @@
-"""The benchmark results as tables: ``python -m bench.table`` prints the README's markdown
-from ``bench/results/latest.json`` and ``machine.json``.
+"""The benchmark results as tables: ``python -m bench.table`` prints the markdown of every
+figure in ``bench/results/latest.json`` (with ``machine.json``); ``--readme`` only the figures
+the README shows.
 """
 
 from __future__ import annotations
@@ -24,6 +25,21 @@ GOALS: dict[str, tuple[str, str, float]] = {
 }
 
 
+#: The figures issue 11 names: the README shows these (docs/benchmarks.md shows every figure).
+README_FIGURES = (
+    "capture_single_vs_echo",
+    "capture_single_vs_naive_db_insert",
+    "capture_batch_vs_raw_produce",
+    "scoring_vs_db_upsert_floor",
+    "speed_to_lead_p50_ms",
+    "speed_to_lead_p99_ms",
+    "sla_timer_lateness_p50_ms",
+    "sla_timer_lateness_p99_ms",
+    "sla_timer_double_fires",
+    "max_service_rss_mb",
+)
+
+
 def goal_text(name: str, goals: dict[str, tuple[str, str, float]] = GOALS) -> str:
     if name not in goals:
         return ""
@@ -41,6 +57,14 @@ def met(row: dict[str, Any], goals: dict[str, tuple[str, str, float]] = GOALS) -
         return "no figure"
     ok = {">=": value >= bound, "<=": value <= bound, "==": value == bound}[op]
     return "yes" if ok else "no"
+
+
+def _load(machine: dict[str, Any]) -> str:
+    """The 1-minute load average around the run: other work on the machine skews every figure."""
+    before, after = machine.get("load_average_before"), machine.get("load_average_after")
+    if not before or not after:
+        return ""
+    return f", load average {before[0]:.1f} before and {after[0]:.1f} after"
 
 
 def _fmt(value: Any) -> str:
@@ -81,13 +105,21 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
         lines.append(
             f"{machine.get('mode', '?').capitalize()} run, {machine.get('when', '?')}: "
             f"{machine.get('cpus')} CPUs ({machine.get('cpu_model')}), "
-            f"{machine.get('memory_gib')} GiB, Python {machine.get('python')}."
+            f"{machine.get('memory_gib')} GiB, Python {machine.get('python')}"
+            + _load(machine)
+            + "."
         )
+        for rerun in machine.get("reruns", []):
+            lines[-1] += (
+                f" Re-run of {', '.join(rerun['modules'])} at {rerun['when']}" + _load(rerun) + "."
+            )
     return "\n".join(lines)
 
 
-def main(folder: Path = RESULTS) -> int:
+def main(folder: Path = RESULTS, readme: bool = False) -> int:
     rows = json.loads((folder / "latest.json").read_text())
+    if readme:
+        rows = [r for r in rows if r["name"] in README_FIGURES]
     machine_file = folder / "machine.json"
     machine = json.loads(machine_file.read_text()) if machine_file.exists() else {}
     print(markdown(rows, machine))
@@ -95,4 +127,5 @@ def main(folder: Path = RESULTS) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS))
+    args = [a for a in sys.argv[1:] if a != "--readme"]
+    sys.exit(main(Path(args[0]) if args else RESULTS, readme="--readme" in sys.argv))
