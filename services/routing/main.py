@@ -14,7 +14,7 @@ from services.routing.api_reports import router as reports_router
 from services.routing.config import read_routing_config
 from services.routing.deps import RoutingContext
 from services.routing.handlers import batch_handler
-from services.routing.nurture_worker import NurtureWorker, StallScan
+from services.routing.nurture_worker import NurtureRetention, NurtureWorker, StallScan
 from services.routing.workers import QueueRetrier, RoutingRetention, TimerWorker, WebhookWorker
 from shared.bus import ConsumerRunner
 from shared.db import create_engine
@@ -53,7 +53,10 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
         deliveries_keep=timedelta(days=settings.leadflow_webhook_delivery_retention_days),
         timers_keep=timedelta(days=settings.leadflow_timer_retention_days),
     )
-    for worker in (consumer, timers, retrier, webhooks, retention, nurture):
+    nurture_retention = NurtureRetention(
+        engine, keep=timedelta(days=settings.leadflow_timeline_retention_days)
+    )
+    for worker in (consumer, timers, retrier, webhooks, retention, nurture, nurture_retention):
         runtime.add_worker(worker)
     stall_scan = StallScan(engine, ctx, every=routing_config.nurture.scan_every_seconds)
     if routing_config.nurture.has_stalls:

@@ -302,3 +302,16 @@ async def steps_of(conn: AsyncConnection, enrolment_ids: Sequence[str]) -> list[
             .order_by(steps.c.enrolment_id, steps.c.step_index)
         )
     )
+
+
+async def purge_exited(conn: AsyncConnection, before: datetime) -> tuple[int, int]:
+    """Retention: enrolments that ended before ``before``, and their steps, are deleted;
+    return (enrolments, steps) deleted."""
+    old = select(enrolments.c.id).where(
+        enrolments.c.state == "exited", enrolments.c.exited_at < before
+    )
+    s = await conn.execute(delete(steps).where(steps.c.enrolment_id.in_(old)))
+    e = await conn.execute(
+        delete(enrolments).where(enrolments.c.state == "exited", enrolments.c.exited_at < before)
+    )
+    return int(e.rowcount or 0), int(s.rowcount or 0)

@@ -25,7 +25,7 @@ from services.routing import nurture_store as store
 from services.routing.deps import RoutingContext
 from services.routing.handlers.nurture import enrol_stalled, fire_step
 from shared.events import utcnow
-from shared.loops import DueWorkLoop, Periodic
+from shared.loops import DueWorkLoop, Periodic, PeriodicPurge
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +146,19 @@ class StallScan(Periodic):
         if enrolled:
             self.ctx.after_commit()
         return enrolled
+
+
+class NurtureRetention(PeriodicPurge):
+    """Deletes enrolments that ended more than ``keep`` ago, with their step history, daily:
+    both tables would otherwise grow with every lead that ever went through a track."""
+
+    def __init__(self, engine: AsyncEngine, *, keep: timedelta, every: float = 86400.0) -> None:
+        super().__init__(every=every)
+        self.engine = engine
+        self.keep = keep
+
+    async def purge(self, now: datetime | None = None) -> tuple[int, int]:
+        """Delete what is past retention; return (enrolments, steps) deleted."""
+        now = now or utcnow()
+        async with self.engine.begin() as conn:
+            return await store.purge_exited(conn, now - self.keep)

@@ -22,7 +22,7 @@ from services.routing.config import load_routing_config
 from services.routing.deps import RoutingContext
 from services.routing.main import build_app
 from services.routing.nurture_tables import leads as nurture_leads
-from services.routing.nurture_worker import NurtureWorker, StallScan
+from services.routing.nurture_worker import NurtureRetention, NurtureWorker, StallScan
 from services.routing.tables import assignments, deliveries
 from shared.db import create_engine
 from shared.event_schemas import schema_errors
@@ -358,3 +358,18 @@ async def test_a_crashed_workers_claimed_steps_fire_once_after_its_lease(
     assert restarted.fired == 3
     rows = [r for r in await nurture_events(engine) if r["ce_type"] == NurtureType.STEP_DUE]
     assert sorted(r["ce_subject"] for r in rows) == sorted(x["id"] for x in leads)
+
+
+async def test_retention_deletes_long_ended_enrolments_and_their_steps(
+    engine: AsyncEngine, ctx: RoutingContext
+) -> None:
+    x, y = warm_lead(), warm_lead()
+    await handle(engine, ctx, lead_event(x), lead_event(y))
+    await NurtureWorker(engine, ctx).step()
+    await handle(engine, ctx, qualified({**x, "stage": "SQL"}))  # x's enrolment ends
+    purge = NurtureRetention(engine, keep=timedelta(days=365))
+    assert await purge.purge() == (0, 0)
+    assert await purge.purge(utcnow() + timedelta(days=366)) == (1, 2)  # y is still active
+    async with engine.connect() as conn:
+        assert await store.enrolments_of(conn, x["id"]) == []
+        assert len(await store.enrolments_of(conn, y["id"])) == 1
