@@ -50,18 +50,31 @@ async def forget_lead(conn: AsyncConnection, lead_id: str) -> None:
 
 
 async def stalled_leads(
-    conn: AsyncConnection, stage: str, inactive_since: datetime, limit: int, after: str = ""
+    conn: AsyncConnection,
+    stage: str,
+    inactive_since: datetime,
+    limit: int,
+    after: str = "",
+    *,
+    track: str | None = None,
+    again_after: datetime | None = None,
 ) -> list[Row]:
     """Leads at ``stage`` with no activity since ``inactive_since`` and not in a track, by id
-    (page on with ``after``, the last id seen)."""
-    active = select(enrolments.c.lead_id).where(enrolments.c.state == "active")
+    (page on with ``after``, the last id seen). With ``track``, leads that were in it are left
+    out unless they left it before ``again_after`` (None: once in it, never again)."""
+    busy = enrolments.c.state == "active"
+    if track is not None:
+        been = enrolments.c.track == track
+        if again_after is not None:
+            been = been & (enrolments.c.exited_at >= again_after)
+        busy = busy | been
     q = (
         select(leads)
         .where(
             leads.c.stage == stage,
             leads.c.last_activity_at <= inactive_since,
             leads.c.lead_id > after,
-            leads.c.lead_id.not_in(active),
+            leads.c.lead_id.not_in(select(enrolments.c.lead_id).where(busy)),
         )
         .order_by(leads.c.lead_id)
         .limit(limit)

@@ -128,10 +128,20 @@ class StallScan(Periodic):
                 continue
             now = self.clock()
             since = now - timedelta(days=stall.days)
+            # who did this track already is not read again, until its re-entry cool-down ends
+            again = now - timedelta(days=track.reentry_cooldown_days) if track.reentry else None
             after = ""
             while not self._stopping:
                 async with self.engine.connect() as conn:
-                    rows = await store.stalled_leads(conn, stall.stage, since, self.page, after)
+                    rows = await store.stalled_leads(
+                        conn,
+                        stall.stage,
+                        since,
+                        self.page,
+                        after,
+                        track=track.name,
+                        again_after=again,
+                    )
                 for row in rows:
                     try:
                         async with self.engine.begin() as conn:

@@ -282,6 +282,19 @@ async def test_stall_scan_enrols_idle_mqls_once(engine: AsyncEngine, ctx: Routin
     rows = await nurture_events(engine, busy["id"])
     assert kinds(rows) == ["enrolled"]
     assert rows[0]["data"]["track"] == "stalled"
+    # both complete the one-step track; the scan does not even read them again (no re-entry)
+    await NurtureWorker(engine, ctx, clock=Clock(timedelta(days=13))).step()
+    assert kinds(await nurture_events(engine, idle["id"])) == ["enrolled", "step_due", "exited"]
+    # no recorded consent: its contact step was skipped, not announced
+    assert kinds(await nurture_events(engine, busy["id"])) == ["enrolled", "exited"]
+    later = utcnow() + timedelta(days=100)
+    async with engine.connect() as conn:
+        assert len(await store.stalled_leads(conn, "MQL", later, 10)) == 2
+        assert await store.stalled_leads(conn, "MQL", later, 10, track="stalled") == []
+        again = await store.stalled_leads(
+            conn, "MQL", later, 10, track="stalled", again_after=later
+        )
+    assert len(again) == 2  # a re-entry cool-down over: read again
 
 
 async def test_read_api(engine: AsyncEngine, ctx: RoutingContext, db_url: str) -> None:
