@@ -60,7 +60,7 @@ class Size:
 
 
 FULL = Size(assignments=50_000, window=300.0, backlog=6_000)
-QUICK = Size(assignments=3_000, window=20.0, backlog=800)
+QUICK = Size(assignments=2_000, window=20.0, backlog=300)
 
 
 def _config() -> dict[str, Any]:
@@ -359,7 +359,7 @@ def _lateness_run(
     size: Size, bootstrap: str, config: Path, log: Path
 ) -> tuple[list[dict[str, Any]], float]:
     with _database() as db:
-        lead_time = 12.0 + size.assignments / 4000  # seeding, then the replicas start
+        lead_time = 30.0 + size.assignments / 4000  # seeding, then the replicas start
         first_due = datetime.now(UTC) + timedelta(seconds=lead_time)
         seeded = time.monotonic()
         asyncio.run(_seed(db, size.assignments, first_due, size.window, tag="l", warnings=True))
