@@ -89,6 +89,22 @@ def test_identifiers() -> None:
     assert identifiers_of(ad).ad_lead == "linkedin:7"
 
 
+def test_segment_user_id_is_a_second_visitor_id() -> None:
+    # identify/alias name both ids: both must lead to (and join) one lead. Before, the userId
+    # was dropped whenever an anonymousId was present, so an alias merged nothing and a later
+    # server-side track(userId=...) started a separate lead.
+    both = identifiers_of(ix(anonymous_id="anon-1", user_id="user-9"))
+    assert both.pairs() == [("anon", "anon-1"), ("anon", "user-9")]
+    assert both.without({("anon", "user-9")}).pairs() == [("anon", "anon-1")]
+    # a server-side call names the user only: that is its visitor id
+    assert identifiers_of(ix(user_id="user-9")).pairs() == [("anon", "user-9")]
+    assert identifiers_of(ix(anonymous_id="x", user_id="x")).pairs() == [("anon", "x")]
+    leads = {"browser": _lead("browser"), "server": _lead("server")}
+    index = {("anon", "anon-1"): "browser", ("anon", "user-9"): "server"}
+    res = resolve(both, index, leads)
+    assert (res.lead_id, res.merge_ids) == ("browser", ["server"])
+
+
 def _lead(lead_id: str, *emails: str) -> Lead:
     return Lead(
         id=lead_id,

@@ -62,6 +62,9 @@ class Identifiers:
     anonymous_id: str | None
     #: ``<platform>:<platform lead id>`` of an ad lead, weakest of all
     ad_lead: str | None = None
+    #: a second visitor id of the same event: Segment's ``userId`` beside its ``anonymousId``
+    #: (an ``identify`` or an ``alias`` names both), so both lead to, and join, one lead
+    user_id: str | None = None
 
     def pairs(self) -> list[tuple[str, str]]:
         """(kind, value) pairs, in resolution priority: email, phone, anonymous id, ad lead."""
@@ -72,6 +75,8 @@ class Identifiers:
             out.append((PHONE, self.phone))
         if self.anonymous_id:
             out.append((ANON, self.anonymous_id))
+        if self.user_id and self.user_id != self.anonymous_id:
+            out.append((ANON, self.user_id))
         if self.ad_lead:
             out.append((AD, self.ad_lead))
         return out
@@ -83,6 +88,7 @@ class Identifiers:
             None if (PHONE, self.phone) in pairs else self.phone,
             None if (ANON, self.anonymous_id) in pairs else self.anonymous_id,
             None if (AD, self.ad_lead) in pairs else self.ad_lead,
+            None if (ANON, self.user_id) in pairs else self.user_id,
         )
 
     @property
@@ -96,14 +102,16 @@ def identifiers_of(ix: Interaction, partition_key: str | None = None) -> Identif
     contact = ix.contact
     email = contact.email if contact is not None else None
     phone = contact.phone if contact is not None else None
-    anonymous_id = _plain_id(ix.anonymous_id) or _plain_id(ix.user_id)
+    anonymous_id, user_id = _plain_id(ix.anonymous_id), _plain_id(ix.user_id)
+    if anonymous_id is None:  # a server-side call names the user only: that is its visitor id
+        anonymous_id, user_id = user_id, None
     if not (email or phone or anonymous_id):
         # The lead key is capture's normalised email, else phone, else anonymous id.
         fallback = _plain_id(ix.lead_key) or _plain_id(partition_key)
         if fallback:
             email = fallback if EMAIL_PATTERN.match(fallback) else None
             anonymous_id = None if email else fallback
-    return Identifiers(email, phone, anonymous_id, ad_lead_of(ix.ad))
+    return Identifiers(email, phone, anonymous_id, ad_lead_of(ix.ad), user_id)
 
 
 def ad_lead_of(ad: object) -> str | None:

@@ -41,8 +41,9 @@ def add_identifiers(lead: Lead, ids: Identifiers) -> list[tuple[str, str]]:
         lead.emails.append(ids.email)
     if ids.phone and ids.phone not in lead.phones:
         lead.phones.append(ids.phone)
-    if ids.anonymous_id and ids.anonymous_id not in lead.anonymous_ids:
-        lead.anonymous_ids.append(ids.anonymous_id)
+    for visitor in (ids.anonymous_id, ids.user_id):
+        if visitor and visitor not in lead.anonymous_ids:
+            lead.anonymous_ids.append(visitor)
     lead.email = lead.email or (lead.emails[0] if lead.emails else None)
     lead.phone = lead.phone or (lead.phones[0] if lead.phones else None)
     lead.key = (
