@@ -21,7 +21,11 @@ from services.capture.deps import CaptureContext, ContextDep
 from services.capture.domain.interaction import InvalidSubmission
 from services.capture.domain.jsonsafe import clean_str
 from services.capture.domain.normalize import InvalidValue, parse_bool
-from services.capture.handlers import CaptureInteraction, capture_interaction
+from services.capture.handlers import (
+    CaptureInteraction,
+    capture_interaction,
+    request_fingerprint,
+)
 from services.capture.http_input import (
     check_origin,
     cors_headers,
@@ -134,11 +138,18 @@ async def _submit(
     # The header wins over a key the route derived from the request itself (attendance).
     header_key = idempotency_key(request)
     if header_key is not None:
-        cmd = replace(cmd, idempotency_key=header_key)
+        cmd = replace(cmd, idempotency_key=header_key, fingerprint=request_fingerprint(cmd.fields))
     try:
         accepted = await capture_interaction(cmd, ctx, utcnow())
     except InvalidSubmission as exc:
         raise Problem(422, "the submission is invalid", errors=exc.errors) from None
+    if accepted.key_reused:
+        # A retry repeats the request; other fields under the same key are another request.
+        raise Problem(
+            422,
+            "this Idempotency-Key was already used for a different request",
+            errors=[{"loc": "/header/Idempotency-Key", "msg": "reused with a different body"}],
+        )
     body = AcceptedOut(event_id=accepted.event_id, lead_key=accepted.lead_key)
     return _answer(body, redirect, origin)
 

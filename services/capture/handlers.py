@@ -4,10 +4,13 @@ interaction event. No HTTP here: the routes (``api_*.py``) read requests and ren
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from services.capture.deps import CaptureContext
 from services.capture.domain.interaction import FormSettings, build_interaction
@@ -32,6 +35,14 @@ class CaptureInteraction:
     extra: Mapping[str, Any] = field(default_factory=dict)
     #: With a key, a repeat of the submission is the same event and is published once.
     idempotency_key: str | None = None
+    #: Of a client-chosen key: the request's fingerprint (:func:`request_fingerprint`).
+    fingerprint: str | None = None
+
+
+def request_fingerprint(fields: Mapping[str, Any]) -> str:
+    """SHA-256 of the submitted fields, independent of their order: a retry has the same one."""
+    canonical = orjson.dumps(dict(fields), option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(canonical).hexdigest()
 
 
 async def capture_interaction(
@@ -56,5 +67,8 @@ async def capture_interaction(
         id=submission_event_id(cmd.scope, key) if key else new_event_id(),
         time=now,
     )
-    [accepted] = await ctx.intake.accept([Submission(event, cmd.scope if key else None)])
+    submission = Submission(
+        event, cmd.scope if key else None, fingerprint=cmd.fingerprint if key else None
+    )
+    [accepted] = await ctx.intake.accept([submission])
     return accepted

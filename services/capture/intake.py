@@ -30,6 +30,7 @@ from prometheus_client import Counter
 
 from services.capture import repository
 from services.capture.events import SOURCE
+from services.capture.repository import IdempotentRecord
 from shared.events import CloudEvent, utcnow
 from shared.outbox import count_pending, enqueue, hold, mark_sent, publish, release
 from shared.problems import Problem
@@ -49,6 +50,10 @@ class Submission:
 
     event: CloudEvent
     idempotency_scope: str | None = None
+    #: Of a client-chosen key (Idempotency-Key): the request's fields, hashed. A repeat with
+    #: other fields is a different request reusing the key (answered 422, as the IETF
+    #: Idempotency-Key draft says), not a retry.
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,8 @@ class Accepted:
     event_id: str
     lead_key: str
     repeat: bool = False
+    #: A repeat of the key with a different request (see :attr:`Submission.fingerprint`).
+    key_reused: bool = False
 
 
 class Intake:
@@ -88,7 +95,11 @@ class Intake:
         for sub in submissions:
             ev = sub.event
             if ev.id in known:
-                answers.append(Accepted(ev.id, known[ev.id], repeat=True))
+                stored = known[ev.id]
+                reused = bool(
+                    sub.fingerprint and stored.fingerprint and sub.fingerprint != stored.fingerprint
+                )
+                answers.append(Accepted(ev.id, stored.lead_key, repeat=True, key_reused=reused))
             else:
                 answers.append(Accepted(ev.id, ev.key or ""))
         todo = [s for s in fresh.values() if s.event.id not in lost]
@@ -96,7 +107,7 @@ class Intake:
             await self._make_durable(todo, claimed)
         return answers
 
-    async def _known(self, subs: Sequence[Submission]) -> dict[str, str]:
+    async def _known(self, subs: Sequence[Submission]) -> dict[str, IdempotentRecord]:
         if not subs:
             return {}
         try:
@@ -107,11 +118,13 @@ class Intake:
             log.warning("idempotency lookup failed (%s); continuing", exc)
             return {}
 
-    async def _claim(self, subs: Sequence[Submission]) -> tuple[set[str], dict[str, str]]:
+    async def _claim(
+        self, subs: Sequence[Submission]
+    ) -> tuple[set[str], dict[str, IdempotentRecord]]:
         """Claim keys in one short transaction: (ids won, lead keys of the ids lost)."""
         if not subs:
             return set(), {}
-        claims = [(s.event, s.idempotency_scope or "") for s in subs]
+        claims = [(s.event, s.idempotency_scope or "", s.fingerprint) for s in subs]
         try:
             async with self.runtime.engine.begin() as conn:
                 won = await repository.claim_idempotent(conn, self.topic, claims)
@@ -119,7 +132,7 @@ class Intake:
             # The database is away: Kafka alone (a repeat may then publish the same id again).
             log.warning("claiming idempotency keys failed (%s); continuing", exc)
             return set(), {}
-        lost: dict[str, str] = {}
+        lost: dict[str, IdempotentRecord] = {}
         lost_ids = [s.event.id for s in subs if s.event.id not in won]
         if lost_ids:
             try:
@@ -129,7 +142,7 @@ class Intake:
                 log.warning("reading claimed idempotency keys failed: %s", exc)
         for sub in subs:  # record unreadable or pruned in between: answer with the event's key
             if sub.event.id in lost_ids:
-                lost.setdefault(sub.event.id, sub.event.key or "")
+                lost.setdefault(sub.event.id, IdempotentRecord(sub.event.key or ""))
         return won, lost
 
     async def _make_durable(self, subs: list[Submission], claimed: set[str]) -> None:
@@ -246,7 +259,9 @@ class Intake:
             await asyncio.wait(set(self._in_doubt), timeout=within)
 
 
-def _records(subs: Sequence[Submission]) -> list[tuple[str, str, str]]:
+def _records(subs: Sequence[Submission]) -> list[tuple[str, str, str, str | None]]:
     return [
-        (s.event.id, s.idempotency_scope, s.event.key or "") for s in subs if s.idempotency_scope
+        (s.event.id, s.idempotency_scope, s.event.key or "", s.fingerprint)
+        for s in subs
+        if s.idempotency_scope
     ]

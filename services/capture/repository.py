@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,22 +21,32 @@ from shared.outbox import enqueue
 HOLD = timedelta(seconds=120)
 
 
-async def find_idempotent(conn: AsyncConnection, event_ids: Sequence[str]) -> dict[str, str]:
-    """The lead keys of already-accepted idempotent events, by event id."""
+class IdempotentRecord(NamedTuple):
+    """What was accepted under a key: the lead key to answer, the request's fingerprint."""
+
+    lead_key: str
+    fingerprint: str | None = None
+
+
+async def find_idempotent(
+    conn: AsyncConnection, event_ids: Sequence[str]
+) -> dict[str, IdempotentRecord]:
+    """The records of already-accepted idempotent events, by event id."""
     if not event_ids:
         return {}
     rows = await conn.execute(
-        select(idempotency.c.event_id, idempotency.c.lead_key).where(
+        select(idempotency.c.event_id, idempotency.c.lead_key, idempotency.c.fingerprint).where(
             idempotency.c.event_id.in_(list(event_ids))
         )
     )
-    return {r.event_id: r.lead_key for r in rows}
+    return {r.event_id: IdempotentRecord(r.lead_key, r.fingerprint) for r in rows}
 
 
 async def remember_idempotent(
-    conn: AsyncConnection, records: Sequence[tuple[str, str, str]]
+    conn: AsyncConnection, records: Sequence[tuple[str, str, str, str | None]]
 ) -> None:
-    """Record ``(event_id, scope, lead_key)`` of accepted idempotent events (repeats ignored)."""
+    """Record ``(event_id, scope, lead_key, fingerprint)`` of accepted idempotent events
+    (repeats ignored)."""
     if not records:
         return
     now = utcnow()
@@ -44,16 +54,16 @@ async def remember_idempotent(
     await conn.execute(
         ins,
         [
-            {"event_id": e, "scope": s[:300], "lead_key": k, "created_at": now}
-            for e, s, k in records
+            {"event_id": e, "scope": s[:300], "lead_key": k, "created_at": now, "fingerprint": f}
+            for e, s, k, f in records
         ],
     )
 
 
 async def claim_idempotent(
-    conn: AsyncConnection, topic: str, claims: Sequence[tuple[CloudEvent, str]]
+    conn: AsyncConnection, topic: str, claims: Sequence[tuple[CloudEvent, str, str | None]]
 ) -> set[str]:
-    """Claim the idempotency keys of ``(event, scope)`` pairs; return the ids this caller won.
+    """Claim the idempotency keys of ``(event, scope, fingerprint)``; return the ids won.
 
     A won key's event is spooled in the same transaction, held back (:data:`HOLD`), so it is
     durable before anything is published. A concurrent claimer of the same key waits on the
@@ -62,7 +72,7 @@ async def claim_idempotent(
     now = utcnow()
     ins = insert_for(conn)(idempotency).on_conflict_do_nothing(index_elements=["event_id"])
     won: list[CloudEvent] = []
-    for event, scope in sorted(claims, key=lambda c: c[0].id):  # one lock order: no deadlock
+    for event, scope, fingerprint in sorted(claims, key=lambda c: c[0].id):  # one lock order
         result = await conn.execute(
             ins,
             {
@@ -70,6 +80,7 @@ async def claim_idempotent(
                 "scope": scope[:300],
                 "lead_key": event.key or "",
                 "created_at": now,
+                "fingerprint": fingerprint,
             },
         )
         if result.rowcount:

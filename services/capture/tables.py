@@ -27,6 +27,8 @@ idempotency = Table(
     Column("scope", String(300), nullable=False),
     Column("lead_key", Text, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    #: SHA-256 of an Idempotency-Key request's fields: the same key with other fields is a 422
+    Column("fingerprint", String(64), nullable=True),
 )
 
 #: Ad-platform leads whose details must still be fetched (Meta Graph API, LinkedIn Lead Sync).

@@ -72,13 +72,15 @@ async def test_claim_left_by_a_crash_goes_to_the_relay(db_url: str) -> None:
     try:
         ev = CloudEvent(type="t", source="/s", data={}, id="claimed-1", key="k")
         async with engine.begin() as conn:
-            assert await repository.claim_idempotent(conn, "topic", [(ev, "form:x")]) == {
+            assert await repository.claim_idempotent(conn, "topic", [(ev, "form:x", None)]) == {
                 "claimed-1"
             }
-            assert await repository.claim_idempotent(conn, "topic", [(ev, "form:x")]) == set()
+            assert await repository.claim_idempotent(conn, "topic", [(ev, "form:x", None)]) == set()
             # A claimed row is neither relayed nor a reason to spool, until its hold runs out.
             assert await count_pending(conn, SOURCE, held=False) == 0
-            assert await repository.find_idempotent(conn, ["claimed-1"]) == {"claimed-1": "k"}
+            assert await repository.find_idempotent(conn, ["claimed-1"]) == {
+                "claimed-1": ("k", None)
+            }
             row = (
                 await conn.execute(
                     select(outbox.c.sent_at, outbox.c.available_at).where(

@@ -133,6 +133,26 @@ async def test_errors_are_problems(capture_sqlite: Running) -> None:
     assert [e.id for e in events] == [sentinel.json()["event_id"]]
 
 
+async def test_idempotency_key_reused_with_another_body_is_a_422(capture: Running) -> None:
+    # Before: the second request silently got the first one's answer, and its lead was lost.
+    c = capture.client
+    headers = {"Idempotency-Key": "reused-7"}
+    first = await c.post(
+        "/v1/forms/newsletter/submissions", json={"email": "a@example.com"}, headers=headers
+    )
+    retry = await c.post(
+        "/v1/forms/newsletter/submissions", json={"email": "a@example.com"}, headers=headers
+    )
+    other = await c.post(
+        "/v1/forms/newsletter/submissions", json={"email": "b@example.com"}, headers=headers
+    )
+    assert first.status_code == retry.status_code == 202
+    assert retry.json() == first.json()
+    assert other.status_code == 422, other.text
+    assert other.headers["content-type"] == "application/problem+json"
+    assert other.json()["errors"][0]["loc"] == "/header/Idempotency-Key"
+
+
 async def test_idempotency_key_repeat_publishes_nothing_new(capture: Running) -> None:
     c = capture.client
     headers = {"Idempotency-Key": "abc-123"}

@@ -20,9 +20,9 @@ async def test_idempotency_records_and_pruning(db_url: str) -> None:
     engine = create_engine(db_url)
     try:
         async with engine.begin() as conn:
-            await repository.remember_idempotent(conn, [("e1", "form:x", "a@b.co")])
-            await repository.remember_idempotent(conn, [("e1", "form:x", "other")])  # repeat
-            await repository.remember_idempotent(conn, [("e2", "segment", "anon")])
+            await repository.remember_idempotent(conn, [("e1", "form:x", "a@b.co", "f1")])
+            await repository.remember_idempotent(conn, [("e1", "form:x", "other", "f2")])  # repeat
+            await repository.remember_idempotent(conn, [("e2", "segment", "anon", None)])
             await conn.execute(
                 update(idempotency)
                 .where(idempotency.c.event_id == "e2")
@@ -30,11 +30,11 @@ async def test_idempotency_records_and_pruning(db_url: str) -> None:
             )
         async with engine.begin() as conn:
             assert await repository.find_idempotent(conn, ["e1", "e2", "e3"]) == {
-                "e1": "a@b.co",
-                "e2": "anon",
+                "e1": ("a@b.co", "f1"),  # the first request's fingerprint is kept
+                "e2": ("anon", None),
             }
             assert await repository.prune_idempotent(conn, timedelta(days=7)) == 1
-            assert await repository.find_idempotent(conn, ["e1", "e2"]) == {"e1": "a@b.co"}
+            assert await repository.find_idempotent(conn, ["e1", "e2"]) == {"e1": ("a@b.co", "f1")}
     finally:
         await engine.dispose()
 
