@@ -51,6 +51,9 @@ class LeadType:
     STATUS_CHANGED = "io.leadflow.lead.status_changed"
     MERGED = "io.leadflow.lead.merged"
     ERASED = "io.leadflow.lead.erased"
+    #: An extension to the contract: the person's marketing consent was given or withdrawn.
+    #: Nurture steps that contact the person stop at once on a withdrawal.
+    CONSENT_CHANGED = "io.leadflow.lead.consent_changed"
 
 
 class RoutingType:

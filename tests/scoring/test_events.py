@@ -38,3 +38,37 @@ def test_a_published_event_of_an_erased_lead_keeps_only_the_lead_id() -> None:
         "cause": {"event_id": "c"},
         "change": None,
     }
+
+
+def test_a_consent_change_alone_is_announced() -> None:
+    # Before: consent moved no score, so no lead event left scoring and routing kept sending
+    # nurture steps to a person who had withdrawn until the lead's next score change.
+    from services.scoring.domain import lifecycle, profile
+    from services.scoring.domain.identity import identifiers_of
+    from tests.scoring.helpers import ix
+
+    rules = default_rules()
+    first = ix(consent={"marketing": True})
+    lead = profile.new_lead("lead-1", identifiers_of(first), T0)
+    given = lifecycle.apply_interaction(
+        lead, "e1", "io.leadflow.interaction.identified", first, rules, T0
+    )
+    assert Change(LeadType.CONSENT_CHANGED, {"from": None, "to": True}) in given
+    same = lifecycle.apply_interaction(
+        lead, "e2", "io.leadflow.interaction.identified", ix(consent={"marketing": True}), rules, T0
+    )
+    assert not [c for c in same if c.type == LeadType.CONSENT_CHANGED]
+    withdrawn = lifecycle.apply_interaction(
+        lead,
+        "e3",
+        "io.leadflow.interaction.identified",
+        ix(consent={"marketing": False}),
+        rules,
+        T0,
+    )
+    assert Change(LeadType.CONSENT_CHANGED, {"from": True, "to": False}) in withdrawn
+    [event] = lead_events(
+        lead, [c for c in withdrawn if c.type == LeadType.CONSENT_CHANGED], "e3", "t", T0
+    )
+    assert schema_errors(event) == []
+    assert event.data["lead"]["consent"]["marketing"] is False

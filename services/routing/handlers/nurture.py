@@ -48,6 +48,7 @@ LEAD_EVENTS = frozenset(
         LeadType.STATUS_CHANGED,
         LeadType.MERGED,
         LeadType.ERASED,
+        LeadType.CONSENT_CHANGED,
     }
 )
 

@@ -116,8 +116,15 @@ def apply_interaction(
 ) -> list[Change]:
     """One interaction: profile, identifiers' data, engagement hits, then a refresh."""
     engaged_before = lead.last_engaged_at
+    consent_before = _marketing_consent(lead)
     at = ix.occurred_at
     update_profile(lead, ix, at)
+    consent_changes = []
+    if _marketing_consent(lead) != consent_before:
+        # Announced even when nothing else moves: a withdrawal must stop nurture steps now,
+        # not with the lead's next score change.
+        change = {"from": consent_before, "to": _marketing_consent(lead)}
+        consent_changes.append(Change(LeadType.CONSENT_CHANGED, change))
     if lead.first_form_id is None:
         lead.first_form_id = text_value(ix.form_id)
     # Rules match on paths into the event data (``asset.gated``), as stored in the timeline
@@ -125,7 +132,13 @@ def apply_interaction(
     if add_hits(lead, event_id, event_type, ix.to_data(), at, rules):
         lead.last_engaged_at = max(lead.last_engaged_at or at, at)
     lead.last_activity_at = max(lead.last_activity_at or at, at)
-    return refresh(lead, rules, now, engaged_before=engaged_before)
+    return consent_changes + refresh(lead, rules, now, engaged_before=engaged_before)
+
+
+def _marketing_consent(lead: Lead) -> bool | None:
+    """The recorded marketing consent: True, False, or None when never stated."""
+    value = (lead.consent or {}).get("marketing")
+    return value if isinstance(value, bool) else None
 
 
 def merge(into: Lead, other: Lead, rules: Rules, now: datetime) -> list[Change]:
