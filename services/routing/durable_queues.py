@@ -154,6 +154,16 @@ async def next_timer_due(conn: AsyncConnection, now: datetime) -> datetime | Non
     return min((t for t in (free, leased) if t is not None), default=None)
 
 
+async def pending_timer_counts(conn: AsyncConnection) -> dict[str, int]:
+    """Pending timers by kind (``warn``, ``breach``, escalation steps), for the gauge."""
+    rows = await conn.execute(
+        select(timers.c.kind, func.count())
+        .where(timers.c.state == "pending")
+        .group_by(timers.c.kind)
+    )
+    return {str(kind): int(n) for kind, n in rows}
+
+
 async def timers_of(conn: AsyncConnection, assignment_id: str) -> list[Row]:
     """An assignment's timers (for tests and diagnostics)."""
     return rows_of(
@@ -270,6 +280,14 @@ async def next_delivery_due(
         q = q.where(deliveries.c.webhook.in_(list(webhooks)))
     due: datetime | None = (await conn.execute(q)).scalar_one_or_none()
     return due
+
+
+async def queued_delivery_count(conn: AsyncConnection) -> int:
+    """Deliveries waiting to be attempted (pending or retrying), for the gauge."""
+    n = await conn.scalar(
+        select(func.count()).select_from(deliveries).where(deliveries.c.state == "pending")
+    )
+    return int(n or 0)
 
 
 async def scrub_deliveries(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -28,11 +29,38 @@ from services.routing.domain.rules import next_available_at
 from services.routing.webhooks import backoff, send
 from shared.events import utcnow
 from shared.loops import DueWorkLoop, PeriodicPurge
+from shared.metrics import ROUTING_TIMERS_PENDING, WEBHOOK_QUEUE
 
 log = logging.getLogger(__name__)
 
 TIMERS_FIRED = Counter("leadflow_routing_timers_fired_total", "SLA timers fired", ["kind"])
 DELIVERIES = Counter("leadflow_routing_webhook_deliveries_total", "Webhook attempts", ["outcome"])
+
+
+#: How often the queue gauges are refreshed: a count per step would cost more than the step.
+GAUGE_SECONDS = 10.0
+_TIMER_KINDS = ("warn", "breach")
+
+
+class _Every:
+    """True at most once per ``seconds`` (monotonic clock); the first call is due."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self.seconds:
+            return False
+        self._last = now
+        return True
+
+
+def _set_pending_timers(counts: dict[str, int]) -> None:
+    # Kinds with nothing pending are set to 0, or the gauge would keep its last value.
+    for kind in {*_TIMER_KINDS, *counts}:
+        ROUTING_TIMERS_PENDING.labels(kind).set(counts.get(kind, 0))
 
 
 class TimerWorker(DueWorkLoop):
@@ -56,6 +84,7 @@ class TimerWorker(DueWorkLoop):
         self.lease_seconds = lease_seconds
         self.owner = f"routing-{uuid.uuid4().hex[:8]}"
         self.fired = 0
+        self._gauges = _Every(GAUGE_SECONDS)
 
     async def step(self) -> datetime | None:
         while True:
@@ -85,6 +114,8 @@ class TimerWorker(DueWorkLoop):
             if len(due) < self.batch or self._stopping:
                 break
         async with self.engine.connect() as conn:
+            if self._gauges.due():
+                _set_pending_timers(await queues.pending_timer_counts(conn))
             return await queues.next_timer_due(conn, utcnow())
 
     async def _fire(self, due: list[dict[str, object]]) -> None:
@@ -234,6 +265,7 @@ class WebhookWorker(DueWorkLoop):
         self.hooks = {h.name: h for h in ctx.config.webhooks}
         self._inflight: dict[str, set[asyncio.Task[None]]] = {n: set() for n in self.hooks}
         self._client: httpx.AsyncClient | None = None
+        self._gauges = _Every(GAUGE_SECONDS)
 
     @property
     def lease_seconds(self) -> float:
@@ -282,6 +314,8 @@ class WebhookWorker(DueWorkLoop):
         if not idle:
             return None
         async with self.engine.connect() as conn:
+            if self._gauges.due():
+                WEBHOOK_QUEUE.set(await queues.queued_delivery_count(conn))
             return await queues.next_delivery_due(conn, idle)
 
     def _done(self, name: str) -> Callable[[asyncio.Task[None]], None]:
