@@ -276,20 +276,48 @@ config_app = typer.Typer(help="Work with the YAML config file.", no_args_is_help
 app.add_typer(config_app, name="config")
 
 
-def _config_checks() -> list[tuple[str, Any]]:
-    """Each service's own start-up check of the config file (schema, then cross-references)."""
+def _config_checks(dev_mode: bool = False) -> list[tuple[str, Any]]:
+    """Each service's own start-up check of the config file (schema, then cross-references).
+
+    Outside dev mode routing also refuses ``http://`` webhook URLs, as it does at start-up.
+    """
+    from functools import partial
+
     from services.capture.config import parse_config
     from services.routing.config import load_routing_config
     from services.scoring.config import load_rules
 
-    return [("capture", parse_config), ("scoring", load_rules), ("routing", load_routing_config)]
+    routing = partial(load_routing_config, require_https=not dev_mode)
+    return [("capture", parse_config), ("scoring", load_rules), ("routing", routing)]
+
+
+def _config_summary(results: dict[str, Any]) -> list[str]:
+    """The checked config in plain words: what the services will do with it."""
+    capture, rules, routing = results["capture"], results["scoring"], results["routing"]
+    tracks = list(getattr(routing.nurture, "tracks", ()) or ())
+    return [
+        f"forms: {len(capture.forms)} ({', '.join(sorted(capture.forms))})",
+        f"scoring: {len(rules.fit)} fit rules, {len(rules.engagement)} engagement rules; "
+        f"MQL at fit >= {rules.mql.min_fit:g} and engagement >= {rules.mql.min_engagement:g}, "
+        f"SQL at fit >= {rules.sql.min_fit:g} and engagement >= {rules.sql.min_engagement:g}",
+        f"routing: {len(routing.teams)} teams ({', '.join(routing.teams)}), "
+        f"{len(routing.reps)} reps, {len(routing.rules)} routing rules, "
+        f"fallback team {routing.fallback_team}",
+        f"SLA policies: {', '.join(routing.policies)}; {len(routing.webhooks)} webhooks",
+        f"nurture tracks: {len(tracks)}"
+        + (f" ({', '.join(t.name for t in tracks)})" if tracks else ""),
+    ]
 
 
 @config_app.command("check")
 def config_check(
     file: Path = typer.Argument(..., help="The YAML config file (LEADFLOW_CONFIG) to check."),
+    dev_mode: bool = typer.Option(
+        False, "--dev", help="Check as in dev mode (LEADFLOW_DEV=1): http:// webhooks allowed."
+    ),
 ) -> None:
-    """Check a config file as the three services would at start-up: one line per problem."""
+    """Check a config file as the three services would at start-up: one line per problem,
+    else a plain-words summary of what it sets up."""
     from shared.config import ConfigError, load_config
 
     try:
@@ -298,15 +326,18 @@ def config_check(
         typer.echo(str(exc))
         raise typer.Exit(1) from None
     problems: list[str] = []
-    for _name, check in _config_checks():
+    results: dict[str, Any] = {}
+    for name, check in _config_checks(dev_mode):
         try:
-            check(raw)
+            results[name] = check(raw)
         except ConfigError as exc:
             problems.extend(line for line in str(exc).splitlines() if line not in problems)
     for line in problems:
         typer.echo(line)
     if problems:
         raise typer.Exit(1)
+    for line in _config_summary(results):
+        typer.echo(line)
     typer.echo("ok")
 
 

@@ -27,8 +27,27 @@ def _default() -> dict[str, Any]:
     return config
 
 
-def test_the_default_config_passes(tmp_path: Path) -> None:
-    assert _check(tmp_path, default_config_text()) == (0, ["ok"])
+def test_the_default_config_passes_with_a_summary_in_plain_words(tmp_path: Path) -> None:
+    code, lines = _check(tmp_path, default_config_text())
+    assert code == 0 and lines[-1] == "ok"
+    assert lines[0] == "forms: 3 (contact-sales, demo-request, newsletter)"
+    assert any(line.startswith("SLA policies: hot, warm, cold") for line in lines)
+    assert "nurture tracks: 2 (warm-leads, stalled-mql)" in lines
+
+
+def test_an_http_webhook_is_refused_as_in_production_unless_dev(tmp_path: Path) -> None:
+    # Before: config check ran routing's check in dev mode only, so a production deploy with an
+    # http:// webhook passed the check and then failed to start.
+    config = _default()
+    config["routing"]["webhooks"] = [
+        {"name": "crm", "url": "http://crm.example/hook", "secret": "s" * 32, "events": []}
+    ]
+    code, lines = _check(tmp_path, config)
+    assert code == 1
+    assert any("routing.webhooks[0].url" in line for line in lines), lines
+    path = tmp_path / "dev.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert runner.invoke(app, ["config", "check", "--dev", str(path)]).exit_code == 0
 
 
 def test_a_misspelled_key_deep_in_a_section_is_named(tmp_path: Path) -> None:
