@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 from prometheus_client import Counter
@@ -55,6 +56,26 @@ class _Every:
             return False
         self._last = now
         return True
+
+
+def _warnings_in_order(
+    due: list[dict[str, object]],
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """The batch's warnings: those to fire first, and those due after another timer of their
+    own assignment in the batch (fired after it)."""
+    first_other: dict[object, Any] = {}
+    for t in due:
+        if t["kind"] != "warn":
+            aid = t["assignment_id"]
+            if aid not in first_other or t["due_at"] < first_other[aid]:
+                first_other[aid] = t["due_at"]
+    early: list[dict[str, object]] = []
+    late: list[dict[str, object]] = []
+    for t in due:
+        if t["kind"] == "warn":
+            other = first_other.get(t["assignment_id"])
+            (late if other is not None and other <= t["due_at"] else early).append(t)
+    return early, late
 
 
 def _set_pending_timers(counts: dict[str, int]) -> None:
@@ -125,16 +146,22 @@ class TimerWorker(DueWorkLoop):
         A breach may reassign, which locks the rep rows until commit: in a shared transaction
         that lock would be held across the whole batch and other replicas would queue behind
         it. Apart, the breaches' work before and after the rep lock overlaps (here and across
-        replicas). Warnings go first: a breach fires its assignment's pending warning itself.
-        Once stopping, timers not started yet are released for the next start (or another
-        replica) instead of waiting out their lease.
+        replicas). Warnings go first (a breach fires its assignment's pending warning itself),
+        except a warning due after another timer of its own assignment in this batch (an
+        escalation step that moves the lead on): that one goes last, so a late worker does not
+        warn about an assignment it is about to end. Once stopping, timers not started yet are
+        released for the next start (or another replica) instead of waiting out their lease.
         """
-        warns = [t for t in due if t["kind"] == "warn"]
+        warns, late_warns = _warnings_in_order(due)
         if warns:
             await self._fire_together(warns)
         others = [t for t in due if t["kind"] != "warn"]
-        if not others:
-            return
+        if others:
+            await self._fire_apart(others)
+        if late_warns:
+            await self._fire_together(late_warns)
+
+    async def _fire_apart(self, others: list[dict[str, object]]) -> None:
         width = 1 if self.engine.dialect.name == "sqlite" else self.concurrency
         gate = asyncio.Semaphore(width)
         released: list[int] = []

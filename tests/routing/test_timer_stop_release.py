@@ -43,3 +43,24 @@ async def test_stopping_releases_claimed_timers_not_fired(db_url: str) -> None:
         assert len(again) == 6
     finally:
         await engine.dispose()
+
+
+def test_a_warning_due_after_its_assignments_escalation_step_goes_last() -> None:
+    # A late worker claimed an escalation step (which ends the assignment) and that same
+    # assignment's warning together: warnings went first, so the rep was warned about an
+    # assignment that was queued a moment later.
+    from datetime import timedelta
+
+    from services.routing.workers import _warnings_in_order
+
+    t0 = utcnow()
+    due: list[dict[str, object]] = [
+        {"id": 1, "assignment_id": "a", "kind": "escalate:2", "due_at": t0},
+        {"id": 2, "assignment_id": "a", "kind": "warn", "due_at": t0 + timedelta(seconds=1)},
+        {"id": 3, "assignment_id": "b", "kind": "warn", "due_at": t0 + timedelta(seconds=1)},
+        {"id": 4, "assignment_id": "c", "kind": "breach", "due_at": t0 + timedelta(seconds=2)},
+        {"id": 5, "assignment_id": "c", "kind": "warn", "due_at": t0},
+    ]
+    early, late = _warnings_in_order(due)
+    assert [t["id"] for t in early] == [3, 5]  # b has nothing else; c's warning precedes its breach
+    assert [t["id"] for t in late] == [2]
