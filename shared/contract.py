@@ -15,7 +15,7 @@ other languages; ``tests/shared/test_contract.py`` keeps the two in step.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Final, Literal, get_args
@@ -428,6 +428,10 @@ class Assigned:
     sla: Mapping[str, Any]
     previous_owner: Owner | None = None
     previous_assignment_id: str | None = None
+    #: The nurture tracks the lead went through before it qualified (an extension): track,
+    #: enrolled_at, exited_at, exit_reason and the steps announced, so sales sees what
+    #: marketing already sent.
+    nurture: Sequence[Mapping[str, Any]] | None = None
 
     def to_data(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -442,6 +446,8 @@ class Assigned:
         if self.previous_owner is not None:
             out["previous_owner"] = self.previous_owner.to_data()
             out["previous_assignment_id"] = self.previous_assignment_id
+        if self.nurture:
+            out["nurture"] = [dict(n) for n in self.nurture]
         return out
 
     @classmethod
@@ -462,7 +468,17 @@ class Assigned:
                 None if previous is None else Owner.from_data(previous, f"{where}/previous_owner")
             ),
             previous_assignment_id=_opt_str(data, "previous_assignment_id", where),
+            nurture=_objects(data.get("nurture"), f"{where}/nurture"),
         )
+
+
+def _objects(value: Any, where: str) -> list[Mapping[str, Any]] | None:
+    """An optional list of JSON objects."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InvalidEvent(f"{where}: must be a list")
+    return [_object(item, f"{where}/{i}") for i, item in enumerate(value)]
 
 
 # -- sales -----------------------------------------------------------------------------------

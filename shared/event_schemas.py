@@ -146,6 +146,31 @@ ASSIGNED = {
         "sla": SLA,
         "assigned_at": _TIME,
         "reason": {"type": "string"},
+        "nurture": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["track", "enrolled_at", "steps"],
+                "properties": {
+                    "track": {"type": "string"},
+                    "enrolled_at": _TIME,
+                    "exited_at": {"type": ["string", "null"]},
+                    "exit_reason": _STR,
+                    "steps": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["step", "fired_at"],
+                            "properties": {
+                                "step": {"type": "string"},
+                                "fired_at": _TIME,
+                                "outcome": _STR,
+                            },
+                        },
+                    },
+                },
+            },
+        },
     },
 }
 

@@ -8,7 +8,7 @@ event, which the outbox and consumers then ignore. ``handlers.emit`` writes them
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -98,8 +98,14 @@ def event(
     )
 
 
-def assigned_event(a: Assignment, *cause: str, previous_owner: Owner | None = None) -> CloudEvent:
-    """``routing.assigned`` (or ``routing.reassigned`` when there is a previous owner)."""
+def assigned_event(
+    a: Assignment,
+    *cause: str,
+    previous_owner: Owner | None = None,
+    nurture: Sequence[Mapping[str, Any]] | None = None,
+) -> CloudEvent:
+    """``routing.assigned`` (or ``routing.reassigned`` when there is a previous owner), with the
+    lead's nurture history when it went through a track."""
     data = Assigned(
         assignment_id=a.id,
         lead_id=a.lead_id,
@@ -110,6 +116,7 @@ def assigned_event(a: Assignment, *cause: str, previous_owner: Owner | None = No
         sla=sla_block(a),
         previous_owner=previous_owner,
         previous_assignment_id=a.previous_assignment_id if previous_owner else None,
+        nurture=nurture or None,
     )
     type_ = RoutingType.ASSIGNED if previous_owner is None else RoutingType.REASSIGNED
     return event(type_, data.to_data(), *cause, subject=a.lead_id, key=a.lead_key, at=a.assigned_at)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.routing.nurture_tables import enrolments, leads, steps
 from services.routing.repository import Row, rows_of
 from shared.db import insert_for, is_sqlite
+from shared.events import rfc3339
 
 # ---- the leads the stall scan looks at ---------------------------------------------------------
 
@@ -315,6 +316,32 @@ async def steps_of(conn: AsyncConnection, enrolment_ids: Sequence[str]) -> list[
             .order_by(steps.c.enrolment_id, steps.c.step_index)
         )
     )
+
+
+async def nurture_history(conn: AsyncConnection, lead_id: str) -> list[dict[str, Any]]:
+    """A lead's tracks and the steps announced in each, oldest first, as published with its
+    assignment (JSON-ready)."""
+    enrolled = await enrolments_of(conn, lead_id)
+    by_enrolment: dict[str, list[dict[str, Any]]] = {}
+    for step in await steps_of(conn, [str(e["id"]) for e in enrolled]):
+        if step["state"] == "fired" and step["fired_at"] is not None:
+            by_enrolment.setdefault(str(step["enrolment_id"]), []).append(
+                {
+                    "step": step["step_id"],
+                    "fired_at": rfc3339(step["fired_at"]),
+                    "outcome": step["outcome"],
+                }
+            )
+    return [
+        {
+            "track": e["track"],
+            "enrolled_at": rfc3339(e["enrolled_at"]),
+            "exited_at": rfc3339(e["exited_at"]) if e["exited_at"] else None,
+            "exit_reason": e["exit_reason"],
+            "steps": by_enrolment.get(str(e["id"]), []),
+        }
+        for e in enrolled
+    ]
 
 
 async def purge_exited(conn: AsyncConnection, before: datetime) -> tuple[int, int]:

@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from shared.contract import Assigned
+from shared.event_schemas import schema_errors
 from shared.events import CloudEvent, LeadType, NurtureType, RoutingType
 from shared.messaging_tables import outbox
 from shared.topics import Topics
@@ -67,7 +69,13 @@ async def test_cools_enters_gets_its_step_once_then_consent_and_sql_end_it(
                 e.type == RoutingType.ASSIGNED and e.subject == second["id"] for e in evs
             ),
         )
-        assert next(e.type for e in routed if e.subject == second["id"]) == RoutingType.ASSIGNED
+        assigned = next(e for e in routed if e.subject == second["id"])
+        assert assigned.type == RoutingType.ASSIGNED
+        # Sales sees what marketing already sent: the track it leaves by qualifying, its steps.
+        assert schema_errors(assigned) == []
+        [track] = Assigned.from_data(assigned.data).nurture or []
+        assert track["track"] == "warm"
+        assert [s["step"] for s in track["steps"]] == ["guide"]
 
         r = await client.get(f"/v1/nurture/leads/{hot['id']}")
         (enr,) = r.json()["items"]

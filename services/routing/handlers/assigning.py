@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.routing import durable_queues as queues
+from services.routing import nurture_store
 from services.routing import repository as repo
 from services.routing.deps import RoutingContext
 from services.routing.domain.assignment import (
@@ -55,6 +56,7 @@ async def assign(
     reason: str | None = None,
     previous: Assignment | None = None,
     level: int = 0,
+    nurture: Sequence[Mapping[str, Any]] | None = None,
 ) -> Assignment | None:
     """Route ``lead`` and store the assignment with its SLA timers; None if nobody can take it."""
     states = await repo.load_rep_states(conn, ctx.config, now)  # creates missing rep rows
@@ -87,7 +89,8 @@ async def assign(
     today = states[rep.id].today_count + 1 if rep.id in states else 1
     await repo.record_pick(conn, decision.credits, rep.id, day_start, today, now)
     prev_owner = previous.owner if previous else None
-    await emit(conn, ctx, [assigned_event(a, *cause, previous_owner=prev_owner)], now)
+    assigned = assigned_event(a, *cause, previous_owner=prev_owner, nurture=nurture)
+    await emit(conn, ctx, [assigned], now)
     return a
 
 
@@ -124,7 +127,9 @@ async def on_qualified(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEven
     if await repo.lead_known(conn, lead_id):
         return  # assigned (or queued) before: a repeated qualified changes nothing
     now = utcnow()
-    if await assign(conn, ctx, lead, [ev.id], now) is None:
+    # What marketing already sent (the track it leaves by qualifying, too) goes to sales with it.
+    history = await nurture_store.nurture_history(conn, lead_id)
+    if await assign(conn, ctx, lead, [ev.id], now, nurture=history) is None:
         stored = stored_lead(lead)
         await repo.queue_lead(
             conn,
