@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import secrets
 from datetime import date, datetime, timedelta
@@ -195,10 +196,13 @@ async def dashboard(
         counts = await kpis.funnel_counts(conn)
         sqls, _ = await queries.list_leads(conn, stage="SQL", limit=10)
     transport = getattr(request.app.state, "routing_transport", None)
-    speed = await dashboard_page.fetch_speed(ctx.settings, frm, end, transport)
+    speed, nurture = await asyncio.gather(
+        dashboard_page.fetch_speed(ctx.settings, frm, end, transport),
+        dashboard_page.fetch_nurture(ctx.settings, transport),
+    )
     nonce = secrets.token_urlsafe(16)
     view = dashboard_page.View(frm, end, group, now)
-    page = dashboard_page.render(view, report, speed, counts, sqls, by_source, nonce)
+    page = dashboard_page.render(view, report, speed, counts, sqls, by_source, nonce, nurture)
     headers = {
         "Cache-Control": "no-store",
         "X-Frame-Options": "DENY",

@@ -64,6 +64,23 @@ async def fetch_speed(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> dict[str, Any] | None:
     """Routing's speed-to-lead report for the window, or None when routing does not answer."""
+    params = {"from": rfc3339(start), "to": rfc3339(end)}
+    return await _routing_get(settings, "/v1/reports/speed-to-lead", params, transport)
+
+
+async def fetch_nurture(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> dict[str, Any] | None:
+    """Routing's nurture tracks with their KPIs, or None when routing does not answer."""
+    return await _routing_get(settings, "/v1/nurture/tracks", {}, transport)
+
+
+async def _routing_get(
+    settings: Settings,
+    path: str,
+    params: dict[str, str],
+    transport: httpx.AsyncBaseTransport | None,
+) -> dict[str, Any] | None:
     token = (settings.read_tokens or settings.api_tokens or ("",))[0]
     try:
         async with httpx.AsyncClient(
@@ -72,16 +89,14 @@ async def fetch_speed(
             timeout=3.0,
             headers={"Authorization": f"Bearer {token}"},
         ) as client:
-            resp = await client.get(
-                "/v1/reports/speed-to-lead", params={"from": rfc3339(start), "to": rfc3339(end)}
-            )
+            resp = await client.get(path, params=params)
         if resp.status_code != 200:
-            log.warning("routing's speed-to-lead report answered %s", resp.status_code)
+            log.warning("routing's %s answered %s", path, resp.status_code)
             return None
         data: dict[str, Any] = resp.json()
         return data
     except (httpx.HTTPError, ValueError) as exc:
-        log.warning("routing's speed-to-lead report is not reachable: %s", exc)
+        log.warning("routing's %s is not reachable: %s", path, exc)
         return None
 
 
@@ -397,6 +412,34 @@ def _tiles(report: dict[str, Any], speed: dict[str, Any] | None) -> str:
     return f'<div class="tiles">{"".join(tiles)}</div>'
 
 
+def _nurture_section(nurture: dict[str, Any] | None) -> str:
+    """Nurture tracks: who is in, how they left, how many reached MQL and SQL."""
+    if nurture is None:
+        body = '<p class="empty">Routing did not answer: nurture figures unavailable.</p>'
+    elif not nurture.get("items"):
+        body = '<p class="empty">No nurture tracks configured (routing.nurture).</p>'
+    else:
+        rows = []
+        for track in nurture["items"]:
+            k = track["kpis"]
+            exits = ", ".join(f"{esc(r)} {n}" for r, n in sorted(k["exited"].items())) or "none"
+            rows.append(
+                f"<tr><td>{esc(track['name'])}</td><td>{len(track['steps'])}</td>"
+                f"<td>{k['enrolled']}</td><td>{k['active']}</td><td>{exits}</td>"
+                f"<td>{k['converted_mql']}</td><td>{k['converted_sql']}</td>"
+                f"<td>{pct(k['conversion_rate'])}</td>"
+                f"<td>{duration(k['median_seconds_to_sql'])}</td></tr>"
+            )
+        body = (
+            '<table id="nurture"><thead><tr><th>track</th><th>steps</th><th>enrolled</th>'
+            "<th>active</th><th>exited by reason</th><th>→ MQL</th><th>→ SQL</th>"
+            "<th>SQL / exited</th><th>median to SQL</th></tr></thead><tbody>"
+            + "".join(rows)
+            + "</tbody></table>"
+        )
+    return f'<section class="card wide"><h2>Nurture tracks</h2>{body}</section>'
+
+
 def _stage_grid(counts: Sequence[tuple[str, str, int]]) -> str:
     grid = {(s, t): n for s, t, n in counts}
     temps = ("hot", "warm", "cold")
@@ -471,6 +514,7 @@ def render(
     sqls: Sequence[Any],
     spend_by_source: dict[str, Any] | None,
     nonce: str,
+    nurture: dict[str, Any] | None = None,
 ) -> str:
     """The whole page."""
     t = report["totals"]
@@ -502,6 +546,7 @@ def render(
 <section class="card wide"><h2>Cohorts by {esc(view.group_by)}</h2>{_cohort_table(report)}
 <p class="empty">Counts are known leads created in the period and what they reached since;
 MQL→SQL and SQL→opp are of the leads that became MQL / SQL in the period.</p></section>
+{_nurture_section(nurture)}
 <section class="card wide"><h2>Newest sales-qualified leads</h2>{_newest(sqls)}</section>
 </div></main>"""
     script = SCRIPT.replace("RELOAD_MS", str(REFRESH_SECONDS * 1000))

@@ -106,6 +106,9 @@ async def test_dashboard_shows_the_scenario(
             assert "Hana Hot" in page and "lead-7" not in page  # only hot leads wait here
             assert 'data-group="abm"' in page and "Cohorts by campaign" in page
             assert "<svg" in page and "Leads by stage" in page
+            # nurture tracks from routing, with their KPIs (none enrolled in this scenario)
+            assert 'id="nurture"' in page
+            assert "<td>warm-leads</td>" in page and "<td>stalled-mql</td>" in page
             bad = await http.get("/dashboard", params={"from": "soon"})
             assert bad.status_code == 422
             # routing down: the rest of the page is still there
