@@ -431,11 +431,11 @@ def _nurture_section(nurture: dict[str, Any] | None) -> str:
                 f"<td>{duration(k['median_seconds_to_sql'])}</td></tr>"
             )
         body = (
-            '<table id="nurture"><thead><tr><th>track</th><th>steps</th><th>enrolled</th>'
-            "<th>active</th><th>exited by reason</th><th>→ MQL</th><th>→ SQL</th>"
-            "<th>SQL / exited</th><th>median to SQL</th></tr></thead><tbody>"
+            '<div class="scroll"><table id="nurture"><thead><tr><th>track</th><th>steps</th>'
+            "<th>enrolled</th><th>active</th><th>exited by reason</th><th>→ MQL</th>"
+            "<th>→ SQL</th><th>SQL / exited</th><th>median to SQL</th></tr></thead><tbody>"
             + "".join(rows)
-            + "</tbody></table>"
+            + "</tbody></table></div>"
         )
     return f'<section class="card wide"><h2>Nurture tracks</h2>{body}</section>'
 
