@@ -310,6 +310,10 @@ def is_transient(exc: BaseException) -> bool:
     return classify(exc) == "transient"
 
 
+#: How often a consumer reports its lag (``leadflow_consumer_lag``).
+LAG_EVERY_SECONDS = 2.0
+
+
 @dataclass
 class ConsumerHealth:
     """A consumer's liveness as :meth:`ConsumerRunner.health` sees it."""
@@ -358,6 +362,7 @@ class ConsumerRunner:
         # Liveness, in time.monotonic() seconds.
         self.started_at: float | None = None
         self.last_poll: float | None = None
+        self._lag_observed = float("-inf")
         self.partitions = 0
         self.waiting_since: float | None = None
         self.waiting_for: str | None = None
@@ -407,7 +412,10 @@ class ConsumerRunner:
                 self.last_poll = time.monotonic()
                 assignment = consumer.assignment()
                 self.partitions = len(assignment)
-                await observe_lag(self.group_id, consumer)
+                if self.last_poll - self._lag_observed >= LAG_EVERY_SECONDS:
+                    # position() per partition: cheap, but not worth doing on every poll.
+                    self._lag_observed = self.last_poll
+                    await observe_lag(self.group_id, consumer)
                 if not self.joined.is_set() and assignment:
                     self.joined.set()
                 records = [r for tp in sorted(batches, key=str) for r in batches[tp]]

@@ -142,6 +142,10 @@ def access_of(route: Any, docs_paths: frozenset[str]) -> Access:
     return Access.PUBLIC
 
 
+#: Distinct (method, path) pairs whose access level the guard remembers.
+ACCESS_CACHE_SIZE = 4096
+
+
 class GuardMiddleware:
     """Credential check and body size limit, both before the application reads any body.
 
@@ -161,6 +165,9 @@ class GuardMiddleware:
         self.limit = max_body_bytes
         self._routes: list[tuple[Any, Access]] | None = None
         self._routes_seen = -1
+        # (method, path) -> access: matching every route's regex per request cost about 5% of a
+        # form post. Bounded (paths carry ids), and dropped whenever the route table changes.
+        self._access: dict[tuple[str, str], Access] = {}
 
     def _table(self) -> list[tuple[Any, Access]]:
         """Every route (included routers flattened) with its access level, built once."""
@@ -175,8 +182,24 @@ class GuardMiddleware:
         return self._routes
 
     def _route_access(self, scope: Scope) -> Access:
+        seen = self._routes_seen
+        table = self._table()
+        if self._routes_seen != seen:
+            self._access.clear()
+        key = (str(scope.get("method", "")), str(scope.get("path", "")))
+        known = self._access.get(key)
+        if known is not None:
+            return known
+        access = self._match(table, scope)
+        if len(self._access) >= ACCESS_CACHE_SIZE:
+            self._access.clear()
+        self._access[key] = access
+        return access
+
+    @staticmethod
+    def _match(table: list[tuple[Any, Access]], scope: Scope) -> Access:
         partial: list[Access] = []
-        for route, access in self._table():
+        for route, access in table:
             match, _ = route.matches(scope)
             if match is Match.FULL:
                 return access

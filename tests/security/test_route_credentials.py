@@ -199,3 +199,25 @@ async def test_probing_other_methods_needs_the_credential_too() -> None:
         assert (await http.put("/v1/leads/x1")).status_code == 401
         assert (await http.put("/v1/leads/x1", headers=AS_ADMIN)).status_code == 405
         assert (await http.get("/no-such-path")).status_code == 404
+
+
+async def test_the_remembered_access_follows_routes_added_later() -> None:
+    # The guard remembers each (method, path)'s access level; a route added afterwards (a
+    # router included late) must not inherit what the path meant before it existed.
+    from fastapi import APIRouter
+
+    from shared.auth import AdminAuth
+
+    app = scoring_app(settings())
+    async with client(app) as http:
+        assert (await http.get("/v1/late")).status_code == 404  # public: no such route yet
+        assert (await http.get("/v1/late")).status_code == 404  # remembered, same answer
+        late = APIRouter(dependencies=[AdminAuth])
+
+        @late.get("/v1/late")
+        async def _late() -> dict[str, str]:
+            return {"ok": "yes"}
+
+        app.include_router(late)
+        assert (await http.get("/v1/late")).status_code == 401
+        assert (await http.get("/v1/late", headers=AS_ADMIN)).status_code == 200
