@@ -230,3 +230,23 @@ def test_jsonsafe_loads() -> None:
         with pytest.raises(ValueError):
             jsonsafe.loads(bad)
     assert loads_exact(b"1.5") == Decimal("1.5")
+
+
+def test_click_ids_and_the_last_touch_are_attribution_not_custom() -> None:
+    # capture.js posts them with every form; they landed in the free-form ``custom`` part, where
+    # scoring never looked (a lead showed its first campaign as its last touch).
+    fields = {
+        "email": "a@b.co",
+        "utm_source": "google",
+        "last_utm_source": "newsletter",
+        "last_utm_campaign": "fall",
+        "gclid": "G1",
+        "li_fat_id": "L1",
+        "landing_url": "https://x.example/?gclid=G1",
+    }
+    ix = build_interaction(fields, channel="form", occurred_at=T, form=FORM)
+    assert ix.attribution is not None
+    assert ix.attribution["gclid"] == "G1" and ix.attribution["li_fat_id"] == "L1"
+    assert ix.attribution["last_utm_source"] == "newsletter"
+    assert ix.attribution["landing_url"] == "https://x.example/?gclid=G1"
+    assert not ix.custom

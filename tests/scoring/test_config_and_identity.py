@@ -146,3 +146,25 @@ def test_resolution(
     assert res.lead_id == lead
     assert res.merge_ids == merged
     assert sorted(res.foreign) == conflicts
+
+
+def test_the_last_touch_is_the_last_campaign_the_first_touch_stays() -> None:
+    from services.scoring.domain import profile as prof
+
+    lead = prof.new_lead("l1", Identifiers("k@x.io", None, None), T0)
+    first_visit = {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "spring"}
+    prof.update_profile(lead, ix(attribution=first_visit), T0)
+    assert (
+        lead.first_touch
+        == lead.last_touch
+        == {
+            "source": "google",
+            "medium": "cpc",
+            "campaign": "spring",
+        }
+    )
+    # capture.js: the visit's first touch as utm_*, the campaign that brought it back as last_*
+    both = {**first_visit, "last_utm_source": "newsletter", "last_utm_campaign": "fall"}
+    prof.update_profile(lead, ix(attribution=both), T0)
+    assert lead.first_touch == {"source": "google", "medium": "cpc", "campaign": "spring"}
+    assert lead.last_touch == {"source": "newsletter", "medium": None, "campaign": "fall"}

@@ -25,6 +25,17 @@ from shared.events import rfc3339
 
 #: The contact fields a submission may carry (``company_size_raw`` is derived, not posted).
 INPUT_CONTACT_FIELDS = tuple(name for name in CONTACT_FIELDS if name != "company_size_raw")
+#: Ad click ids capture.js keeps from the landing URL (offline-conversion uploads need them).
+CLICK_ID_FIELDS = ("gclid", "gbraid", "wbraid", "fbclid", "li_fat_id", "msclkid")
+#: The first touch is ``utm_*``/``referrer``; the last touch, when it differs, ``last_*``.
+LAST_TOUCH_FIELDS = (
+    "last_utm_source",
+    "last_utm_medium",
+    "last_utm_campaign",
+    "last_utm_term",
+    "last_utm_content",
+    "last_referrer",
+)
 ATTRIBUTION_FIELDS = (
     "utm_source",
     "utm_medium",
@@ -33,6 +44,11 @@ ATTRIBUTION_FIELDS = (
     "utm_content",
     "page_url",
     "referrer",
+    *CLICK_ID_FIELDS,
+    *LAST_TOUCH_FIELDS,
+    "landing_url",
+    "first_touch_at",
+    "last_touch_at",
 )
 OTHER_FIELDS = ("message", "consent_marketing", "anonymous_id")
 KNOWN_FIELDS = frozenset(INPUT_CONTACT_FIELDS + ATTRIBUTION_FIELDS + OTHER_FIELDS)

@@ -7,6 +7,7 @@ sane length, anything else dropped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -103,16 +104,24 @@ def update_profile(lead: Lead, ix: Interaction, at: datetime) -> None:
     if consent is not None and consent.get("marketing") is not None:
         lead.consent = dict(consent)
     attribution = ix.attribution
-    if attribution is not None and any(
-        attribution.get(k) for k in ("utm_source", "utm_medium", "utm_campaign")
-    ):
-        touch = {
-            "source": text_value(attribution.get("utm_source")),
-            "medium": text_value(attribution.get("utm_medium")),
-            "campaign": text_value(attribution.get("utm_campaign")),
-        }
-        lead.first_touch = lead.first_touch or touch
-        lead.last_touch = touch
+    if attribution is not None:
+        first = _touch(attribution, "utm_")
+        # capture.js sends the visit's first touch as utm_* and, when a later campaign brought
+        # the visitor back, that last touch as last_utm_*.
+        last = _touch(attribution, "last_utm_") or first
+        if first or last:
+            lead.first_touch = lead.first_touch or first or last
+            lead.last_touch = last
+
+
+def _touch(attribution: Mapping[str, Any], prefix: str) -> dict[str, str | None] | None:
+    """The campaign touch under ``prefix`` (``utm_`` or ``last_utm_``), None when absent."""
+    touch = {
+        "source": text_value(attribution.get(f"{prefix}source")),
+        "medium": text_value(attribution.get(f"{prefix}medium")),
+        "campaign": text_value(attribution.get(f"{prefix}campaign")),
+    }
+    return touch if any(touch.values()) else None
 
 
 def erase(lead: Lead, now: datetime) -> None:
