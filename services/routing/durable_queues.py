@@ -13,9 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.routing import leased_rows
 from services.routing.domain.model import Webhook
 from services.routing.repository import Row, rows_of
 from services.routing.tables import deliveries, timers
@@ -63,26 +64,7 @@ async def claim_due_timers(
     conn: AsyncConnection, owner: str, now: datetime, limit: int, lease_seconds: float
 ) -> list[Row]:
     """Due timers to fire; on PostgreSQL also leased to ``owner`` so replicas share the work."""
-    q = (
-        select(timers)
-        .where(
-            timers.c.state == "pending",
-            timers.c.due_at <= now,
-            or_(timers.c.lease_until.is_(None), timers.c.lease_until < now),
-        )
-        .order_by(timers.c.due_at, timers.c.id)
-        .limit(limit)
-    )
-    if is_sqlite(conn):
-        return rows_of(await conn.execute(q))
-    rows = rows_of(await conn.execute(q.with_for_update(skip_locked=True)))
-    if rows:
-        await conn.execute(
-            update(timers)
-            .where(timers.c.id.in_([r["id"] for r in rows]))
-            .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
-        )
-    return rows
+    return await leased_rows.claim_due(conn, timers, owner, now, limit, lease_seconds)
 
 
 async def release_timers(conn: AsyncConnection, timer_ids: Sequence[int], owner: str) -> None:
@@ -100,19 +82,12 @@ async def release_timers(conn: AsyncConnection, timer_ids: Sequence[int], owner:
 
 async def defer_timer(conn: AsyncConnection, timer_id: int, until: datetime) -> None:
     """Firing failed: retry this timer at ``until`` (not in a hot loop, not a lease later)."""
-    await conn.execute(
-        update(timers).where(timers.c.id == timer_id).values(lease_owner=None, lease_until=until)
-    )
+    await leased_rows.defer(conn, timers, timer_id, until)
 
 
 async def mark_fired(conn: AsyncConnection, timer_id: int, now: datetime) -> bool:
     """Mark a timer fired if it is still pending; True only for the one caller that does."""
-    res = await conn.execute(
-        update(timers)
-        .where(timers.c.id == timer_id, timers.c.state == "pending")
-        .values(state="fired", fired_at=now)
-    )
-    return bool(res.rowcount)
+    return await leased_rows.mark_fired(conn, timers, timer_id, now)
 
 
 async def fire_pending(
@@ -136,22 +111,7 @@ async def fire_pending(
 
 async def next_timer_due(conn: AsyncConnection, now: datetime) -> datetime | None:
     """When a pending timer next becomes claimable (its due time, or its lease's end)."""
-    free = (
-        await conn.execute(
-            select(func.min(timers.c.due_at)).where(
-                timers.c.state == "pending",
-                or_(timers.c.lease_until.is_(None), timers.c.lease_until < now),
-            )
-        )
-    ).scalar_one_or_none()
-    leased = (
-        await conn.execute(
-            select(func.min(timers.c.lease_until)).where(
-                timers.c.state == "pending", timers.c.lease_until >= now
-            )
-        )
-    ).scalar_one_or_none()
-    return min((t for t in (free, leased) if t is not None), default=None)
+    return await leased_rows.next_due(conn, timers, now)
 
 
 async def pending_timer_counts(conn: AsyncConnection) -> dict[str, int]:

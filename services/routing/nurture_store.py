@@ -9,15 +9,16 @@ firing flips a step from pending to fired with a conditional UPDATE, so exactly 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.routing import leased_rows
 from services.routing.nurture_tables import enrolments, leads, steps
 from services.routing.repository import Row, rows_of
-from shared.db import insert_for, is_sqlite
+from shared.db import insert_for
 from shared.events import rfc3339
 
 # ---- the leads the stall scan looks at ---------------------------------------------------------
@@ -241,36 +242,12 @@ async def claim_due_steps(
     conn: AsyncConnection, owner: str, now: datetime, limit: int, lease_seconds: float
 ) -> list[Row]:
     """Due steps to fire; on PostgreSQL also leased to ``owner`` so replicas share the work."""
-    q = (
-        select(steps)
-        .where(
-            steps.c.state == "pending",
-            steps.c.due_at <= now,
-            or_(steps.c.lease_until.is_(None), steps.c.lease_until < now),
-        )
-        .order_by(steps.c.due_at, steps.c.id)
-        .limit(limit)
-    )
-    if is_sqlite(conn):
-        return rows_of(await conn.execute(q))
-    rows = rows_of(await conn.execute(q.with_for_update(skip_locked=True)))
-    if rows:
-        await conn.execute(
-            update(steps)
-            .where(steps.c.id.in_([r["id"] for r in rows]))
-            .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
-        )
-    return rows
+    return await leased_rows.claim_due(conn, steps, owner, now, limit, lease_seconds)
 
 
 async def fire_step(conn: AsyncConnection, step_pk: int, now: datetime) -> bool:
     """Mark a step fired if it is still pending; True only for the one caller that does."""
-    res = await conn.execute(
-        update(steps)
-        .where(steps.c.id == step_pk, steps.c.state == "pending")
-        .values(state="fired", fired_at=now)
-    )
-    return bool(res.rowcount)
+    return await leased_rows.mark_fired(conn, steps, step_pk, now)
 
 
 async def set_outcome(conn: AsyncConnection, step_pk: int, outcome: str) -> None:
@@ -280,29 +257,12 @@ async def set_outcome(conn: AsyncConnection, step_pk: int, outcome: str) -> None
 
 async def defer_step(conn: AsyncConnection, step_pk: int, until: datetime) -> None:
     """Firing failed: retry this step at ``until``."""
-    await conn.execute(
-        update(steps).where(steps.c.id == step_pk).values(lease_owner=None, lease_until=until)
-    )
+    await leased_rows.defer(conn, steps, step_pk, until)
 
 
 async def next_step_due(conn: AsyncConnection, now: datetime) -> datetime | None:
     """When a pending step next becomes claimable (its due time, or its lease's end)."""
-    free = (
-        await conn.execute(
-            select(func.min(steps.c.due_at)).where(
-                steps.c.state == "pending",
-                or_(steps.c.lease_until.is_(None), steps.c.lease_until < now),
-            )
-        )
-    ).scalar_one_or_none()
-    leased = (
-        await conn.execute(
-            select(func.min(steps.c.lease_until)).where(
-                steps.c.state == "pending", steps.c.lease_until >= now
-            )
-        )
-    ).scalar_one_or_none()
-    return min((t for t in (free, leased) if t is not None), default=None)
+    return await leased_rows.next_due(conn, steps, now)
 
 
 async def steps_of(conn: AsyncConnection, enrolment_ids: Sequence[str]) -> list[Row]:
