@@ -8,6 +8,7 @@ baseline. Absolute numbers vary by machine; ratios much less.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -260,6 +261,49 @@ def process(
         yield proc
     finally:
         stop_all([proc])
+
+
+def demo_body(email: str) -> dict[str, Any]:
+    """A demo request from a VP at a target company: scoring makes it a hot SQL."""
+    return {
+        "email": email,
+        "first_name": "Dana",
+        "last_name": "Vance",
+        "company": "Acme Software",
+        "job_title": "VP of Sales",
+        "company_size": "500",
+        "industry": "software",
+        "country": "DE",
+        "consent_marketing": True,
+    }
+
+
+@contextmanager
+def background_load(capture_url: str, seconds: float, rate: int) -> Iterator[None]:
+    """Tracked page views through ``/v1/batch`` at ``rate`` a second, from bench/loadgen.py in
+    its own process, for at most ``seconds``; stopped when the block ends."""
+    auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    spec = {
+        "url": capture_url + "/v1/batch",
+        "seconds": seconds,
+        "rate": rate,
+        "size": 50 if rate >= 100 else 10,
+        "kind": "batch",
+        "connections": 1,
+        "headers": {"Content-Type": "application/json", "Authorization": auth},
+        "run": uuid.uuid4().hex[:6],
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.loadgen", json.dumps(spec)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=60)
 
 
 def rss_mb(pid: int) -> float:

@@ -11,21 +11,28 @@ background rate, lead list and report reads) and for a few seconds after it.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 
-from bench.common import ROOT, TOKEN, WRITE_KEY, Sizes, plain_url, result, rss_mb, stack
-from bench.speed_to_lead import _demo_body
+from bench.common import (
+    ROOT,
+    TOKEN,
+    Sizes,
+    background_load,
+    demo_body,
+    plain_url,
+    result,
+    rss_mb,
+    stack,
+)
 
 SERVICES = ("capture", "scoring", "routing")
 
@@ -65,7 +72,7 @@ async def _bulk(url: str, n: int) -> None:
 async def _first_lead(url: str, capture: str) -> None:
     async with httpx.AsyncClient(base_url=capture, timeout=10) as client:
         resp = await client.post(
-            "/v1/forms/demo-request/submissions", json=_demo_body("first@acme-software.example")
+            "/v1/forms/demo-request/submissions", json=demo_body("first@acme-software.example")
         )
         resp.raise_for_status()
     conn = await asyncpg.connect(plain_url(url))
@@ -103,23 +110,7 @@ def run(quick: bool, smoke: bool = False) -> list[dict[str, Any]]:
             st.stop(grace=5.0)  # a throwaway database: no need to wait for a graceful stop
             asyncio.run(_bulk(st.db_url, n))
             st.start(*SERVICES)
-            auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
-            spec = {
-                "url": st.urls["capture"] + "/v1/batch",
-                "seconds": load_seconds,
-                "rate": sizes.background_per_second,
-                "size": 50 if sizes.background_per_second >= 100 else 10,
-                "kind": "batch",
-                "connections": 1,
-                "headers": {"Content-Type": "application/json", "Authorization": auth},
-                "run": uuid.uuid4().hex[:6],
-            }
-            background = subprocess.Popen(
-                [sys.executable, "-m", "bench.loadgen", json.dumps(spec)],
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-            )
-            try:
+            with background_load(st.urls["capture"], load_seconds, sizes.background_per_second):
                 end = time.monotonic() + load_seconds + 3.0
                 reader = subprocess.Popen(
                     [sys.executable, "-c", _READER, json.dumps([st.urls, load_seconds])],
@@ -131,8 +122,6 @@ def run(quick: bool, smoke: bool = False) -> list[dict[str, Any]]:
                         peaks[name] = max(peaks.get(name, 0.0), rss_mb(proc.pid))
                     time.sleep(0.5)
                 reader.wait(timeout=60)
-            finally:
-                background.wait(timeout=60)
     worst = max(peaks, key=lambda k: peaks[k])
     detail = ", ".join(f"{k} {v:.0f}" for k, v in sorted(peaks.items()))
     return [

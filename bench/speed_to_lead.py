@@ -10,10 +10,7 @@ The clock starts before the POST is sent and stops when a plain consumer of the 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -23,25 +20,11 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from bench.common import ROOT, WRITE_KEY, Sizes, result, stack
+from bench.common import Sizes, background_load, demo_body, result, stack
 from shared.events import RoutingType, from_kafka
 from shared.topics import Topics
 
 DEMO = "/v1/forms/demo-request/submissions"
-
-
-def _demo_body(email: str) -> dict[str, Any]:
-    return {
-        "email": email,
-        "first_name": "Dana",
-        "last_name": "Vance",
-        "company": "Acme Software",
-        "job_title": "VP of Sales",
-        "company_size": "500",
-        "industry": "software",
-        "country": "DE",
-        "consent_marketing": True,
-    }
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -90,7 +73,7 @@ async def _measure(capture: str, bootstrap: str, topic: str, samples: int) -> li
             async def one(i: int) -> None:
                 email = f"dana.{run}.{i}@acme-software.example"
                 sent[email] = time.perf_counter()
-                resp = await client.post(DEMO, json=_demo_body(email))
+                resp = await client.post(DEMO, json=demo_body(email))
                 resp.raise_for_status()
 
             # warm-up: the first lead goes all the way before anything is measured
@@ -124,31 +107,12 @@ def run(quick: bool, smoke: bool = False) -> list[dict[str, Any]]:
             idle = asyncio.run(
                 _measure(st.urls["capture"], st.bootstrap, topic, max(3, sizes.speed_samples // 2))
             )
-            auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
             seconds = sizes.speed_samples * 0.3 + 30
-            spec = {
-                "url": st.urls["capture"] + "/v1/batch",
-                "seconds": seconds,
-                "rate": sizes.background_per_second,
-                "size": 50 if sizes.background_per_second >= 100 else 10,
-                "kind": "batch",
-                "connections": 1,
-                "headers": {"Content-Type": "application/json", "Authorization": auth},
-                "run": uuid.uuid4().hex[:6],
-            }
-            background = subprocess.Popen(
-                [sys.executable, "-m", "bench.loadgen", json.dumps(spec)],
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-            )
-            try:
+            with background_load(st.urls["capture"], seconds, sizes.background_per_second):
                 time.sleep(1.0)
                 latencies = asyncio.run(
                     _measure(st.urls["capture"], st.bootstrap, topic, sizes.speed_samples)
                 )
-            finally:
-                background.terminate()
-                background.wait()
     note = (
         f"{len(latencies)} demo requests, 4/s, over {sizes.background_per_second} "
         "background interactions/s"
