@@ -99,6 +99,20 @@ async def active_enrolment(conn: AsyncConnection, lead_id: str) -> Row | None:
     return dict(row._mapping) if row else None
 
 
+async def actively_enrolled(conn: AsyncConnection, lead_ids: Sequence[str]) -> set[str]:
+    """Which of these leads have an enrolment in progress (one read per 500 ids)."""
+    found: set[str] = set()
+    for i in range(0, len(lead_ids), 500):
+        chunk = lead_ids[i : i + 500]
+        rows = await conn.execute(
+            select(enrolments.c.lead_id).where(
+                enrolments.c.lead_id.in_(chunk), enrolments.c.state == "active"
+            )
+        )
+        found.update(str(r[0]) for r in rows)
+    return found
+
+
 async def enrolment(conn: AsyncConnection, enrolment_id: str) -> Row | None:
     """One enrolment by id."""
     row = (await conn.execute(select(enrolments).where(enrolments.c.id == enrolment_id))).first()

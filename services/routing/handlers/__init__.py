@@ -19,6 +19,7 @@ from services.routing.handlers.common import UNASSIGNED_QUEUE, Conflict, NotFoun
 from services.routing.handlers.escalation import fire_timer
 from services.routing.handlers.lead_changes import on_lead_gone, on_merged
 from services.routing.handlers.nurture import LEAD_EVENTS as NURTURE_EVENTS
+from services.routing.handlers.nurture import BatchView, batch_view
 from services.routing.handlers.nurture import on_lead_event as on_nurture
 from services.routing.handlers.sales import (
     CLOSE_TYPES,
@@ -59,20 +60,26 @@ EVENT_HANDLERS: dict[str, Handler] = {
 }
 
 
-async def handle_event(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
-    """Dispatch one consumed event (a type routing has no use for is skipped)."""
+async def handle_event(
+    conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent, view: BatchView | None = None
+) -> None:
+    """Dispatch one consumed event (a type routing has no use for is skipped); ``view`` is
+    the consumer batch's nurture view (see :func:`batch_handler`)."""
     handler = EVENT_HANDLERS.get(ev.type)
     if handler is not None:
         await handler(conn, ctx, ev)
     if ev.type in NURTURE_EVENTS:  # nurture tracks follow every lead change (docs/nurture.md)
-        await on_nurture(conn, ctx, ev)
+        await on_nurture(conn, ctx, ev, view)
 
 
 def batch_handler(ctx: RoutingContext) -> Any:
     """The ConsumerRunner handler: every event of the batch in the batch's transaction."""
 
     async def handle(conn: AsyncConnection, events: Sequence[CloudEvent]) -> None:
+        # Most lead events (every page view re-scores a cold lead) concern no nurture track:
+        # one read of the batch's enrolled leads replaces one read per event.
+        view = await batch_view(conn, ctx, events)
         for ev in events:
-            await handle_event(conn, ctx, ev)
+            await handle_event(conn, ctx, ev, view)
 
     return handle

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -221,17 +222,53 @@ def _stall_candidate(ctx: RoutingContext, lead: LeadSnapshot) -> bool:
 _MOVES = frozenset({LeadType.STAGE_CHANGED, LeadType.STATUS_CHANGED, LeadType.QUALIFIED})
 
 
+@dataclass(slots=True)
+class BatchView:
+    """What one consumer batch knows of nurture before its first event: the leads that had an
+    active enrolment then (one read for the whole batch instead of one per event), and the
+    leads this batch has considered since (whose enrolment it may have started)."""
+
+    enrolled: set[str]
+    considered: set[str] = field(default_factory=set)
+
+    def may_be_enrolled(self, lead_id: str) -> bool:
+        return lead_id in self.enrolled or lead_id in self.considered
+
+
+async def batch_view(
+    conn: AsyncConnection, ctx: RoutingContext, events: Sequence[CloudEvent]
+) -> BatchView:
+    """The :class:`BatchView` of a batch's lead events (no read when there are no tracks)."""
+    ids = {_lead_id(ev) for ev in events if ev.type in LEAD_EVENTS} - {None}
+    if not ctx.config.nurture.tracks or not ids:
+        return BatchView(set())
+    return BatchView(await store.actively_enrolled(conn, sorted(i for i in ids if i)))
+
+
+def _lead_id(ev: CloudEvent) -> str | None:
+    raw = ev.data.get("lead")
+    return str(raw.get("id")) if isinstance(raw, Mapping) and raw.get("id") else ev.subject
+
+
 async def _concerns_nurture(
-    conn: AsyncConnection, ctx: RoutingContext, lead: LeadSnapshot, ev: CloudEvent, now: datetime
+    conn: AsyncConnection,
+    ctx: RoutingContext,
+    lead: LeadSnapshot,
+    ev: CloudEvent,
+    now: datetime,
+    view: BatchView | None,
 ) -> bool:
-    """Whether this lead event can change anything in nurture (one read, no lock): the lead
-    is in a track, may enter one, is one the stall scan should know, or just left its sight.
-    Most lead events (a cold lead scored again) are none of these."""
+    """Whether this lead event can change anything in nurture (no lock): the lead is in a
+    track, may enter one, is one the stall scan should know, or just left its sight. Most
+    lead events (a cold lead scored again) are none of these, and with the batch's
+    :class:`BatchView` they cost no read."""
     cfg = ctx.config.nurture
     if _stall_candidate(ctx, lead) or ev.type in _MOVES:
         return True
     if any(domain.entry_reason(t, lead, now, ctx.config.segments) for t in cfg.tracks):
         return True
+    if view is not None:
+        return view.may_be_enrolled(lead.id)
     return await store.active_enrolment(conn, lead.id) is not None
 
 
@@ -244,14 +281,17 @@ async def _end_all(
     await store.forget_lead(conn, lead_id)
 
 
-async def on_lead_event(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent) -> None:
-    """A ``lead.*`` event: enrol, refresh or exit the lead's nurture track."""
+async def on_lead_event(
+    conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent, view: BatchView | None = None
+) -> None:
+    """A ``lead.*`` event: enrol, refresh or exit the lead's nurture track. ``view``: the
+    consumer batch's :class:`BatchView` (without one, the enrolment is read per event)."""
     if ev.type not in LEAD_EVENTS:
         return
     now = utcnow()
     data = ev.data
     raw = data.get("lead")
-    lead_id = str(raw.get("id")) if isinstance(raw, Mapping) and raw.get("id") else ev.subject
+    lead_id = _lead_id(ev)
     if not lead_id:
         return
     if ev.type == LeadType.ERASED:
@@ -274,13 +314,15 @@ async def on_lead_event(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEve
     except InvalidEvent as exc:
         log.warning("nurture: %s %s carries no usable lead (%s); skipped", ev.type, ev.id, exc)
         return
-    if not ctx.config.nurture.tracks or not await _concerns_nurture(conn, ctx, lead, ev, now):
+    if not ctx.config.nurture.tracks or not await _concerns_nurture(conn, ctx, lead, ev, now, view):
         # Without tracks, enrolments made under an earlier config end when their step is due.
         return
     await repo.lock_person(conn, lead.id)
     survivor, erased = await repo.resolve_lead(conn, lead.id)
     if erased or survivor != lead.id:
         return  # an erased or merged-away lead: its survivor's own events count
+    if view is not None:
+        view.considered.add(lead.id)
     await consider(conn, ctx, lead, ev.id, now)
 
 
