@@ -9,16 +9,18 @@ replica). Rows the broker refuses on their own are parked as dead letters.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     CorruptRecordException,
@@ -36,7 +38,7 @@ from shared.db import READ_ONLY, insert_for, is_sqlite
 from shared.deadletters import DeadLetter, insert, scrub_error
 from shared.events import CloudEvent, derived_event_id, utcnow
 from shared.messaging_tables import outbox
-from shared.metrics import OUTBOX_PENDING, count_produced
+from shared.metrics import EVENTS_PRODUCED, OUTBOX_PENDING, count_produced, type_label
 from shared.tracing import with_trace, with_traces
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,15 @@ PARKED = Counter(
     "Outbox rows the broker refused, parked as dead letters",
     ["source"],
 )
+
+
+def json_text(value: Mapping[str, Any]) -> str:
+    """JSON text of a JSON column's value, as the column's own serializer would store it
+    (orjson; the stdlib for what orjson refuses, such as non-string keys)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(dict(value))
 
 
 async def enqueue(
@@ -177,9 +188,18 @@ async def rewrite_rows(
     return len(rows)
 
 
+_MARK_SENT_PG = (
+    f"UPDATE {outbox.name} SET sent_at = $1::timestamptz, available_at = NULL"
+    " WHERE event_id = ANY($2::text[]) AND sent_at IS NULL"
+)
+
+
 async def mark_sent(conn: AsyncConnection, event_ids: Sequence[str]) -> None:
     """Record rows as published (by someone other than the relay)."""
-    if event_ids:
+    if event_ids and not is_sqlite(conn):
+        # pre-built: one array parameter, no statement compiled per length of the list
+        await conn.exec_driver_sql(_MARK_SENT_PG, (utcnow(), list(event_ids)))
+    elif event_ids:
         await conn.execute(
             update(outbox)
             .where(outbox.c.event_id.in_(list(event_ids)), outbox.c.sent_at.is_(None))
@@ -201,29 +221,38 @@ def _row_event(row: object) -> tuple[str, CloudEvent]:
     )
 
 
-async def publish(producer: AIOKafkaProducer, items: Sequence[tuple[str, CloudEvent]]) -> None:
+async def publish(
+    producer: AIOKafkaProducer,
+    items: Sequence[tuple[str, CloudEvent]],
+    values: Mapping[str, bytes] | None = None,
+) -> None:
     """Send events and wait until the broker acknowledged every one of them.
 
     Events carry the current trace as their ``traceparent`` extension (the ``ce_traceparent``
-    header), as :func:`enqueue` does.
+    header), as :func:`enqueue` does. ``values`` may hold record values already encoded
+    (:meth:`CloudEvent.value`) by event id.
     """
+    known = values or {}
     traced = [(topic, with_trace(ev)) for topic, ev in items]
-    futures = [
-        await producer.send(
-            topic,
-            value=ev.value(),
-            key=ev.key.encode() if ev.key is not None else None,
-            headers=ev.headers(),
+    futures = []
+    for topic, ev in traced:
+        value = known.get(ev.id)
+        futures.append(
+            await producer.send(
+                topic,
+                value=value if value is not None else ev.value(),
+                key=ev.key.encode() if ev.key is not None else None,
+                headers=ev.headers(),
+            )
         )
-        for topic, ev in traced
-    ]
     await asyncio.gather(*futures)
-    sources: dict[str, list[str]] = {}
-    for _, ev in traced:
+    counted = collections.Counter(
         # "/leadflow/capture" -> "capture", the label the relay of that source uses
-        sources.setdefault(ev.source.rstrip("/").rsplit("/", 1)[-1][:40], []).append(ev.type)
-    for source, types in sources.items():
-        count_produced(source, types)
+        (ev.source.rstrip("/").rsplit("/", 1)[-1][:40], ev.type)
+        for _, ev in traced
+    )
+    for (source, ce_type), n in counted.items():
+        EVENTS_PRODUCED.labels(source, type_label(ce_type)).inc(n)  # one lookup per type
 
 
 #: Errors about one record on its own (too large, not serialisable, a topic name the broker

@@ -22,9 +22,10 @@ relay); a row left held by a crash is published when its hold runs out, so nothi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from prometheus_client import Counter
 
@@ -35,6 +36,7 @@ from shared.events import CloudEvent, utcnow
 from shared.outbox import count_pending, enqueue, hold, mark_sent, publish, release
 from shared.problems import Problem
 from shared.runtime import Runtime
+from shared.tracing import with_trace
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +84,18 @@ class Intake:
         """Make every submission durable; answer from the idempotency records on a repeat.
 
         A keyed submission is claimed first (:meth:`_claim`): of concurrent requests with one
-        key, only the winner publishes; the others answer the winner's event id and lead key.
+        key, only the winner publishes; the others (and repeats of a key accepted before)
+        answer the stored event id and lead key.
         """
-        known = await self._known([s for s in submissions if s.idempotency_scope])
         fresh: dict[str, Submission] = {}
         for sub in submissions:
-            if sub.event.id not in known:
-                fresh.setdefault(sub.event.id, sub)
-        claimed, lost = await self._claim([s for s in fresh.values() if s.idempotency_scope])
-        known.update(lost)
+            fresh.setdefault(sub.event.id, sub)
+        # The current trace is added once, so the spooled copy and the record carry the same.
+        fresh = {i: _traced(s) for i, s in fresh.items()}
+        values = _encoded(fresh.values())
+        claimed, known = await self._claim(
+            [s for s in fresh.values() if s.idempotency_scope], values
+        )
         answers: list[Accepted] = []
         for sub in submissions:
             ev = sub.event
@@ -102,32 +107,25 @@ class Intake:
                 answers.append(Accepted(ev.id, stored.lead_key, repeat=True, key_reused=reused))
             else:
                 answers.append(Accepted(ev.id, ev.key or ""))
-        todo = [s for s in fresh.values() if s.event.id not in lost]
+        todo = [s for s in fresh.values() if s.event.id not in known]
         if todo:
-            await self._make_durable(todo, claimed)
+            await self._make_durable(todo, claimed, values)
         return answers
 
-    async def _known(self, subs: Sequence[Submission]) -> dict[str, IdempotentRecord]:
-        if not subs:
-            return {}
-        try:
-            async with self.runtime.engine.connect() as conn:
-                return await repository.find_idempotent(conn, [s.event.id for s in subs])
-        except Exception as exc:
-            # Event ids are derived from the key, so publishing again is still harmless.
-            log.warning("idempotency lookup failed (%s); continuing", exc)
-            return {}
-
     async def _claim(
-        self, subs: Sequence[Submission]
+        self, subs: Sequence[Submission], values: Mapping[str, bytes]
     ) -> tuple[set[str], dict[str, IdempotentRecord]]:
-        """Claim keys in one short transaction: (ids won, lead keys of the ids lost)."""
+        """Claim keys in one short transaction: (ids won, records of the ids lost).
+
+        A key lost was accepted before (a repeat) or is being accepted by a concurrent request:
+        its record says what to answer.
+        """
         if not subs:
             return set(), {}
         claims = [(s.event, s.idempotency_scope or "", s.fingerprint) for s in subs]
         try:
             async with self.runtime.engine.begin() as conn:
-                won = await repository.claim_idempotent(conn, self.topic, claims)
+                won = await repository.claim_idempotent(conn, self.topic, claims, values=values)
         except Exception as exc:
             # The database is away: Kafka alone (a repeat may then publish the same id again).
             log.warning("claiming idempotency keys failed (%s); continuing", exc)
@@ -145,9 +143,11 @@ class Intake:
                 lost.setdefault(sub.event.id, IdempotentRecord(sub.event.key or ""))
         return won, lost
 
-    async def _make_durable(self, subs: list[Submission], claimed: set[str]) -> None:
+    async def _make_durable(
+        self, subs: list[Submission], claimed: set[str], values: Mapping[str, bytes]
+    ) -> None:
         if not await self._must_spool():
-            outcome = await self._publish_directly(subs, claimed)
+            outcome = await self._publish_directly(subs, claimed, values)
             if outcome == "delivered":
                 await self._settle(subs, claimed)
                 _ACCEPTED_DIRECT.inc(len(subs))
@@ -168,9 +168,11 @@ class Intake:
                 return False  # the database is away: Kafka is the only way left
         return self._spooling
 
-    async def _publish_directly(self, subs: list[Submission], claimed: set[str]) -> str:
+    async def _publish_directly(
+        self, subs: list[Submission], claimed: set[str], values: Mapping[str, bytes]
+    ) -> str:
         items = [(self.topic, s.event) for s in subs]
-        task = asyncio.ensure_future(publish(self.runtime.producer, items))
+        task = asyncio.ensure_future(publish(self.runtime.producer, items, values))
         done, _ = await asyncio.wait({task}, timeout=self.publish_timeout)
         if not done:
             await self._spool(subs, in_doubt=task, claimed=claimed)
@@ -257,6 +259,21 @@ class Intake:
         """At shutdown: let in-doubt sends resolve; the rest are published when their hold ends."""
         if self._in_doubt:
             await asyncio.wait(set(self._in_doubt), timeout=within)
+
+
+def _traced(sub: Submission) -> Submission:
+    event = with_trace(sub.event)
+    return sub if event is sub.event else replace(sub, event=event)
+
+
+def _encoded(subs: Iterable[Submission]) -> dict[str, bytes]:
+    """Each event's data as JSON, encoded once for both the outbox and the Kafka record."""
+    out: dict[str, bytes] = {}
+    for sub in subs:
+        # not encodable: left to the paths that report it (publish fails, the spool stores it)
+        with contextlib.suppress(TypeError):
+            out[sub.event.id] = sub.event.value()
+    return out
 
 
 def _records(subs: Sequence[Submission]) -> list[tuple[str, str, str, str | None]]:

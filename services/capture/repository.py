@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -11,9 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.capture.events import SOURCE
 from services.capture.tables import ad_fetches, idempotency
-from shared.db import insert_for
+from shared.db import insert_for, is_sqlite
 from shared.events import CloudEvent, utcnow
-from shared.outbox import enqueue
+from shared.messaging_tables import outbox
+from shared.outbox import enqueue, json_text
+from shared.tracing import with_traces
 
 #: How long a spooled row is held back from the relay while capture itself is sending it (a
 #: claimed idempotency key, or a direct send in doubt). The send settles it long before; if the
@@ -60,24 +62,77 @@ async def remember_idempotent(
     )
 
 
-#: Keys claimed per statement (5 parameters each: well within every driver's limit).
+#: Keys claimed per statement on SQLite (5 parameters each: well within its limit).
 CLAIM_CHUNK = 500
+
+# PostgreSQL: the keys and their spooled events in one statement (one round trip, compiled
+# once): the keys are inserted in event id order (one lock order for concurrent claimers: no
+# deadlock), the events of the keys won are written to the outbox in the order given (the
+# relay's publishing order, should it have to publish them), held until $4.
+_CLAIM_PG = (
+    f"WITH won AS (INSERT INTO {idempotency.name}"
+    " (event_id, scope, lead_key, created_at, fingerprint)"
+    " SELECT event_id, scope, coalesce(partition_key, ''), $3::timestamptz, fingerprint"
+    " FROM unnest($5::text[], $6::text[], $7::text[], $8::text[])"
+    " AS k(event_id, scope, partition_key, fingerprint) ORDER BY event_id"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
+    f" spooled AS (INSERT INTO {outbox.name} (source, topic, event_id, ce_type, ce_source,"
+    " ce_subject, ce_time, partition_key, extensions, data, created_at, sent_at, available_at)"
+    " SELECT $1::text, $2::text, e.event_id, ce_type, ce_source, ce_subject, ce_time,"
+    " partition_key, extensions, data, $3::timestamptz, NULL, $4::timestamptz"
+    " FROM unnest($5::text[], $7::text[], $9::text[], $10::text[], $11::text[],"
+    " $12::timestamptz[], $13::jsonb[], $14::jsonb[]) WITH ORDINALITY"
+    " AS e(event_id, partition_key, ce_type, ce_source, ce_subject, ce_time, extensions,"
+    " data, n) WHERE e.event_id IN (SELECT event_id FROM won) ORDER BY n"
+    " ON CONFLICT (event_id) DO NOTHING)"
+    " SELECT event_id FROM won"
+)
 
 
 async def claim_idempotent(
-    conn: AsyncConnection, topic: str, claims: Sequence[tuple[CloudEvent, str, str | None]]
+    conn: AsyncConnection,
+    topic: str,
+    claims: Sequence[tuple[CloudEvent, str, str | None]],
+    *,
+    values: Mapping[str, bytes] | None = None,
 ) -> set[str]:
     """Claim the idempotency keys of ``(event, scope, fingerprint)``; return the ids won.
 
     A won key's event is spooled in the same transaction, held back (:data:`HOLD`), so it is
     durable before anything is published. A concurrent claimer of the same key waits on the
     unique key (PostgreSQL) or the write lock (SQLite) and loses: it must not publish.
+    ``values`` may hold each event's data already encoded as JSON (its Kafka record value),
+    so that it is not encoded a second time for the outbox.
     """
+    if not claims:
+        return set()
     now = utcnow()
+    if not is_sqlite(conn):
+        events = with_traces([event for event, _, _ in claims])
+        known = values or {}
+        result = await conn.exec_driver_sql(
+            _CLAIM_PG,
+            (
+                SOURCE,
+                topic,
+                now,
+                now + HOLD,
+                [e.id for e in events],
+                [scope[:300] for _, scope, _ in claims],
+                [e.key for e in events],
+                [fingerprint for _, _, fingerprint in claims],
+                [e.type for e in events],
+                [e.source for e in events],
+                [e.subject for e in events],
+                [e.time for e in events],
+                [json_text(e.extensions) for e in events],
+                [_data_text(e, known) for e in events],
+            ),
+        )
+        return {row[0] for row in result}
     ordered = sorted(claims, key=lambda c: c[0].id)  # one lock order: no deadlock
     won_ids: set[str] = set()
-    # One multi-row statement per chunk, not one per key: a Segment batch of 100 messageIds
-    # was 100 round trips before anything could be published.
+    # One multi-row statement per chunk, not one per key.
     for start in range(0, len(ordered), CLAIM_CHUNK):
         chunk = ordered[start : start + CLAIM_CHUNK]
         stmt = (
@@ -98,10 +153,15 @@ async def claim_idempotent(
             .returning(idempotency.c.event_id)
         )
         won_ids.update((await conn.execute(stmt)).scalars())
-    won = [event for event, _, _ in ordered if event.id in won_ids]
+    won = [event for event, _, _ in claims if event.id in won_ids]
     if won:
         await enqueue(conn, SOURCE, topic, won, available_at=now + HOLD)
     return {e.id for e in won}
+
+
+def _data_text(event: CloudEvent, values: Mapping[str, bytes]) -> str:
+    value = values.get(event.id)
+    return value.decode() if value is not None else json_text(event.data)
 
 
 async def prune_idempotent(conn: AsyncConnection, older_than: timedelta) -> int:
