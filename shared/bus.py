@@ -38,7 +38,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db import insert_for
+from shared.db import insert_for, is_sqlite
 from shared.deadletters import (
     REPLAY_CONSUMER,
     DeadLetter,
@@ -194,6 +194,16 @@ async def ensure_topics(
     return missing
 
 
+#: Which of a batch's ids the inbox holds (PostgreSQL): one primary-key lookup per id, whatever
+#: the table's statistics say. ``IN (<500 parameters>)`` got a generic plan that, on a table
+#: not analysed yet (any young database), scanned all of the consumer's rows and compared each
+#: with every id: about 0.3 ms per event at 15,000 rows, growing with the table.
+_SEEN = (
+    f"SELECT w.id FROM unnest($2::text[]) AS w(id), LATERAL (SELECT 1 FROM"
+    f" {processed_events.name} AS p WHERE p.consumer = $1 AND p.event_id = w.id LIMIT 1) AS x"
+)
+
+
 async def claim(conn: AsyncConnection, consumer: str, event_ids: Sequence[str]) -> set[str]:
     """Record event ids as processed by ``consumer``; return those not processed before.
 
@@ -202,16 +212,20 @@ async def claim(conn: AsyncConnection, consumer: str, event_ids: Sequence[str]) 
     """
     if not event_ids:
         return set()
-    seen = set(
-        (
-            await conn.execute(
-                select(processed_events.c.event_id).where(
-                    processed_events.c.consumer == consumer,
-                    processed_events.c.event_id.in_(list(event_ids)),
+    if is_sqlite(conn):
+        seen = set(
+            (
+                await conn.execute(
+                    select(processed_events.c.event_id).where(
+                        processed_events.c.consumer == consumer,
+                        processed_events.c.event_id.in_(list(event_ids)),
+                    )
                 )
-            )
-        ).scalars()
-    )
+            ).scalars()
+        )
+    else:
+        rows = await conn.exec_driver_sql(_SEEN, (consumer, list(event_ids)))
+        seen = {r[0] for r in rows}
     fresh = [e for e in dict.fromkeys(event_ids) if e not in seen]
     if fresh:
         now = utcnow()
