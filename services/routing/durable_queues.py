@@ -39,6 +39,19 @@ async def add_timers(
     )
 
 
+async def add_timers_many(
+    conn: AsyncConnection, clocks: Sequence[tuple[str, datetime, datetime]]
+) -> None:
+    """:func:`add_timers` for many assignments: ``(assignment_id, warn_at, due_at)`` each."""
+    rows = [
+        {"assignment_id": aid, "kind": kind, "due_at": at, "state": "pending"}
+        for aid, warn_at, due_at in clocks
+        for kind, at in (("warn", warn_at), ("breach", due_at))
+    ]
+    if rows:
+        await conn.execute(timers.insert(), rows)
+
+
 async def add_timer(conn: AsyncConnection, assignment_id: str, kind: str, due_at: datetime) -> None:
     """One more pending timer of an assignment (an escalation step); once per kind."""
     await conn.execute(
@@ -58,6 +71,16 @@ async def cancel_timers(conn: AsyncConnection, assignment_id: str) -> None:
         )
         .values(state="cancelled")
     )
+
+
+async def cancel_timers_many(conn: AsyncConnection, assignment_ids: Sequence[str]) -> None:
+    """:func:`cancel_timers` for many assignments in one statement."""
+    if assignment_ids:
+        await conn.execute(
+            update(timers)
+            .where(timers.c.assignment_id.in_(sorted(assignment_ids)), timers.c.state == "pending")
+            .values(state="cancelled")
+        )
 
 
 async def claim_due_timers(
@@ -88,6 +111,33 @@ async def defer_timer(conn: AsyncConnection, timer_id: int, until: datetime) -> 
 async def mark_fired(conn: AsyncConnection, timer_id: int, now: datetime) -> bool:
     """Mark a timer fired if it is still pending; True only for the one caller that does."""
     return await leased_rows.mark_fired(conn, timers, timer_id, now)
+
+
+async def mark_fired_many(
+    conn: AsyncConnection, timer_ids: Sequence[int], now: datetime
+) -> set[int]:
+    """:func:`mark_fired` for a batch: the ids this caller flipped from pending to fired."""
+    return await leased_rows.mark_fired_many(conn, timers, timer_ids, now)
+
+
+async def fire_pending_many(
+    conn: AsyncConnection, assignment_ids: Sequence[str], kind: str, now: datetime
+) -> dict[str, datetime]:
+    """:func:`fire_pending` for many assignments: the due time of each one's timer of ``kind``
+    that this caller flipped from pending to fired."""
+    if not assignment_ids:
+        return {}
+    res = await conn.execute(
+        update(timers)
+        .where(
+            timers.c.assignment_id.in_(sorted(assignment_ids)),
+            timers.c.kind == kind,
+            timers.c.state == "pending",
+        )
+        .values(state="fired", fired_at=now)
+        .returning(timers.c.assignment_id, timers.c.due_at)
+    )
+    return {str(aid): due for aid, due in res}
 
 
 async def fire_pending(

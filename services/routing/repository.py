@@ -234,9 +234,42 @@ async def record_pick(
         )
 
 
+async def record_picks(
+    conn: AsyncConnection,
+    credits: Mapping[str, float],
+    today: Mapping[str, tuple[datetime, int]],
+    now: datetime,
+) -> None:
+    """Persist a batch of picks made in memory (caller holds the rep rows): each rep's final
+    round-robin credit, and each chosen rep's assigned-today counter ``(since, count)``."""
+    stmt = update(rep_states).where(rep_states.c.rep_id == bindparam("rid"))
+    plain = [{"rid": rid, "c": credits[rid]} for rid in sorted(credits) if rid not in today]
+    if plain:
+        await conn.execute(stmt.values(credit=bindparam("c"), updated_at=now), plain)
+    counted = [
+        {"rid": rid, "c": credits.get(rid), "n": n, "s": start}
+        for rid, (start, n) in sorted(today.items())
+    ]
+    with_credit = [r for r in counted if r["c"] is not None]
+    without = [r for r in counted if r["c"] is None]
+    counters = {"today_count": bindparam("n"), "today_start": bindparam("s"), "updated_at": now}
+    if with_credit:
+        await conn.execute(stmt.values(credit=bindparam("c"), **counters), with_credit)
+    if without:
+        await conn.execute(stmt.values(**counters), without)
+
+
 async def add_load(conn: AsyncConnection, rep_id: str, delta: int) -> None:
     """An assignment of ``rep_id`` entered (+1) or left (-1) the active states."""
     await conn.execute(rep_load_deltas.insert().values(rep_id=rep_id, delta=delta))
+
+
+async def add_loads(conn: AsyncConnection, deltas: Sequence[tuple[str, int]]) -> None:
+    """Several assignments entered (+1) or left (-1) the active states: ``(rep_id, delta)``."""
+    if deltas:
+        await conn.execute(
+            rep_load_deltas.insert(), [{"rep_id": rid, "delta": d} for rid, d in deltas]
+        )
 
 
 async def update_rep_state(conn: AsyncConnection, rep_id: str, values: Mapping[str, Any]) -> None:
@@ -303,6 +336,58 @@ async def insert_assignment(conn: AsyncConnection, a: Assignment) -> None:
     )
     if a.state in ACTIVE:
         await add_load(conn, a.owner.id, +1)
+
+
+async def insert_assignments(conn: AsyncConnection, made: Sequence[Assignment]) -> None:
+    """Store new assignments (one statement for all)."""
+    if not made:
+        return
+    await conn.execute(
+        assignments.insert(),
+        [
+            {
+                "id": a.id,
+                "lead_id": a.lead_id,
+                "lead_key": a.lead_key,
+                "owner_id": a.owner.id,
+                "owner": a.owner.to_data(),
+                "team": a.team,
+                "state": a.state,
+                "policy": a.policy,
+                "warn_at": a.warn_at,
+                "due_at": a.due_at,
+                "met_at": a.met_at,
+                "breached": a.breached,
+                "response_seconds": a.response_seconds,
+                "business_seconds": a.business_seconds,
+                "assigned_at": a.assigned_at,
+                "reason": a.reason,
+                "lead": dict(a.lead),
+                "escalation_level": a.escalation_level,
+                "previous_assignment_id": a.previous_assignment_id,
+                "updated_at": a.updated_at or a.assigned_at,
+            }
+            for a in made
+        ],
+    )
+    await add_loads(conn, [(a.owner.id, +1) for a in made if a.state in ACTIVE])
+
+
+async def get_assignments(
+    conn: AsyncConnection, assignment_ids: Collection[str], *, lock: bool = False
+) -> dict[str, Assignment]:
+    """Assignments by id (locked FOR UPDATE in id order on PostgreSQL when ``lock``, so two
+    lockers of overlapping sets never deadlock)."""
+    if not assignment_ids:
+        return {}
+    q = (
+        select(assignments)
+        .where(assignments.c.id.in_(sorted(assignment_ids)))
+        .order_by(assignments.c.id)
+    )
+    if lock and not is_sqlite(conn):
+        q = q.with_for_update()
+    return {a.id: a for a in await _assignments(conn, q)}
 
 
 async def get_assignment(
@@ -447,6 +532,48 @@ async def previous_owners(conn: AsyncConnection, lead_id: str) -> list[str]:
         select(assignments.c.owner_id).where(assignments.c.lead_id == lead_id)
     )
     return [r[0] for r in rows]
+
+
+async def previous_owners_of(
+    conn: AsyncConnection, lead_ids: Collection[str]
+) -> dict[str, list[str]]:
+    """Every rep each lead was assigned to so far (one query for all)."""
+    out: dict[str, list[str]] = {lid: [] for lid in lead_ids}
+    if lead_ids:
+        rows = await conn.execute(
+            select(assignments.c.lead_id, assignments.c.owner_id).where(
+                assignments.c.lead_id.in_(sorted(lead_ids))
+            )
+        )
+        for lid, owner in rows:
+            out.setdefault(lid, []).append(owner)
+    return out
+
+
+async def transition_many(
+    conn: AsyncConnection,
+    assignment_ids: Collection[str],
+    *,
+    from_: State,
+    to: State,
+    **values: Any,
+) -> set[str]:
+    """:func:`transition` for many assignments at once (all from one state to another, the
+    same ``values`` written): the ids changed. Entering or leaving the active states moves
+    their owners' open counts."""
+    if not assignment_ids:
+        return set()
+    res = await conn.execute(
+        update(assignments)
+        .where(assignments.c.id.in_(sorted(assignment_ids)), assignments.c.state == from_)
+        .values(state=to, **values)
+        .returning(assignments.c.id, assignments.c.owner_id)
+    )
+    changed = res.all()
+    delta = int(to in ACTIVE) - int(from_ in ACTIVE)
+    if delta:
+        await add_loads(conn, [(owner, delta) for _, owner in changed])
+    return {aid for aid, _ in changed}
 
 
 async def transition(

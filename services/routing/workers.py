@@ -4,8 +4,10 @@ of unassigned leads, webhook deliveries and retention.
 The timer worker sleeps until the earliest pending timer is due, or until woken (a nearer timer
 was committed), never polling faster than that. Due timers are claimed with
 ``FOR UPDATE SKIP LOCKED`` and a lease on PostgreSQL, so replicas share them and a crashed
-replica's claims come back; each timer is fired in its own transaction that flips it from
-pending to fired, so it fires exactly once.
+replica's claims come back. A claimed batch's warnings are fired in one transaction, its
+breaches in another (set-based, ``handlers/clock_batch.py``), escalation steps one per
+transaction; each timer flips from pending to fired in the transaction that fires it, so it
+fires exactly once.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from services.routing import handlers
 from services.routing import repository as repo
 from services.routing.deps import RoutingContext
 from services.routing.domain.rules import next_available_at
+from services.routing.handlers.clock_batch import CLOCK_KINDS, fire_clock_timers
 from services.routing.webhooks import backoff, send
 from shared.events import utcnow
 from shared.loops import DueWorkLoop, PeriodicPurge
@@ -141,25 +144,38 @@ class TimerWorker(DueWorkLoop):
 
     async def _fire(self, due: list[dict[str, object]]) -> None:
         """Fire timers (each flips pending -> fired at most once): the warnings together in one
-        transaction, then every other timer in its own, up to ``concurrency`` at a time.
+        transaction, then the breaches together in another, then every escalation step in its
+        own, up to ``concurrency`` at a time.
 
-        A breach may reassign, which locks the rep rows until commit: in a shared transaction
-        that lock would be held across the whole batch and other replicas would queue behind
-        it. Apart, the breaches' work before and after the rep lock overlaps (here and across
-        replicas). Warnings go first (a breach fires its assignment's pending warning itself),
-        except a warning due after another timer of its own assignment in this batch (an
-        escalation step that moves the lead on): that one goes last, so a late worker does not
-        warn about an assignment it is about to end. Once stopping, timers not started yet are
-        released for the next start (or another replica) instead of waiting out their lease.
+        Warnings are cheap and commit first, so they never wait behind a batch of breaches. The
+        breaches' batch reads and writes set-based and locks the rep rows only for its routing
+        pass at the end (see ``handlers/clock_batch.py``). Warnings go first (a breach fires its
+        assignment's pending warning itself), except a warning due after another timer of its
+        own assignment in this batch (an escalation step that moves the lead on): that one goes
+        last, so a late worker does not warn about an assignment it is about to end. Once
+        stopping, timers not started yet are released for the next start (or another replica)
+        instead of waiting out their lease.
         """
         warns, late_warns = _warnings_in_order(due)
+        breaches = [t for t in due if t["kind"] == "breach"]
+        steps = [t for t in due if t["kind"] not in CLOCK_KINDS]
         if warns:
-            await self._fire_together(warns)
-        others = [t for t in due if t["kind"] != "warn"]
-        if others:
-            await self._fire_apart(others)
+            await self._fire_clocks(warns)
+        if breaches:
+            await self._fire_clocks(breaches)
+        if steps:
+            await self._fire_apart(steps)
         if late_warns:
-            await self._fire_together(late_warns)
+            await self._fire_clocks(late_warns)
+
+    async def _fire_clocks(self, due: list[dict[str, object]]) -> None:
+        if self._stopping:
+            async with self.engine.begin() as conn:
+                await queues.release_timers(conn, [int(str(t["id"])) for t in due], self.owner)
+            return
+        async with self.engine.begin() as conn:
+            kinds = await fire_clock_timers(conn, self.ctx, due, utcnow())
+        self._count(kinds)
 
     async def _fire_apart(self, others: list[dict[str, object]]) -> None:
         width = 1 if self.engine.dialect.name == "sqlite" else self.concurrency
@@ -187,6 +203,9 @@ class TimerWorker(DueWorkLoop):
             for timer in due:
                 if await handlers.fire_timer(conn, self.ctx, timer, utcnow()):
                     kinds.append(str(timer["kind"]))
+        self._count(kinds)
+
+    def _count(self, kinds: list[str]) -> None:
         self.fired += len(kinds)
         for kind in kinds:
             TIMERS_FIRED.labels(kind).inc()

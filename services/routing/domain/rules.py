@@ -9,6 +9,7 @@ absent rep does not let anyone "catch up" unfairly. The credits live in the data
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -169,6 +170,20 @@ def route(
             return Decision(rep, fb, why, policy, credits)
     why = "no_available_rep" if rule is not None or fb is not None else "no_matching_rule"
     return Decision(None, rule.team if rule else fb, why, policy)
+
+
+def after_pick(states: Mapping[str, RepState], decision: Decision) -> dict[str, RepState]:
+    """The reps' states once ``decision``'s pick is recorded: the new round-robin credits, and
+    the chosen rep with one more open lead and one more assigned today (so the next lead of a
+    batch is routed as if the states had been read again)."""
+    out = dict(states)
+    for rid, credit in decision.credits.items():
+        out[rid] = replace(out.get(rid) or RepState(rid), credit=credit)
+    if decision.rep is not None:
+        rid = decision.rep.id
+        st = out.get(rid) or RepState(rid)
+        out[rid] = replace(st, open_count=st.open_count + 1, today_count=st.today_count + 1)
+    return out
 
 
 def next_available_at(

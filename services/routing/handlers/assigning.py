@@ -21,7 +21,7 @@ from services.routing.domain.assignment import (
     State,
 )
 from services.routing.domain.business_time import local_day_start
-from services.routing.domain.model import RepState
+from services.routing.domain.model import Decision, RepState
 from services.routing.domain.rules import route
 from services.routing.domain.sla import deadlines
 from services.routing.events import (
@@ -61,12 +61,38 @@ async def assign(
     """Route ``lead`` and store the assignment with its SLA timers; None if nobody can take it."""
     states = await repo.load_rep_states(conn, ctx.config, now)  # creates missing rep rows
     decision = route(lead, ctx.config, states, now, exclude)
-    if decision.rep is None or decision.team is None:
+    a = planned_assignment(ctx, lead, decision, cause, now, reason, previous, level)
+    if a is None or decision.rep is None:
         return None
     rep = decision.rep
+    await repo.insert_assignment(conn, a)
+    await queues.add_timers(conn, a.id, a.warn_at, a.due_at)
+    day_start = local_day_start(now, rep.calendar.tz)
+    today = states[rep.id].today_count + 1 if rep.id in states else 1
+    await repo.record_pick(conn, decision.credits, rep.id, day_start, today, now)
+    prev_owner = previous.owner if previous else None
+    assigned = assigned_event(a, *cause, previous_owner=prev_owner, nurture=nurture)
+    await emit(conn, ctx, [assigned], now)
+    return a
+
+
+def planned_assignment(
+    ctx: RoutingContext,
+    lead: LeadSnapshot,
+    decision: Decision,
+    cause: Sequence[str],
+    now: datetime,
+    reason: str | None = None,
+    previous: Assignment | None = None,
+    level: int = 0,
+) -> Assignment | None:
+    """The assignment a routing decision makes, with its SLA deadlines (None: nobody)."""
+    rep = decision.rep
+    if rep is None or decision.team is None:
+        return None
     policy = ctx.config.policies[decision.policy]
     dl = deadlines(now, policy.seconds, ctx.config.warn_fraction, team_calendar(ctx, decision.team))
-    a = Assignment(
+    return Assignment(
         id=derived_event_id(*cause, "assignment"),
         lead_id=lead.id,
         lead_key=lead.key,
@@ -83,15 +109,6 @@ async def assign(
         previous_assignment_id=previous.id if previous else None,
         updated_at=now,
     )
-    await repo.insert_assignment(conn, a)
-    await queues.add_timers(conn, a.id, a.warn_at, a.due_at)
-    day_start = local_day_start(now, rep.calendar.tz)
-    today = states[rep.id].today_count + 1 if rep.id in states else 1
-    await repo.record_pick(conn, decision.credits, rep.id, day_start, today, now)
-    prev_owner = previous.owner if previous else None
-    assigned = assigned_event(a, *cause, previous_owner=prev_owner, nurture=nurture)
-    await emit(conn, ctx, [assigned], now)
-    return a
 
 
 async def change_rep(

@@ -21,7 +21,7 @@ from services.routing.domain.assignment import (
 from services.routing.domain.business_time import (
     add_business_time,
 )
-from services.routing.domain.model import Action
+from services.routing.domain.model import Action, EscalationStep
 from services.routing.events import (
     ESCALATED,
     clock_data,
@@ -32,6 +32,7 @@ from services.routing.events import (
 from services.routing.handlers.assigning import assign
 from services.routing.handlers.common import emit, lead_of, save_assignment, team_calendar
 from shared.events import (
+    CloudEvent,
     RoutingType,
 )
 
@@ -79,11 +80,9 @@ def _manager(ctx: RoutingContext, team_id: str) -> dict[str, Any] | None:
     return dict(team.manager) if team and team.manager else None
 
 
-async def escalate(
-    conn: AsyncConnection, ctx: RoutingContext, a: Assignment, due: datetime, now: datetime
-) -> None:
-    """Emit the breach, notify the manager, and take the ladder's step for this breach (a step
-    with its own timer is left to that timer)."""
+def breach_events(ctx: RoutingContext, a: Assignment, due: datetime) -> list[CloudEvent]:
+    """What a breach of ``a`` announces: the breach (with the ladder's step for it) and, if
+    configured, the manager's notification."""
     level = a.escalation_level
     step = ctx.config.ladder_step(level)
     timed = step is not None and step.after_seconds is not None and level > 0
@@ -102,9 +101,27 @@ async def escalate(
     if ctx.config.notify_manager and manager:
         notify = clock_event(ESCALATED, a, due, action=Action.NOTIFY_MANAGER, manager=manager)
         events.append(notify)
-    await emit(conn, ctx, events, now)
-    if step is None or timed:
+    return events
+
+
+def breach_step(ctx: RoutingContext, a: Assignment) -> EscalationStep | None:
+    """The ladder step a breach of ``a`` takes at once (None: none, or one on its own timer)."""
+    level = a.escalation_level
+    step = ctx.config.ladder_step(level)
+    if step is None or (step.after_seconds is not None and level > 0):
+        return None
+    return step
+
+
+async def escalate(
+    conn: AsyncConnection, ctx: RoutingContext, a: Assignment, due: datetime, now: datetime
+) -> None:
+    """Emit the breach, notify the manager, and take the ladder's step for this breach (a step
+    with its own timer is left to that timer)."""
+    await emit(conn, ctx, breach_events(ctx, a, due), now)
+    if breach_step(ctx, a) is None:
         return
+    level = a.escalation_level
     await take_step(conn, ctx, a, level, [a.id, "sla_breach"], "sla_breach", due, now)
 
 
@@ -215,6 +232,19 @@ async def take_step(
     if step is None:
         return
     active = await LADDER_ACTIONS[step.action](_Step(conn, ctx, a, index, cause, reason, due, now))
+    await after_step(conn, ctx, a, active, index, due)
+
+
+async def after_step(
+    conn: AsyncConnection,
+    ctx: RoutingContext,
+    a: Assignment,
+    active: Assignment,
+    index: int,
+    due: datetime,
+) -> None:
+    """Step ``index`` was taken for ``a`` and left ``active`` active: record the level on an
+    assignment that stays, and arm the next step's timer (if it has one)."""
     if active is a:
         await repo.transition(conn, a.id, from_=ACTIVE, escalation_level=index + 1)
     nxt = ctx.config.ladder_step(index + 1)
