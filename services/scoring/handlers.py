@@ -214,7 +214,7 @@ def _on_interaction(b: Batch, ev: CloudEvent, ix: Interaction) -> None:
         if index.get(pair, lead.id) == lead.id:
             index.pop(pair, None)
             repo.drop_identity(pair[0], pair[1], lead.id)
-    changes += lifecycle.apply_interaction(lead, ev.id, ev.type, ix, b.rules, b.now)
+    changes += lifecycle.apply_interaction(lead, ev.id, ev.type, ix, b.rules, b.now, data=ev.data)
     at = ix.occurred_at
     repo.touch(lead)
     repo.add_timeline(lead.id, at, "interaction", ev.type, ev.id, dict(ev.data))

@@ -153,8 +153,8 @@ async def test_a_merge_keeps_the_bounds(db_url: str) -> None:
         assert anon == [f"e-{i:02d}" for i in range(30, 40)] + [f"p-{i:02d}" for i in range(40)]
         hits = state["hits"]
         assert isinstance(hits, list)
-        for rule in ("page-view", "pricing-page-view"):
-            assert sum(h["rule"] == rule for h in hits) == MAX_HITS_PER_RULE
+        for rule in ("page-view", "pricing-page-view"):  # a hit: [rule, group, points, at, id]
+            assert sum(h[0] == rule for h in hits) == MAX_HITS_PER_RULE
         async with engine.connect() as conn:
             anon_rows = set(
                 (

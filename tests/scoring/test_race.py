@@ -68,7 +68,7 @@ async def test_two_consumers_race_on_one_person(pg_db_url: str) -> None:
             n_ids = (await conn.execute(select(func.count()).select_from(identities))).scalar()
         assert len(rows) == 1 and n_ids == 1
         state = rows[0]
-        assert sorted(h["rule"] for h in state["hits"]) == ["gated-download", "newsletter-signup"]
+        assert sorted(h[0] for h in state["hits"]) == ["gated-download", "newsletter-signup"]
         assert state["engagement"] == 20
     finally:
         await engine.dispose()

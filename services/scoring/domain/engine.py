@@ -4,6 +4,7 @@ temperature and stage they imply. Pure functions of (lead, rules, now)."""
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -120,6 +121,20 @@ class _FitMemo:
         self.outcomes: dict[tuple[Any, ...], FitOutcome] = {}
         self.seniority: dict[str | None, str | None] = {}
         self.by_event: dict[str, tuple[EngagementRule, ...]] = {}
+        self.paths: dict[str, tuple[str, ...]] = {}
+        #: matching rules by event type and the values at their paths
+        self.matches: dict[tuple[Any, ...], tuple[EngagementRule, ...]] = {}
+        #: each engagement rule's ``max_points`` (None: uncapped)
+        self.caps = {r.id: r.max_points for r in rules.engagement}
+
+    def paths_for(self, event_type: str) -> tuple[str, ...]:
+        """The data paths the event type's rules test (after :meth:`rules_for`)."""
+        found = self.paths.get(event_type)
+        if found is None:
+            found = tuple(dict.fromkeys(p for r in self.rules_for(event_type) for p, _ in r.when))
+            if len(self.paths) < 1024:
+                self.paths[event_type] = found
+        return found
 
     def rules_for(self, event_type: str) -> tuple[EngagementRule, ...]:
         """The engagement rules of an event type (by full or short name, or ``*``), in order."""
@@ -196,39 +211,55 @@ def compute_engagement(
 ) -> tuple[int, list[dict[str, Any]]]:
     """Engagement points at ``now``: decayed per group, capped per rule then per group.
 
-    Every hit is a reason with its current (decayed) points; a cap shows as one negative
+    Each rule that counted is one reason: its hits' current (decayed) points summed, at its
+    latest hit. (One reason per hit made every snapshot, stored state and lead event grow with
+    the lead's history: up to 50 hits per repeatable rule.) A cap shows as one negative
     ``<rule>:cap`` reason, so the reasons always add up to the score.
     """
-    caps = {r.id: r.max_points for r in rules.engagement}
+    caps = _fit_memo(rules).caps
     by_group: dict[str, dict[str, list[Hit]]] = {}
-    for hit in sorted(hits, key=_hit_order):
-        by_group.setdefault(hit.group, {}).setdefault(hit.rule, []).append(hit)
+    for hit in sorted(hits, key=_HIT_ORDER):
+        rules_of = by_group.get(hit.group)
+        if rules_of is None:
+            rules_of = by_group[hit.group] = {}
+        items_of = rules_of.get(hit.rule)
+        if items_of is None:
+            rules_of[hit.rule] = [hit]
+        else:
+            items_of.append(hit)
     total = 0.0
     reasons: list[dict[str, Any]] = []
     append = reasons.append
-    now_text = rfc3339(now)
+    now_text = ""
     for group_name in sorted(by_group):
-        decay = rules.group(group_name).decay
+        group = rules.group(group_name)
+        decay = group.decay
         positive = negative = 0.0
         for rule_id, items in sorted(by_group[group_name].items()):
             # sums in hit order, as sum() over the values would add them
             pos = neg = 0.0
             for hit in items:
-                value = decayed(hit.points, decay, (now - hit.at).total_seconds())
+                points = hit.points
+                if points > 0 and decay.mode != "none":
+                    value = decayed(points, decay, (now - hit.at).total_seconds())
+                else:
+                    value = float(points)
                 if value > 0:
                     pos += value
                 elif value < 0:
                     neg += value
-                append({"rule": hit.rule, "points": round(value, 2), "at": time_text(hit.at)})
+            append({"rule": rule_id, "points": round(pos + neg, 2), "at": time_text(items[-1].at)})
             negative += neg
             cap = caps.get(rule_id)
             if cap is not None and pos > cap:
+                now_text = now_text or rfc3339(now)
                 append({"rule": f"{rule_id}:cap", "points": round(cap - pos, 2), "at": now_text})
                 pos = float(cap)
             positive += pos
-        group_cap = rules.group(group_name).cap
+        group_cap = group.cap
         if group_cap is not None and positive > group_cap:
-            reasons.append(
+            now_text = now_text or rfc3339(now)
+            append(
                 {
                     "rule": f"group:{group_name}:cap",
                     "points": round(group_cap - positive, 2),
@@ -240,8 +271,8 @@ def compute_engagement(
     return math.floor(total + 0.5), reasons
 
 
-def _hit_order(hit: Hit) -> tuple[datetime, str]:
-    return hit.at, hit.event_id
+#: Hits in time order, then by event id (a :class:`Hit` is a named tuple: at, event_id).
+_HIT_ORDER = operator.itemgetter(3, 4)
 
 
 def score(lead: Lead, rules: Rules, now: datetime) -> ScoreCard:
@@ -283,9 +314,34 @@ def forward_stage(current: str, earned: str) -> str:
 
 
 def matching_rules(event_type: str, data: Mapping[str, Any], rules: Rules) -> list[EngagementRule]:
-    """Engagement rules whose event type and every condition match this interaction."""
-    return [
-        r
-        for r in _fit_memo(rules).rules_for(event_type)
-        if all(cond.matches(path_value(data, path)) for path, cond in r.when)
-    ]
+    """Engagement rules whose event type and every condition match this interaction.
+
+    The outcome depends only on the values at the paths the type's rules test, so it is
+    remembered per combination of those values when they are plain scalars (most events of
+    a type share a few: a page name, a form intent).
+    """
+    memo = _fit_memo(rules)
+    candidates = memo.rules_for(event_type)
+    if not candidates:
+        return []
+    paths = memo.paths_for(event_type)
+    values = tuple(path_value(data, path) for path in paths)
+    key = (event_type, tuple((type(v), v) for v in values))
+    if all(type(v) in _SCALARS for v in values):
+        found = memo.matches.get(key)
+        if found is None:
+            found = _matching(candidates, dict(zip(paths, values, strict=True)))
+            if len(memo.matches) >= _FIT_MEMO_SIZE:
+                memo.matches.clear()
+            memo.matches[key] = found
+        return list(found)
+    return list(_matching(candidates, dict(zip(paths, values, strict=True))))
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _matching(
+    candidates: Sequence[EngagementRule], values: Mapping[str, Any]
+) -> tuple[EngagementRule, ...]:
+    return tuple(r for r in candidates if all(cond.matches(values[path]) for path, cond in r.when))

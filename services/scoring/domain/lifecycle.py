@@ -44,15 +44,20 @@ def add_hits(
 ) -> list[Hit]:
     """Apply the engagement rules to one interaction; an (event, rule) pair counts once."""
     added = []
-    for rule in engine.matching_rules(event_type, data, rules):
-        if lead.has_hit(event_id, rule.id):
-            continue
-        if not rule.repeatable and any(h.rule == rule.id for h in lead.hits):
-            continue
-        hit = Hit(rule.id, rule.group, rule.points, at, event_id)
-        lead.hits.append(hit)
-        added.append(hit)
-        _keep_latest(lead, rule.id)
+    matching = engine.matching_rules(event_type, data, rules)
+    if matching:
+        # what the lead already counted: this event's rules, and the rules it has hits of
+        counted = {h.rule for h in lead.hits if h.event_id == event_id}
+        ruled = {h.rule for h in lead.hits}
+        for rule in matching:
+            if rule.id in counted or (not rule.repeatable and rule.id in ruled):
+                continue
+            hit = Hit(rule.id, rule.group, rule.points, at, event_id)
+            lead.hits.append(hit)
+            added.append(hit)
+            counted.add(rule.id)
+            ruled.add(rule.id)
+            _keep_latest(lead, rule.id)
     intent = data.get("intent")
     if isinstance(intent, str) and intent in rules.sales_intents:
         lead.sales_intent = True
@@ -61,6 +66,8 @@ def add_hits(
 
 def _keep_latest(lead: Lead, rule_id: str) -> None:
     """Bound a repeatable rule's history: its oldest hits (the most decayed) go first."""
+    if len(lead.hits) <= MAX_HITS_PER_RULE:
+        return
     mine = [h for h in lead.hits if h.rule == rule_id]
     if len(mine) > MAX_HITS_PER_RULE:
         drop = sorted(mine, key=lambda h: (h.at, h.event_id))[: len(mine) - MAX_HITS_PER_RULE]
@@ -112,9 +119,20 @@ def refresh(
 
 
 def apply_interaction(
-    lead: Lead, event_id: str, event_type: str, ix: Interaction, rules: Rules, now: datetime
+    lead: Lead,
+    event_id: str,
+    event_type: str,
+    ix: Interaction,
+    rules: Rules,
+    now: datetime,
+    *,
+    data: Mapping[str, Any] | None = None,
 ) -> list[Change]:
-    """One interaction: profile, identifiers' data, engagement hits, then a refresh."""
+    """One interaction: profile, identifiers' data, engagement hits, then a refresh.
+
+    ``data`` is the event's data as received (what the timeline stores and a rescore replays);
+    without it the rules match on ``ix.to_data()``.
+    """
     engaged_before = lead.last_engaged_at
     consent_before = _marketing_consent(lead)
     at = ix.occurred_at
@@ -129,7 +147,7 @@ def apply_interaction(
         lead.first_form_id = text_value(ix.form_id)
     # Rules match on paths into the event data (``asset.gated``), as stored in the timeline
     # and replayed by a rescore.
-    if add_hits(lead, event_id, event_type, ix.to_data(), at, rules):
+    if add_hits(lead, event_id, event_type, ix.to_data() if data is None else data, at, rules):
         lead.last_engaged_at = max(lead.last_engaged_at or at, at)
     lead.last_activity_at = max(lead.last_activity_at or at, at)
     return consent_changes + refresh(lead, rules, now, engaged_before=engaged_before)

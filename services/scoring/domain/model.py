@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.contract import STAGES
 from shared.events import parse_time, rfc3339
@@ -23,9 +23,13 @@ PROFILE_FIELDS = (
 )
 
 
-@dataclass(slots=True)
-class Hit:
-    """One engagement rule applied to one interaction: the fact a score is computed from."""
+class Hit(NamedTuple):
+    """One engagement rule applied to one interaction: the fact a score is computed from.
+
+    Stored as an array ``[rule, group, points, at, event_id]`` (:meth:`Lead.to_state`): a lead
+    keeps up to 50 per repeatable rule, and the state is written back with every batch that
+    touches the lead. States written before hold objects; :meth:`Lead.from_state` reads both.
+    """
 
     rule: str
     group: str
@@ -136,16 +140,7 @@ class Lead:
             elif isinstance(value, dict):
                 value = dict(value)
             out[name] = value
-        out["hits"] = [
-            {
-                "rule": h.rule,
-                "group": h.group,
-                "points": h.points,
-                "at": time_text(h.at),
-                "event_id": h.event_id,
-            }
-            for h in self.hits
-        ]
+        out["hits"] = [[h.rule, h.group, h.points, time_text(h.at), h.event_id] for h in self.hits]
         return out
 
     @classmethod
@@ -155,10 +150,17 @@ class Lead:
         for name in _TIME_FIELDS:
             if values.get(name):
                 values[name] = parsed_time(values[name])
-        values["hits"] = [
-            Hit(h["rule"], h["group"], h["points"], parsed_time(h["at"]), h["event_id"])
-            for h in values.get("hits", [])
-        ]
+        hits = values.get("hits") or []
+        if all(type(h) is list for h in hits):
+            time_of = parsed_time
+            values["hits"] = [Hit(r, g, p, time_of(at), e) for r, g, p, at, e in hits]
+        else:  # stored before hits were arrays
+            values["hits"] = [
+                Hit(h[0], h[1], h[2], parsed_time(h[3]), h[4])
+                if isinstance(h, list)
+                else Hit(h["rule"], h["group"], h["points"], parsed_time(h["at"]), h["event_id"])
+                for h in hits
+            ]
         return cls(**values)
 
 
