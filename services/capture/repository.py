@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -66,26 +67,26 @@ async def remember_idempotent(
 CLAIM_CHUNK = 500
 
 # PostgreSQL: the keys and their spooled events in one statement (one round trip, compiled
-# once): the keys are inserted in event id order (one lock order for concurrent claimers: no
-# deadlock), the events of the keys won are written to the outbox in the order given (the
-# relay's publishing order, should it have to publish them), held until $4.
+# never), the rows in one JSON parameter (one array per column costs the driver several times
+# more): the keys are inserted in event id order (one lock order for concurrent claimers: no
+# deadlock); the events of the keys won are written to the outbox in the order given (the
+# relay's publishing order, should it have to publish them), held until $4. The answer is
+# one array: the ids won.
 _CLAIM_PG = (
-    f"WITH won AS (INSERT INTO {idempotency.name}"
-    " (event_id, scope, lead_key, created_at, fingerprint)"
+    "WITH e AS MATERIALIZED (SELECT r->>0 AS event_id, r->>1 AS scope, r->>2 AS partition_key,"
+    " r->>3 AS fingerprint, r->>4 AS ce_type, r->>5 AS ce_source, r->>6 AS ce_subject,"
+    " (r->>7)::timestamptz AS ce_time, r->8 AS extensions, r->9 AS data, n"
+    " FROM jsonb_array_elements($5::jsonb) WITH ORDINALITY AS t(r, n)),"
+    f" won AS (INSERT INTO {idempotency.name} (event_id, scope, lead_key, created_at, fingerprint)"
     " SELECT event_id, scope, coalesce(partition_key, ''), $3::timestamptz, fingerprint"
-    " FROM unnest($5::text[], $6::text[], $7::text[], $8::text[])"
-    " AS k(event_id, scope, partition_key, fingerprint) ORDER BY event_id"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
+    " FROM e ORDER BY event_id ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
     f" spooled AS (INSERT INTO {outbox.name} (source, topic, event_id, ce_type, ce_source,"
     " ce_subject, ce_time, partition_key, extensions, data, created_at, sent_at, available_at)"
-    " SELECT $1::text, $2::text, e.event_id, ce_type, ce_source, ce_subject, ce_time,"
+    " SELECT $1::text, $2::text, event_id, ce_type, ce_source, ce_subject, ce_time,"
     " partition_key, extensions, data, $3::timestamptz, NULL, $4::timestamptz"
-    " FROM unnest($5::text[], $7::text[], $9::text[], $10::text[], $11::text[],"
-    " $12::timestamptz[], $13::jsonb[], $14::jsonb[]) WITH ORDINALITY"
-    " AS e(event_id, partition_key, ce_type, ce_source, ce_subject, ce_time, extensions,"
-    " data, n) WHERE e.event_id IN (SELECT event_id FROM won) ORDER BY n"
+    " FROM e WHERE event_id IN (SELECT event_id FROM won) ORDER BY n"
     " ON CONFLICT (event_id) DO NOTHING)"
-    " SELECT event_id FROM won"
+    " SELECT array_agg(event_id) FROM won"
 )
 
 
@@ -110,26 +111,28 @@ async def claim_idempotent(
     if not is_sqlite(conn):
         events = with_traces([event for event, _, _ in claims])
         known = values or {}
-        result = await conn.exec_driver_sql(
-            _CLAIM_PG,
-            (
-                SOURCE,
-                topic,
-                now,
-                now + HOLD,
-                [e.id for e in events],
-                [scope[:300] for _, scope, _ in claims],
-                [e.key for e in events],
-                [fingerprint for _, _, fingerprint in claims],
-                [e.type for e in events],
-                [e.source for e in events],
-                [e.subject for e in events],
-                [e.time for e in events],
-                [json_text(e.extensions) for e in events],
-                [_data_text(e, known) for e in events],
-            ),
+        rows = orjson.dumps(
+            [
+                (
+                    e.id,
+                    scope[:300],
+                    e.key,
+                    fingerprint,
+                    e.type,
+                    e.source,
+                    e.subject,
+                    e.time,
+                    e.extensions,
+                    orjson.Fragment(known.get(e.id) or _data_json(e)),
+                )
+                for e, (_, scope, fingerprint) in zip(events, claims, strict=True)
+            ],
+            default=dict,  # extensions given as another Mapping than a dict
         )
-        return {row[0] for row in result}
+        result = await conn.exec_driver_sql(
+            _CLAIM_PG, (SOURCE, topic, now, now + HOLD, rows.decode())
+        )
+        return set(result.scalar_one() or ())
     ordered = sorted(claims, key=lambda c: c[0].id)  # one lock order: no deadlock
     won_ids: set[str] = set()
     # One multi-row statement per chunk, not one per key.
@@ -159,9 +162,11 @@ async def claim_idempotent(
     return {e.id for e in won}
 
 
-def _data_text(event: CloudEvent, values: Mapping[str, bytes]) -> str:
-    value = values.get(event.id)
-    return value.decode() if value is not None else json_text(event.data)
+def _data_json(event: CloudEvent) -> bytes:
+    try:
+        return event.value()
+    except TypeError:  # what orjson refuses (non-string keys) is stored as the stdlib writes it
+        return json_text(event.data).encode()
 
 
 async def prune_idempotent(conn: AsyncConnection, older_than: timedelta) -> int:

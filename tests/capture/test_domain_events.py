@@ -250,3 +250,61 @@ def test_click_ids_and_the_last_touch_are_attribution_not_custom() -> None:
     assert ix.attribution["last_utm_source"] == "newsletter"
     assert ix.attribution["landing_url"] == "https://x.example/?gclid=G1"
     assert not ix.custom
+
+
+def _exact_loads(raw: bytes, identity_keys: frozenset[str]) -> object:
+    """:func:`jsonsafe.loads` without its orjson shortcut: the stdlib parse, then ``clean``."""
+    import json
+
+    try:
+        parsed = json.loads(
+            raw,
+            parse_int=jsonsafe._int,
+            parse_float=jsonsafe._float,
+            parse_constant=jsonsafe._constant,
+        )
+    except (ValueError, RecursionError):
+        return ("refused",)
+    try:
+        return jsonsafe.clean(parsed, identity_keys=identity_keys)
+    except jsonsafe.ControlCharacters as exc:
+        return ("control", exc.loc)
+    except jsonsafe.UnsafeJson:
+        return ("refused",)
+
+
+_ATOMS = st.sampled_from(
+    [
+        *("1", "-0", "1.5", "1e400", "12345678901234567890", "-9223372036854775809"),
+        *("true", "null", "NaN", '"a"', '"a\\u0000b"', '"\\ud800"', '"x\\t"', '"\u0085"'),
+        *('"\\u00e9"', '""'),
+    ]
+)
+_KEYS = st.sampled_from(['"email"', '"phone"', '"a"', '"b\\u0000"'])
+_DOCUMENTS = st.recursive(
+    _ATOMS,
+    lambda inner: (
+        st.lists(inner, max_size=3).map(lambda xs: "[" + ",".join(xs) + "]")
+        | st.lists(st.tuples(_KEYS, inner), max_size=3).map(
+            lambda kvs: "{" + ",".join(f"{k}:{v}" for k, v in kvs) + "}"
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@given(_DOCUMENTS, st.integers(0, 40), st.booleans())
+@settings(max_examples=400)
+def test_jsonsafe_loads_shortcut_is_exact(doc: str, depth: int, identity: bool) -> None:
+    # Most documents are parsed by orjson and only checked; the answer (or the refusal) must be
+    # what the exact path gives, at every depth around the limit.
+    raw = ("[" * depth + doc + "]" * depth).encode()
+    keys = jsonsafe.IDENTITY_KEYS if identity else frozenset()
+    expected = _exact_loads(raw, keys)
+    try:
+        got: object = jsonsafe.loads(raw, keys)
+    except jsonsafe.ControlCharacters as exc:
+        got = ("control", exc.loc)
+    except jsonsafe.UnsafeJson:
+        got = ("refused",)
+    assert got == expected

@@ -268,3 +268,52 @@ def test_phone_longer_than_e164_is_refused() -> None:
     # Found by the phone-like strategy above: "possible" for DE, but 16 digits.
     with pytest.raises(InvalidValue, match="15 digits"):
         normalize_phone("+4910000000000000", None)
+
+
+def _validator_verdict(text: str) -> str:
+    """What ``email_validator`` alone says of ``text`` (the reference for the cached path)."""
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        return validate_email(text, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        return f"invalid: {exc}"
+
+
+_LOCAL_CHARS = st.sampled_from([*"aZ09._-+!#'~", "é", '"', " ", "<", "@"])
+_DOMAINS = st.sampled_from(
+    [
+        "acme.com",
+        "Acme.COM",
+        "bench.example",
+        "localhost",
+        "x.test",
+        "a.invalid",
+        "xn--bcher-kva.de",
+        "bücher.de",
+        "-a.com",
+        "a-.com",
+        "a..com",
+        "a.com.",
+        "1.2.3.4",
+        "[1.2.3.4]",
+        "com",
+        "a_b.com",
+        "a" * 64 + ".com",
+        ("a" * 60 + ".") * 4 + "com",
+    ]
+)
+
+
+@given(st.text(_LOCAL_CHARS, max_size=70), _DOMAINS)
+@settings(max_examples=400, deadline=None)
+def test_email_cached_domains_give_the_validators_verdict(local: str, domain: str) -> None:
+    # Plain addresses take a shortcut (the domain's verdict is remembered): the answer, and
+    # the message of a refusal, must be the validator's own.
+    text = f"{local}@{domain}"
+    try:
+        ours = normalize_email(text)
+    except InvalidValue as exc:
+        ours = f"invalid: {exc}"
+    if text.strip() and len(text.strip()) <= 254:
+        assert ours == _validator_verdict(text.strip())

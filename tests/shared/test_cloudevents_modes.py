@@ -142,3 +142,14 @@ def test_inbox_key_tells_two_sources_apart_and_keeps_leadflow_ids() -> None:
     # Leadflow's own ids are UUIDs unique across its sources; rows written before keys
     # included the source must keep matching their redeliveries.
     assert inbox_key(own) == "42"
+
+
+def test_derived_ids_are_uuid5_of_their_causes() -> None:
+    # Ids derived before must stay the same (repeats and replays depend on it).
+    import uuid
+
+    from shared.events import _NAMESPACE, derived_event_id
+
+    for parts in [("capture", "segment", "m-1"), ("a",), ("", "é\u20ac\U0001f600", "x\x1fy")]:
+        assert derived_event_id(*parts) == str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+    assert derived_event_id("capture", "segment", "m-1") == "54817835-26e8-528f-9982-d8c155ea414d"

@@ -104,10 +104,17 @@ def _checked(name: str, value: str) -> str:
     return value
 
 
+#: The contact of fields that hold none of :data:`INPUT_CONTACT_FIELDS`.
+NO_CONTACT = Contact()
+_CONTACT_INPUTS = frozenset(INPUT_CONTACT_FIELDS)
+
+
 def parse_contact(
     fields: Mapping[str, Any], default_region: str | None, errors: list[dict[str, str]]
 ) -> Contact:
     """Normalise the contact fields; problems are appended to ``errors``."""
+    if not fields.keys() & _CONTACT_INPUTS:
+        return NO_CONTACT  # a page view or track call without traits
     texts = {
         name: _text(fields, name, errors) for name in INPUT_CONTACT_FIELDS if name != "company_size"
     }

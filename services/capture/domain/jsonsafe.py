@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from collections.abc import Collection
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 MAX_DEPTH = 32
 #: Keys whose string values identify a person: control characters there are refused.
@@ -116,9 +119,45 @@ def clean(
     return value
 
 
+#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson would turn into a float.
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
+def _plain(value: Any, depth: int, identity_keys: Collection[str]) -> bool:
+    """Whether orjson's parse of a document is already what :func:`clean` would return: not
+    too deep, no identity field with control characters (the rest :func:`loads` checked on
+    the bytes)."""
+    if isinstance(value, dict):
+        if value and depth >= MAX_DEPTH:
+            return False
+        for k, v in value.items():
+            if isinstance(v, str):
+                if k in identity_keys and has_control_characters(v):
+                    return False
+            elif isinstance(v, dict | list) and not _plain(v, depth + 1, identity_keys):
+                return False
+        return True
+    if isinstance(value, list):
+        if value and depth >= MAX_DEPTH:
+            return False
+        return all(_plain(v, depth + 1, identity_keys) for v in value if isinstance(v, dict | list))
+    return True
+
+
 def loads(raw: bytes, identity_keys: Collection[str] = ()) -> Any:
     """Parse JSON bytes into a safe value; raise :class:`UnsafeJson` (a ValueError) if invalid,
     :class:`ControlCharacters` if an ``identity_keys`` value holds control characters."""
+    # The usual document needs no cleaning: orjson parses it (refusing lone surrogates, NaN,
+    # Infinity and numbers out of range), and the bytes show it has no NUL escape and no
+    # integer orjson would round. Anything else, and every error, takes the exact path below.
+    if isinstance(raw, bytes) and b"\\u0000" not in raw and not _LONG_NUMBER.search(raw):
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if _plain(parsed, 0, identity_keys):
+                return parsed
     try:
         parsed = json.loads(raw, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except UnsafeJson:

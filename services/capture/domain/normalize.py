@@ -26,11 +26,41 @@ def normalize_email(value: str) -> str:
         raise InvalidValue("email is empty")
     if len(text) > 254:
         raise InvalidValue("email is longer than 254 characters")
+    local, _, domain = text.partition("@")
+    if (
+        _PLAIN_LOCAL.match(local)
+        and _PLAIN_DOMAIN.match(domain)
+        and len(local) + len(domain) < _PLAIN_LENGTH
+    ):
+        # The usual address: a plain local part, which the validator returns as it is, and
+        # a domain most posts share, whose verdict is remembered.
+        normalized = _email_domain(domain)
+        if normalized is not None:
+            return f"{local}@{normalized}".lower()
     try:
         info = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:
         raise InvalidValue(str(exc)) from None
     return info.normalized.lower()
+
+
+#: A local part the validator accepts and returns unchanged (RFC 5322 dot-atom, ASCII).
+_ATEXT = r"a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~"
+_PLAIN_LOCAL = re.compile(f"[{_ATEXT}]+(?:\\.[{_ATEXT}]+)*\\Z")
+#: A domain of ASCII letters, digits, hyphens and dots only (its verdict is cached).
+_PLAIN_DOMAIN = re.compile(r"[a-zA-Z0-9.-]{1,253}\Z")
+#: Shorter than this (local part and domain), no length limit of the validator applies.
+_PLAIN_LENGTH = 200
+
+
+@lru_cache(maxsize=4096)
+def _email_domain(domain: str) -> str | None:
+    """The validator's normalised form of a plain ``domain``, None when it refuses it (the
+    whole address is then validated, for the validator's own message)."""
+    try:
+        return validate_email(f"a@{domain}", check_deliverability=False).domain
+    except EmailNotValidError:
+        return None
 
 
 def normalize_phone(value: str, default_region: str | None = None) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.capture.domain.interaction import InvalidSubmission, parse_contact
+from services.capture.domain.interaction import NO_CONTACT, InvalidSubmission, parse_contact
 from shared.contract import CONTACT_FIELDS, Contact, Interaction
 from shared.events import InteractionType, parse_time
 
@@ -70,6 +70,8 @@ def _attribution(
     context: Mapping[str, Any], properties: Mapping[str, Any]
 ) -> dict[str, Any] | None:
     raw_campaign, raw_page = context.get("campaign"), context.get("page")
+    if not (raw_campaign or raw_page or properties.get("url") or properties.get("referrer")):
+        return None  # nothing to attribute (a server-side call without context)
     campaign: Mapping[str, Any] = raw_campaign if isinstance(raw_campaign, dict) else {}
     page: Mapping[str, Any] = raw_page if isinstance(raw_page, dict) else {}
     out: dict[str, Any] = {key: None for key in _CAMPAIGN.values()}
@@ -127,7 +129,7 @@ def parse_call(
         lead_key=lead_key,
         occurred_at=_occurred_at(message, received_at),
         channel="tracking",
-        contact=None if contact.is_empty else contact,
+        contact=None if contact is NO_CONTACT or contact.is_empty else contact,
         anonymous_id=anonymous_id,
         user_id=user_id,
         attribution=_attribution(context, properties),
