@@ -371,6 +371,7 @@ class ConsumerRunner:
         self.handler = handler
         self.source = source
         self.after_commit = after_commit
+        self._committing: asyncio.Future[None] | None = None
         self.max_backoff = max_backoff
         self.deadletter_topic = Topics(settings.leadflow_topic_prefix).deadletter
         self._stopping = False
@@ -444,9 +445,19 @@ class ConsumerRunner:
                 failpoint(f"{self.source}.after_db_commit")
                 if self.after_commit:
                     self.after_commit()
-                await self._commit(consumer)
+                # The offsets of exactly this batch, committed while the next one is fetched
+                # and applied: a few ms per batch off every hop. Commits stay in order (each
+                # waits for the one before), and a crash before one lands only redelivers
+                # events the inbox already holds.
+                await self._settled()
+                offsets = {tp: recs[-1].offset + 1 for tp, recs in batches.items() if recs}
+                self._committing = asyncio.ensure_future(self._commit(consumer, offsets))
         finally:
             # A stopped aiokafka consumer cannot poll again: the next run() builds a new one.
+            try:
+                await self._settled()
+            except BaseException:  # cancelled while the last commit was in flight: stop anyway
+                log.debug("%s: waiting for the last commit was cut short", self.group_id)
             self._consumer = None
             self.partitions = 0
             try:
@@ -458,9 +469,15 @@ class ConsumerRunner:
         """Ask the loop to finish its batch, commit and leave the group."""
         self._stopping = True
 
-    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+    async def _settled(self) -> None:
+        """Wait for the offset commit in flight, if any (it logs its own failure)."""
+        pending, self._committing = self._committing, None
+        if pending is not None:
+            await asyncio.shield(pending)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[Any, int]) -> None:
         try:
-            await consumer.commit()
+            await consumer.commit(offsets)
         except KafkaError as exc:
             # A rebalance between poll and commit (CommitFailedError), or a poll interval
             # overrun during a long outage: whoever gets the partitions is sent the batch
