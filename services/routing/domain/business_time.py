@@ -38,6 +38,11 @@ class Calendar:
     holidays_country: str | None = None
     #: A subdivision of that country (``BY`` for Bavaria), adding its regional holidays.
     holidays_subdivision: str | None = None
+    #: The last instant :meth:`is_open` was asked about, and the answer: routing a batch of
+    #: leads asks about the same instant once per lead and rep (a memo, not state).
+    _last_open: list[tuple[datetime, bool]] = field(
+        default_factory=list, compare=False, hash=False, repr=False
+    )
 
     def is_holiday(self, day: date) -> bool:
         """Whether the local date ``day`` is closed: an explicit date or a public holiday."""
@@ -69,6 +74,14 @@ class Calendar:
 
     def is_open(self, at: datetime) -> bool:
         """Whether ``at`` falls in opening hours."""
+        memo = self._last_open
+        if memo and memo[0][0] == at:
+            return memo[0][1]
+        answer = self._is_open(at)
+        memo[:] = [(at, answer)]
+        return answer
+
+    def _is_open(self, at: datetime) -> bool:
         for a, b in self.intervals(at):
             if a > at:
                 return False
