@@ -13,7 +13,7 @@ from services.routing.api_nurture import router as nurture_router
 from services.routing.api_reports import router as reports_router
 from services.routing.config import read_routing_config
 from services.routing.deps import RoutingContext
-from services.routing.handlers import batch_handler
+from services.routing.handlers import ConsumerBatches
 from services.routing.nurture_worker import NurtureRetention, NurtureWorker, StallScan
 from services.routing.workers import QueueRetrier, RoutingRetention, TimerWorker, WebhookWorker
 from shared.bus import ConsumerRunner
@@ -39,14 +39,15 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
     webhooks = WebhookWorker(engine, ctx)
     nurture = NurtureWorker(engine, ctx)
     ctx.wakers = [runtime.relay.wake, timers.wake, retrier.wake, webhooks.wake, nurture.wake]
+    batches = ConsumerBatches(ctx)
     consumer = ConsumerRunner(
         settings=settings,
         engine=runtime.consumer_engine,
         topics=[topics.leads, topics.sales],
         group_id="leadflow-routing",
         source=SERVICE_NAME,
-        handler=batch_handler(ctx),
-        after_commit=ctx.after_commit,
+        handler=batches.handle,
+        after_commit=batches.after_commit,
     )
     retention = RoutingRetention(
         engine,

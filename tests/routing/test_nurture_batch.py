@@ -17,6 +17,7 @@ from services.routing.config import load_routing_config
 from services.routing.deps import RoutingContext
 from shared.db import create_engine
 from shared.events import CloudEvent, LeadType
+from tests.routing.helpers import lead, qualified
 from tests.routing.test_nurture_store import (
     TOPICS,
     kinds,
@@ -106,3 +107,29 @@ async def test_an_enrolment_of_an_earlier_batch_is_seen_by_the_batch_read(
     others = [lead_event(cold_lead(), LeadType.SCORED) for _ in range(5)]
     await consume(engine, ctx, [*others, lead_event(hot, LeadType.SCORED), *others[:2]])
     assert kinds(await nurture_events(engine, keen["id"])) == ["enrolled", "exited"]
+
+
+async def test_workers_are_woken_only_after_a_batch_that_gave_them_work(
+    engine: AsyncEngine, ctx: RoutingContext
+) -> None:
+    woken: list[str] = []
+    ctx.wakers = [lambda: woken.append("relay"), lambda: woken.append("timers")]
+    batches = handlers.ConsumerBatches(ctx)
+
+    async def consume_and_commit(events: list[CloudEvent]) -> None:
+        async with engine.begin() as conn:
+            await batches.handle(conn, events)
+        batches.after_commit()
+
+    # cold leads re-scored: nothing for the relay or any worker
+    await consume_and_commit([lead_event(cold_lead(), LeadType.SCORED) for _ in range(20)])
+    assert woken == []
+    # a warm lead enrols in a track: its first step and nurture.enrolled wait for them
+    await consume_and_commit([lead_event(cold_lead(), LeadType.SCORED), lead_event(warm_lead())])
+    assert woken == ["relay", "timers"]
+    woken.clear()
+    await consume_and_commit([qualified(lead("DE", "hot"))])
+    assert woken == ["relay", "timers"]
+    woken.clear()
+    batches.after_commit()  # nothing consumed since
+    assert woken == []

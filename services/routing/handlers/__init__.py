@@ -35,6 +35,7 @@ __all__ = [
     "EVENT_HANDLERS",
     "UNASSIGNED_QUEUE",
     "Conflict",
+    "ConsumerBatches",
     "LogSalesActivity",
     "NotFound",
     "batch_handler",
@@ -72,14 +73,31 @@ async def handle_event(
         await on_nurture(conn, ctx, ev, view)
 
 
-def batch_handler(ctx: RoutingContext) -> Any:
-    """The ConsumerRunner handler: every event of the batch in the batch's transaction."""
+class ConsumerBatches:
+    """The consumer's handler and after-commit hook: every event of a batch in the batch's
+    transaction; the relay and the workers are woken only after a batch that may have given
+    them work (an assignment, a sales touch, an enrolment), not after the many batches of cold
+    leads re-scored by page views, each of which would cost five idle passes."""
 
-    async def handle(conn: AsyncConnection, events: Sequence[CloudEvent]) -> None:
+    def __init__(self, ctx: RoutingContext) -> None:
+        self.ctx = ctx
+        self._gave_work = False
+
+    async def handle(self, conn: AsyncConnection, events: Sequence[CloudEvent]) -> None:
         # Most lead events (every page view re-scores a cold lead) concern no nurture track:
         # one read of the batch's enrolled leads replaces one read per event.
-        view = await batch_view(conn, ctx, events)
+        view = await batch_view(conn, self.ctx, events)
         for ev in events:
-            await handle_event(conn, ctx, ev, view)
+            await handle_event(conn, self.ctx, ev, view)
+        if view.considered or any(ev.type in EVENT_HANDLERS for ev in events):
+            self._gave_work = True
 
-    return handle
+    def after_commit(self) -> None:
+        if self._gave_work:
+            self._gave_work = False
+            self.ctx.after_commit()
+
+
+def batch_handler(ctx: RoutingContext) -> Any:
+    """The ConsumerRunner handler alone (every event of the batch in its transaction)."""
+    return ConsumerBatches(ctx).handle
