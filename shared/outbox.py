@@ -225,17 +225,20 @@ async def publish(
     producer: AIOKafkaProducer,
     items: Sequence[tuple[str, CloudEvent]],
     values: Mapping[str, bytes] | None = None,
+    *,
+    traced: bool = False,
 ) -> None:
     """Send events and wait until the broker acknowledged every one of them.
 
     Events carry the current trace as their ``traceparent`` extension (the ``ce_traceparent``
     header), as :func:`enqueue` does. ``values`` may hold record values already encoded
-    (:meth:`CloudEvent.value`) by event id.
+    (:meth:`CloudEvent.value`) by event id; ``traced``: the events carry the current trace
+    already (the caller called :func:`~shared.tracing.with_trace`).
     """
     known = values or {}
-    traced = [(topic, with_trace(ev)) for topic, ev in items]
+    sending = items if traced else [(topic, with_trace(ev)) for topic, ev in items]
     futures = []
-    for topic, ev in traced:
+    for topic, ev in sending:
         value = known.get(ev.id)
         futures.append(
             await producer.send(
@@ -249,7 +252,7 @@ async def publish(
     counted = collections.Counter(
         # "/leadflow/capture" -> "capture", the label the relay of that source uses
         (ev.source.rstrip("/").rsplit("/", 1)[-1][:40], ev.type)
-        for _, ev in traced
+        for _, ev in sending
     )
     for (source, ce_type), n in counted.items():
         EVENTS_PRODUCED.labels(source, type_label(ce_type)).inc(n)  # one lookup per type

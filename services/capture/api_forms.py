@@ -27,6 +27,7 @@ from services.capture.handlers import (
     request_fingerprint,
 )
 from services.capture.http_input import (
+    DirectRoute,
     check_origin,
     cors_headers,
     cors_on_problems,
@@ -40,7 +41,7 @@ from shared.auth import AdminAuth
 from shared.events import InteractionType, new_event_id, utcnow
 from shared.problems import Problem
 
-router = APIRouter(tags=["capture"])
+router = APIRouter(tags=["capture"], route_class=DirectRoute)
 ASSET_TYPES = ("whitepaper", "ebook", "report", "case_study", "checklist", "other")
 _FIELDS_BODY = {
     "requestBody": {

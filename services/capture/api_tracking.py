@@ -24,6 +24,7 @@ from services.capture.domain.segment import CALL_TYPES, SHORT_PATHS, parse_messa
 from services.capture.domain.tracking import TrackedCall
 from services.capture.events import interaction_event, tracking_event_id
 from services.capture.http_input import (
+    DirectRoute,
     cors_headers,
     cors_on_problems,
     media_type,
@@ -35,7 +36,7 @@ from services.capture.intake import Submission
 from shared.events import new_event_id, utcnow
 from shared.problems import Problem
 
-router = APIRouter(tags=["tracking"])
+router = APIRouter(tags=["tracking"], route_class=DirectRoute)
 
 
 class RejectedCallOut(BaseModel):
@@ -85,6 +86,13 @@ _SEGMENT_BODY = {
     },
     "security": [{"writeKey": []}],
 }
+
+
+def _ctx(request: Request) -> CaptureContext:
+    # The hot routes take the context straight from the app, not through a dependency that
+    # FastAPI would solve on every request (see DirectRoute).
+    ctx: CaptureContext = request.app.state.capture
+    return ctx
 
 
 def _write_key(request: Request, body: dict[str, Any]) -> str | None:
@@ -230,52 +238,53 @@ async def tracking_preflight(call: str, request: Request, ctx: ContextDep) -> Re
 
 
 @router.post("/v1/track", response_model=TrackedOut, openapi_extra=_SEGMENT_BODY)
-async def track(request: Request, ctx: ContextDep) -> Response:
+async def track(request: Request) -> Response:
     """A Segment ``track`` call (``event`` required)."""
-    return await _single(ctx, request, "track")
+    return await _single(_ctx(request), request, "track")
 
 
 @router.post("/v1/page", response_model=TrackedOut, openapi_extra=_SEGMENT_BODY)
-async def page(request: Request, ctx: ContextDep) -> Response:
+async def page(request: Request) -> Response:
     """A Segment ``page`` call (a page view)."""
-    return await _single(ctx, request, "page")
+    return await _single(_ctx(request), request, "page")
 
 
 @router.post("/v1/screen", response_model=TrackedOut, openapi_extra=_SEGMENT_BODY)
-async def screen(request: Request, ctx: ContextDep) -> Response:
+async def screen(request: Request) -> Response:
     """A Segment ``screen`` call (a mobile screen view, recorded like a page view)."""
-    return await _single(ctx, request, "screen")
+    return await _single(_ctx(request), request, "screen")
 
 
 @router.post("/v1/identify", response_model=TrackedOut, openapi_extra=_SEGMENT_BODY)
-async def identify(request: Request, ctx: ContextDep) -> Response:
+async def identify(request: Request) -> Response:
     """A Segment ``identify`` call; with ``traits.email`` it joins the anonymous history."""
-    return await _single(ctx, request, "identify")
+    return await _single(_ctx(request), request, "identify")
 
 
 @router.post("/v1/group", response_model=TrackedOut, openapi_extra=_SEGMENT_BODY)
-async def group(request: Request, ctx: ContextDep) -> Response:
+async def group(request: Request) -> Response:
     """A Segment ``group`` call (``groupId`` required): the account's ``name``, ``industry``,
     ``employees`` and ``country`` become the lead's company fields."""
-    return await _single(ctx, request, "group")
+    return await _single(_ctx(request), request, "group")
 
 
 @router.post("/v1/alias", response_model=TrackedOut, openapi_extra=_SEGMENT_BODY)
-async def alias(request: Request, ctx: ContextDep) -> Response:
+async def alias(request: Request) -> Response:
     """A Segment ``alias`` call: ``previousId`` and ``userId`` are the same person."""
-    return await _single(ctx, request, "alias")
+    return await _single(_ctx(request), request, "alias")
 
 
 @router.post("/v1/batch", response_model=TrackedOut, openapi_extra=_BATCH_BODY)
-async def batch(request: Request, ctx: ContextDep) -> Response:
+async def batch(request: Request) -> Response:
     """Up to 2,500 calls (500 KB, 32 KB each) in one request. Each call is checked on its own,
     as Segment does: the answer is 200 with the rejected calls listed (index, messageId,
     errors) and the others accepted; only a malformed request is refused whole."""
-    return await _batch(ctx, request)
+    return await _batch(_ctx(request), request)
 
 
 def _short_route(call_type: str) -> Any:
-    async def endpoint(request: Request, ctx: ContextDep) -> Response:
+    async def endpoint(request: Request) -> Response:
+        ctx = _ctx(request)
         if call_type == "batch":
             return await _batch(ctx, request)
         return await _single(ctx, request, call_type)

@@ -59,7 +59,8 @@ async def capture_interaction(
         form=cmd.form,
         default_region=ctx.config.default_region,
     )
-    interaction = replace(interaction, **cmd.extra)
+    if cmd.extra:
+        interaction = replace(interaction, **cmd.extra)
     key = cmd.idempotency_key
     event = interaction_event(
         cmd.event_type,

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
-from collections.abc import AsyncGenerator, Collection, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, get_type_hints
 from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import Request, Response
+from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartParser
 from starlette.requests import ClientDisconnect
@@ -27,6 +37,40 @@ from shared.problems import Problem
 log = logging.getLogger(__name__)
 
 FORM_TYPES = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class DirectRoute(APIRoute):
+    """An ``APIRoute``, documented as any other, whose endpoint is called with the request
+    and its path parameters directly when that is all it takes (no dependencies, no body or
+    query parameters, text path parameters, a :class:`Response` returned). FastAPI's
+    dependency solving was a tenth of the CPU of a form post; such routes parse their own
+    bodies anyway. Any other endpoint is handled the usual way.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        d = self.dependant
+        request_name = d.request_param_name
+        try:
+            returns = get_type_hints(self.endpoint).get("return")
+        except (NameError, TypeError):
+            returns = None
+        direct = (
+            inspect.iscoroutinefunction(self.endpoint)
+            and isinstance(returns, type)
+            and issubclass(returns, Response)
+            and not (d.dependencies or d.query_params or d.header_params or d.cookie_params)
+            and not d.body_params
+            and all(p.field_info.annotation is str for p in d.path_params)
+        )
+        if not direct or request_name is None:
+            return super().get_route_handler()
+        endpoint, name = self.endpoint, request_name
+
+        async def handler(request: Request) -> Response:
+            response: Response = await endpoint(**{name: request}, **request.path_params)
+            return response
+
+        return handler
 
 
 def media_type(request: Request) -> str:

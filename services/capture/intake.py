@@ -36,7 +36,7 @@ from shared.events import CloudEvent, utcnow
 from shared.outbox import count_pending, enqueue, hold, mark_sent, publish, release
 from shared.problems import Problem
 from shared.runtime import Runtime
-from shared.tracing import with_trace
+from shared.tracing import TRACEPARENT, with_trace
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Intake:
         for sub in submissions:
             fresh.setdefault(sub.event.id, sub)
         # The current trace is added once, so the spooled copy and the record carry the same.
-        fresh = {i: _traced(s) for i, s in fresh.items()}
+        fresh = _traced(fresh)
         values = _encoded(fresh.values())
         claimed, known = await self._claim(
             [s for s in fresh.values() if s.idempotency_scope], values
@@ -125,7 +125,9 @@ class Intake:
         claims = [(s.event, s.idempotency_scope or "", s.fingerprint) for s in subs]
         try:
             async with self.runtime.engine.begin() as conn:
-                won = await repository.claim_idempotent(conn, self.topic, claims, values=values)
+                won = await repository.claim_idempotent(
+                    conn, self.topic, claims, values=values, traced=True
+                )
         except Exception as exc:
             # The database is away: Kafka alone (a repeat may then publish the same id again).
             log.warning("claiming idempotency keys failed (%s); continuing", exc)
@@ -172,7 +174,7 @@ class Intake:
         self, subs: list[Submission], claimed: set[str], values: Mapping[str, bytes]
     ) -> str:
         items = [(self.topic, s.event) for s in subs]
-        task = asyncio.ensure_future(publish(self.runtime.producer, items, values))
+        task = asyncio.ensure_future(publish(self.runtime.producer, items, values, traced=True))
         done, _ = await asyncio.wait({task}, timeout=self.publish_timeout)
         if not done:
             await self._spool(subs, in_doubt=task, claimed=claimed)
@@ -261,9 +263,16 @@ class Intake:
             await asyncio.wait(set(self._in_doubt), timeout=within)
 
 
-def _traced(sub: Submission) -> Submission:
-    event = with_trace(sub.event)
-    return sub if event is sub.event else replace(sub, event=event)
+def _traced(subs: dict[str, Submission]) -> dict[str, Submission]:
+    """The submissions with their events carrying the current trace (one request's events
+    share it: when the first gets none, none does)."""
+    out: dict[str, Submission] = {}
+    for event_id, sub in subs.items():
+        event = with_trace(sub.event)
+        if event is sub.event and not out and TRACEPARENT not in event.extensions:
+            return subs  # no trace to carry
+        out[event_id] = sub if event is sub.event else replace(sub, event=event)
+    return out
 
 
 def _encoded(subs: Iterable[Submission]) -> dict[str, bytes]:

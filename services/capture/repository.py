@@ -96,6 +96,7 @@ async def claim_idempotent(
     claims: Sequence[tuple[CloudEvent, str, str | None]],
     *,
     values: Mapping[str, bytes] | None = None,
+    traced: bool = False,
 ) -> set[str]:
     """Claim the idempotency keys of ``(event, scope, fingerprint)``; return the ids won.
 
@@ -103,13 +104,16 @@ async def claim_idempotent(
     durable before anything is published. A concurrent claimer of the same key waits on the
     unique key (PostgreSQL) or the write lock (SQLite) and loses: it must not publish.
     ``values`` may hold each event's data already encoded as JSON (its Kafka record value),
-    so that it is not encoded a second time for the outbox.
+    so that it is not encoded a second time for the outbox; ``traced``: the events carry
+    the current trace already (:func:`shared.tracing.with_trace`).
     """
     if not claims:
         return set()
     now = utcnow()
     if not is_sqlite(conn):
-        events = with_traces([event for event, _, _ in claims])
+        events = [event for event, _, _ in claims]
+        if not traced:
+            events = with_traces(events)
         known = values or {}
         rows = orjson.dumps(
             [

@@ -116,7 +116,9 @@ def parse_contact(
     if not fields.keys() & _CONTACT_INPUTS:
         return NO_CONTACT  # a page view or track call without traits
     texts = {
-        name: _text(fields, name, errors) for name in INPUT_CONTACT_FIELDS if name != "company_size"
+        name: _text(fields, name, errors) if name in fields else None
+        for name in INPUT_CONTACT_FIELDS
+        if name != "company_size"
     }
     values: dict[str, Any] = {
         name: texts[name]
@@ -160,7 +162,11 @@ def build_interaction(
     errors: list[dict[str, str]] = []
     region = (form.default_region if form else None) or default_region
     contact = parse_contact(fields, region, errors)
-    attribution = {name: _text(fields, name, errors) for name in ATTRIBUTION_FIELDS}
+    attribution = dict.fromkeys(ATTRIBUTION_FIELDS)
+    if not fields.keys().isdisjoint(ATTRIBUTION_FIELDS):
+        for name in ATTRIBUTION_FIELDS:
+            if name in fields:
+                attribution[name] = _text(fields, name, errors)
     anonymous_id = _text(fields, "anonymous_id", errors)
     message = _text(fields, "message", errors)
     consent = None

@@ -40,7 +40,10 @@ class ControlCharacters(ValueError):
 def has_control_characters(text: str) -> bool:
     """Whether ``text``, without surrounding whitespace, holds a control character (NUL,
     tab, C1 controls...) or a lone surrogate."""
-    return any(unicodedata.category(c) in ("Cc", "Cs") for c in text.strip())
+    text = text.strip()
+    if text.isprintable():  # neither controls nor surrogates are printable: no need to look
+        return False
+    return any(unicodedata.category(c) in ("Cc", "Cs") for c in text)
 
 
 def clean_str(text: str) -> str:
