@@ -9,12 +9,18 @@ gets its own throwaway PostgreSQL database, and their batches alternate, so load
 processes on the machine falls on both alike.
 
     python -m bench.scoring          # BENCH_QUICK=1 for a short run
+    python -m bench.scoring --profile [N]   # cProfile of the scoring side, top N (30) entries
+
+``--profile`` runs the same batches with the scoring side under cProfile (the floor is not
+run) and prints the handler's CPU time per event and where it goes, by own time and by
+cumulative time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -145,6 +151,35 @@ class Side:
         self.cpu += time.process_time() - cpu + _cpu_seconds(self.backend) - db
 
 
+async def profile(events: list[CloudEvent], batch: int = BATCH, top: int = 30) -> None:
+    """Print where the scoring side's time goes (cProfile), same batches, same database."""
+    import cProfile
+    import pstats
+
+    handler = ScoringHandler(load_rules(load_config()), Topics("bench."))
+    profiler = cProfile.Profile()
+    cpu = 0.0
+    async with throwaway_db() as scoring_url:
+        engine = create_engine(scoring_url.replace("postgresql://", "postgresql+asyncpg://", 1))
+        try:
+            await migrate(engine)
+            for i in range(0, len(events), batch):
+                chunk = events[i : i + batch]
+                started = time.process_time()
+                profiler.enable()
+                async with engine.begin() as conn:
+                    fresh = await claim(conn, CONSUMER, [e.id for e in chunk])
+                    await handler(conn, [e for e in chunk if e.id in fresh])
+                profiler.disable()
+                cpu += time.process_time() - started
+        finally:
+            await engine.dispose()
+    print(f"scoring: {cpu / len(events) * 1e6:.0f} µs of CPU per event in this process (profiled)")
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+
+
 async def rates(events: list[CloudEvent], batch: int = BATCH) -> tuple[Side, Side]:
     """What scoring and the floor spend on the events, batch by batch in turn.
 
@@ -208,6 +243,11 @@ def run(quick: bool) -> list[dict[str, Any]]:
 
 def main() -> None:
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    if len(sys.argv) > 1 and sys.argv[1] == "--profile":
+        n = int(os.environ.get("BENCH_SCORING_EVENTS", "3000" if quick else "20000"))
+        top = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+        asyncio.run(profile(interactions(n), top=top))
+        return
     for row in run(quick):
         print(
             f"{row['name']:<32}{row['value']:>12,.0f} {row['unit']:<13}"
