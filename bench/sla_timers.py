@@ -60,7 +60,7 @@ class Size:
 
 
 FULL = Size(assignments=50_000, window=300.0, backlog=6_000)
-QUICK = Size(assignments=2_000, window=20.0, backlog=300)
+QUICK = Size(assignments=2_000, window=20.0, backlog=2_000)
 
 
 def _config() -> dict[str, Any]:

@@ -44,6 +44,9 @@ DELIVERIES = Counter("leadflow_routing_webhook_deliveries_total", "Webhook attem
 #: How often the queue gauges are refreshed: a count per step would cost more than the step.
 GAUGE_SECONDS = 10.0
 _TIMER_KINDS = ("warn", "breach")
+#: The timer worker's shortest sleep between passes: the most a due timer waits for the
+#: timers due just after it, so that a steady stream is fired in batches.
+MIN_TIMER_SLEEP = 0.025
 
 
 class _Every:
@@ -98,9 +101,10 @@ class TimerWorker(DueWorkLoop):
         batch: int = 50,
         lease_seconds: float = 30.0,
         max_sleep: float = 30.0,
+        min_sleep: float = MIN_TIMER_SLEEP,
         concurrency: int = 4,
     ) -> None:
-        super().__init__(max_sleep)
+        super().__init__(max_sleep, min_sleep=min_sleep)
         self.concurrency = concurrency
         self.engine = engine
         self.ctx = ctx
@@ -133,6 +137,11 @@ class TimerWorker(DueWorkLoop):
                                     conn, int(timer["id"]), utcnow() + timedelta(seconds=5)
                                 )
                 self.ctx.after_commit()
+                # That woke this loop too. Instead, the next pass waits for the next due
+                # timer, and at least ``min_sleep``: timers falling due meanwhile are fired
+                # together, not one pass (some twenty round trips) each. A wake after this
+                # point (a commit elsewhere) still counts; one before is seen by next_due.
+                self._wake.clear()
             # Once stopping, the backlog is left to the next start (or another replica):
             # claiming batch after batch would hold SIGTERM up for as long as it lasts.
             if len(due) < self.batch or self._stopping:
