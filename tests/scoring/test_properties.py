@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +15,7 @@ from services.scoring.domain.model import Hit, Lead, stage_rank
 from services.scoring.domain.ruleset import Rules
 from shared.contract import Contact
 from shared.events import InteractionType as IT
+from shared.events import rfc3339
 from tests.scoring.helpers import T0, default_rules, ix, rules_from
 
 RULES = default_rules()
@@ -151,3 +154,109 @@ def test_applying_the_same_event_twice_changes_nothing(steps: list) -> None:
         lifecycle.apply_interaction(lead, f"e{i}", etype, data, RULES, T0)
     assert lead.to_state()["hits"] == before["hits"]
     assert lead.total == before["fit"] + before["engagement"]
+
+
+#: CAPPED with a third group that does not decay, and a linear group whose period is a day,
+#: so random ages fall on both sides of a period's end.
+MIXED = rules_from(
+    {
+        "engagement": {
+            "groups": {
+                "g": {"cap": 40, "decay": {"half_life_days": 10}},
+                "h": {"cap": 25, "decay": {"points_per_period": 3, "period_days": 1}},
+                "k": {"cap": 35, "decay": {"half_life_days": 0}},
+            },
+            "rules": [
+                {"id": "a", "group": "g", "event": "tracked", "points": 15, "repeatable": True},
+                {
+                    "id": "c",
+                    "group": "h",
+                    "event": "tracked",
+                    "points": 9,
+                    "repeatable": True,
+                    "max_points": 18,
+                },
+                {"id": "n", "group": "h", "event": "tracked", "points": -7, "repeatable": True},
+                {
+                    "id": "k",
+                    "group": "k",
+                    "event": "tracked",
+                    "points": 4,
+                    "repeatable": True,
+                    "max_points": 20,
+                },
+            ],
+        },
+    }
+)
+MIXED_HITS = st.lists(
+    st.builds(
+        lambda rule, hours, n: Hit(
+            rule,
+            {"a": "g", "c": "h", "n": "h", "k": "k"}[rule],
+            {"a": 15, "c": 9, "n": -7, "k": 4}[rule],
+            T0 + timedelta(hours=hours),
+            f"e{n}",
+        ),
+        st.sampled_from("acnk"),
+        st.floats(0, 72),
+        st.integers(0, 10_000),
+    ),
+    max_size=40,
+)
+
+
+def _engagement_hit_by_hit(
+    hs: list[Hit], rules: Rules, now: datetime
+) -> tuple[int, list[dict[str, Any]]]:
+    """compute_engagement as it is defined: every hit decayed on its own, summed in hit order
+    per rule, capped per rule then per group (the reference the shortcuts must equal)."""
+    total, reasons = 0.0, list[dict[str, Any]]()
+    for group_name in sorted({h.group for h in hs}):
+        group = rules.group(group_name)
+        positive = negative = 0.0
+        for rule_id in sorted({h.rule for h in hs if h.group == group_name}):
+            items = sorted(
+                (h for h in hs if h.group == group_name and h.rule == rule_id),
+                key=lambda h: (h.at, h.event_id),
+            )
+            values = [
+                engine.decayed(h.points, group.decay, (now - h.at).total_seconds()) for h in items
+            ]
+            pos = neg = 0.0
+            for v in values:
+                if v > 0:
+                    pos += v
+                elif v < 0:
+                    neg += v
+            reasons.append(
+                {"rule": rule_id, "points": round(pos + neg, 2), "at": rfc3339(items[-1].at)}
+            )
+            negative += neg
+            cap = next(r.max_points for r in rules.engagement if r.id == rule_id)
+            if cap is not None and pos > cap:
+                reasons.append(
+                    {"rule": f"{rule_id}:cap", "points": round(cap - pos, 2), "at": rfc3339(now)}
+                )
+                pos = float(cap)
+            positive += pos
+        if group.cap is not None and positive > group.cap:
+            reasons.append(
+                {
+                    "rule": f"group:{group_name}:cap",
+                    "points": round(group.cap - positive, 2),
+                    "at": rfc3339(now),
+                }
+            )
+            positive = float(group.cap)
+        total += positive + negative
+    return math.floor(total + 0.5), reasons
+
+
+@settings(max_examples=300)
+@given(MIXED_HITS, st.floats(0, 96))
+def test_engagement_equals_its_hit_by_hit_definition(hs: list[Hit], hours: float) -> None:
+    # the sweep, a rescore and the live path all call compute_engagement; its shortcut for
+    # hits that have not decayed yet must give exactly what decaying each hit gives
+    now = T0 + timedelta(hours=hours)
+    assert engine.compute_engagement(hs, MIXED, now) == _engagement_hit_by_hit(hs, MIXED, now)

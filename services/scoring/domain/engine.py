@@ -236,18 +236,25 @@ def compute_engagement(
         decay = group.decay
         positive = negative = 0.0
         for rule_id, items in sorted(by_group[group_name].items()):
-            # sums in hit order, as sum() over the values would add them
-            pos = neg = 0.0
-            for hit in items:
-                points = hit.points
-                if points > 0 and decay.mode != "none":
-                    value = decayed(points, decay, (now - hit.at).total_seconds())
-                else:
-                    value = float(points)
-                if value > 0:
-                    pos += value
-                elif value < 0:
-                    neg += value
+            if _undecayed(items, decay, now):
+                # every hit is worth its points: whole numbers, whose sum is exact in any
+                # order, so C's sum() gives the loop's result without a step per hit
+                points = [h.points for h in items]
+                pos = float(sum(p for p in points if p > 0))
+                neg = float(sum(p for p in points if p < 0))
+            else:
+                # sums in hit order, as sum() over the values would add them
+                pos = neg = 0.0
+                for hit in items:
+                    points_ = hit.points
+                    if points_ > 0 and decay.mode != "none":
+                        value = decayed(points_, decay, (now - hit.at).total_seconds())
+                    else:
+                        value = float(points_)
+                    if value > 0:
+                        pos += value
+                    elif value < 0:
+                        neg += value
             append({"rule": rule_id, "points": round(pos + neg, 2), "at": time_text(items[-1].at)})
             negative += neg
             cap = caps.get(rule_id)
@@ -269,6 +276,23 @@ def compute_engagement(
             positive = float(group_cap)
         total += positive + negative
     return math.floor(total + 0.5), reasons
+
+
+def _undecayed(items: Sequence[Hit], decay: Decay, now: datetime) -> bool:
+    """Whether :func:`decayed` leaves every one of a rule's hits (in time order) at its
+    points, a whole number: no decay, or a linear decay whose first period has not ended for
+    the oldest hit (the most common case: a lead active in the last days or weeks)."""
+    if any(type(h.points) is not int for h in items):
+        return False
+    if decay.mode == "none" or all(h.points <= 0 for h in items):
+        return True
+    if decay.mode == "half_life":
+        return decay.half_life_days <= 0
+    if decay.period_days <= 0:
+        return True
+    # decayed()'s own arithmetic: no period has passed for the oldest hit, hence for none
+    age_days = max((now - items[0].at).total_seconds(), 0.0) / DAY
+    return math.floor(age_days / decay.period_days) == 0
 
 
 #: Hits in time order, then by event id (a :class:`Hit` is a named tuple: at, event_id).
