@@ -15,8 +15,9 @@ out and the relay publishes the row.
 Requests with an idempotency key (Idempotency-Key, Segment ``messageId``, Google lead id)
 first *claim* it: one short transaction inserts the key row and spools the event, held back
 the same way. Of concurrent repeats only the claimer publishes; the others answer its event
-id without publishing. After the direct send the row is marked sent (or released to the
-relay); a row left held by a crash is published when its hold runs out, so nothing is lost.
+id without publishing. After the direct send the row is marked sent, just after the answer
+(several requests' rows in one transaction), or released to the relay; a row left held by a
+crash is published when its hold runs out, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ class Intake:
         # Unknown at start (a previous process may have left rows): ask the database once.
         self._spooling = True
         self._in_doubt: set[asyncio.Task[None]] = set()
+        # Delivered directly, still to be recorded (see _settle).
+        self._unsettled: list[str] = []
+        self._unremembered: list[tuple[str, str, str, str | None]] = []
+        self._settler: asyncio.Task[None] | None = None
 
     async def accept(self, submissions: Sequence[Submission]) -> list[Accepted]:
         """Make every submission durable; answer from the idempotency records on a repeat.
@@ -151,7 +156,7 @@ class Intake:
         if not await self._must_spool():
             outcome = await self._publish_directly(subs, claimed, values)
             if outcome == "delivered":
-                await self._settle(subs, claimed)
+                self._settle(subs, claimed)
                 _ACCEPTED_DIRECT.inc(len(subs))
                 return
             if outcome == "in_doubt":
@@ -243,24 +248,46 @@ class Intake:
         if not delivered:
             self.runtime.relay.wake()
 
-    async def _settle(self, subs: list[Submission], claimed: set[str]) -> None:
-        """Delivered directly: mark the claimed rows sent; remember keys not claimed before."""
+    def _settle(self, subs: list[Submission], claimed: set[str]) -> None:
+        """Delivered directly: the claimed rows are to be marked sent, keys not claimed before
+        remembered. That is bookkeeping, not durability (the events are on Kafka), so it is
+        done after the answer, and the requests of a moment share one transaction."""
         records = _records([s for s in subs if s.event.id not in claimed])
         done = [s.event.id for s in subs if s.event.id in claimed]
         if not records and not done:
             return
-        try:
-            async with self.runtime.engine.begin() as conn:
-                await mark_sent(conn, done)
-                await repository.remember_idempotent(conn, records)
-        except Exception as exc:
-            # The event is on Kafka already; the sweep may re-send the same id, harmless.
-            log.warning("recording delivered events failed: %s", exc)
+        self._unsettled.extend(done)
+        self._unremembered.extend(records)
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle_queued())
+
+    async def _settle_queued(self) -> None:
+        # What arrives while a transaction runs is taken by the next one.
+        while self._unsettled or self._unremembered:
+            done, self._unsettled = self._unsettled, []
+            records, self._unremembered = self._unremembered, []
+            try:
+                async with self.runtime.engine.begin() as conn:
+                    await mark_sent(conn, done)
+                    await repository.remember_idempotent(conn, records)
+            except Exception as exc:
+                # The events are on Kafka already; a row left held is published again when
+                # its hold runs out (the same event id: consumers count it once).
+                log.warning("recording %d delivered events failed: %s", len(done), exc)
 
     async def drain(self, within: float) -> None:
-        """At shutdown: let in-doubt sends resolve; the rest are published when their hold ends."""
-        if self._in_doubt:
-            await asyncio.wait(set(self._in_doubt), timeout=within)
+        """At shutdown: let in-doubt sends resolve and delivered ones be recorded; the rest
+        are published when their hold ends."""
+        pending = set(self._in_doubt)
+        if self._settler is not None and not self._settler.done():
+            pending.add(self._settler)
+        if pending:
+            await asyncio.wait(pending, timeout=within)
+        if self._settler is not None and not self._settler.done():
+            return
+        if self._unsettled or self._unremembered:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settle_queued(), timeout=within)
 
 
 def _traced(subs: dict[str, Submission]) -> dict[str, Submission]:

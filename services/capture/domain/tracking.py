@@ -36,9 +36,11 @@ class TrackedCall:
 
 
 def _id(value: Any) -> str | None:
+    if isinstance(value, str):  # the usual case first
+        return value.strip()[:200] or None
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float | str):
+    if isinstance(value, int | float):
         text = str(value).strip()
         return text[:200] or None
     return None
