@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -135,8 +136,15 @@ def parse_time(value: str) -> datetime:
 
 
 def new_event_id() -> str:
-    """A fresh random event id."""
-    return str(uuid.uuid4())
+    """A fresh random event id: ``str(uuid.uuid4())``, without building the UUID object."""
+    return _uuid_text(bytearray(os.urandom(16)), 0x40)
+
+
+def _uuid_text(raw: bytearray, version: int) -> str:
+    raw[6] = (raw[6] & 0x0F) | version
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    h = raw[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def derived_event_id(*parts: str) -> str:
@@ -144,11 +152,8 @@ def derived_event_id(*parts: str) -> str:
 
     ``str(uuid.uuid5(_NAMESPACE, "\\x1f".join(parts)))``, without building the UUID object.
     """
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest())
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
-    h = digest[:16].hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    digest = hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()
+    return _uuid_text(bytearray(digest), 0x50)
 
 
 @dataclass(frozen=True, slots=True)

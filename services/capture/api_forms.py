@@ -13,8 +13,9 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel
 
 from services.capture.deps import CaptureContext, ContextDep
@@ -117,7 +118,14 @@ def _redirect_target(fields: Mapping[str, Any], allowed: Iterable[str]) -> str |
 def _answer(body: AcceptedOut, redirect: str | None, origin: str | None) -> Response:
     if redirect:
         return RedirectResponse(redirect, status_code=303, headers=cors_headers(origin))
-    return JSONResponse(body.model_dump(), status_code=202, headers=cors_headers(origin))
+    # AcceptedOut as JSONResponse renders it (compact, UTF-8), without the model_dump and the
+    # stdlib encoder on the hottest route.
+    content = orjson.dumps(
+        {"event_id": body.event_id, "lead_key": body.lead_key, "status": body.status}
+    )
+    return Response(
+        content, status_code=202, media_type="application/json", headers=cors_headers(origin)
+    )
 
 
 async def _submit(
