@@ -17,7 +17,7 @@ import orjson
 from sqlalchemy import bindparam, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.scoring.domain.model import Hit, Lead
+from services.scoring.domain.model import Lead
 from services.scoring.events import SOURCE
 from services.scoring.tables import erased_emails, identities, leads, timeline
 from shared.db import insert_for, is_sqlite
@@ -162,17 +162,18 @@ def _columns(rows: Iterable[Lead], now: datetime) -> list[list[Any]]:
 def state_json(lead: Lead) -> str:
     """``dumps(lead.to_state())``, with orjson serializing the dataclass directly (times as
     RFC 3339 with ``Z``, as :meth:`Lead.to_state` writes them)."""
+    # orjson writes plain tuples as arrays but not named tuples: the hits are handed to it as
+    # tuples for the call (a ``default`` hook called for each hit cost about as much again as
+    # the whole encoding)
+    hits = lead.hits
     try:
-        return orjson.dumps(lead, default=_hit_array, option=orjson.OPT_UTC_Z).decode()
+        lead.hits = list(map(tuple, hits))  # type: ignore[arg-type]
+        return orjson.dumps(lead, option=orjson.OPT_UTC_Z).decode()
     except TypeError:
+        lead.hits = hits
         return json.dumps(lead.to_state())
-
-
-def _hit_array(value: Any) -> Any:
-    """A hit as :meth:`Lead.to_state` stores it (orjson does not write named tuples itself)."""
-    if isinstance(value, Hit):
-        return tuple(value)
-    raise TypeError
+    finally:
+        lead.hits = hits
 
 
 async def _run(conn: AsyncConnection, statement: str, *args: Any) -> None:

@@ -152,8 +152,10 @@ class Lead:
                 values[name] = parsed_time(values[name])
         hits = values.get("hits") or []
         if all(type(h) is list for h in hits):
-            time_of = parsed_time
-            values["hits"] = [Hit(r, g, p, time_of(at), e) for r, g, p, at, e in hits]
+            # tuple.__new__ rather than Hit(...): a named tuple's own __new__ is Python code,
+            # and a lead has up to 50 hits per repeatable rule
+            time_of, new = parsed_time, tuple.__new__
+            values["hits"] = [new(Hit, (r, g, p, time_of(at), e)) for r, g, p, at, e in hits]
         else:  # stored before hits were arrays
             values["hits"] = [
                 Hit(h[0], h[1], h[2], parsed_time(h[3]), h[4])
