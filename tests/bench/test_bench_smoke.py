@@ -17,7 +17,7 @@ import pytest
 
 from bench.run import MODULES, run_module
 from bench.speed_to_lead import percentile
-from bench.table import markdown, met
+from bench.table import README_FIGURES, markdown, met
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {"name", "value", "unit", "baseline", "ratio"}
@@ -86,3 +86,13 @@ def test_percentile_picks_the_nearest_rank() -> None:
     assert percentile(values, 50) == 51.0
     assert percentile(values, 99) == 99.0
     assert percentile([5.0], 99) == 5.0
+
+
+def test_readme_table_is_the_one_rendered_from_the_results_file() -> None:
+    # Issue 11: "the README table matches the file". Regenerate it with
+    # `python -m bench.table --readme` after `make bench`.
+    results = ROOT / "bench" / "results"
+    rows = json.loads((results / "latest.json").read_text())
+    machine = json.loads((results / "machine.json").read_text())
+    table = markdown([r for r in rows if r["name"] in README_FIGURES], machine)
+    assert table in (ROOT / "README.md").read_text()
