@@ -146,15 +146,23 @@ async def _count_today(conn: AsyncConnection, starts: Mapping[str, datetime]) ->
 
 
 async def load_rep_states(
-    conn: AsyncConnection, config: RoutingConfig, now: datetime, *, lock: bool = True
+    conn: AsyncConnection,
+    config: RoutingConfig,
+    now: datetime,
+    *,
+    lock: bool = True,
+    only: Collection[str] | None = None,
 ) -> dict[str, RepState]:
-    """Every configured rep's state with current load (open and assigned-today counts).
+    """Every configured rep's state (``only`` those reps, if given) with current load (open
+    and assigned-today counts).
 
     The load comes from the counters kept on the rep rows, not from counting assignments: with
     ``lock`` the rows are locked (in rep id order, so lockers never deadlock) and the pending
-    open-count deltas folded in; without, the deltas are only added up.
+    open-count deltas folded in; without, the deltas are only added up. A routing choice needs
+    only the reps of the lead's candidate teams (``rules.candidate_reps``): locking just those
+    lets choices for other teams go ahead meanwhile.
     """
-    ids = list(config.reps)
+    ids = [rid for rid in config.reps if only is None or rid in only]
     raw = await rep_state_rows(conn, ids, lock=lock)
     if lock and len(raw) < len(ids):  # a rep new to the config: its row first, then lock
         await ensure_rep_states(conn, [rid for rid in ids if rid not in raw], now)
@@ -164,7 +172,7 @@ async def load_rep_states(
         deltas = await _fold_load_deltas(conn, present)
     else:
         deltas = await _pending_load_deltas(conn, present)
-    starts = {rid: local_day_start(now, rep.calendar.tz) for rid, rep in config.reps.items()}
+    starts = {rid: local_day_start(now, config.reps[rid].calendar.tz) for rid in ids}
     # A counter of another day counts 0 today; one never set (or ahead of the clock) is counted.
     unknown = {
         rid: starts[rid]
@@ -180,7 +188,7 @@ async def load_rep_states(
             [{"rid": rid, "n": counted.get(rid, 0), "start": unknown[rid]} for rid in unknown],
         )
     out = {}
-    for rid in config.reps:
+    for rid in ids:
         row = raw.get(rid) or {}
         if rid in unknown:
             today = counted.get(rid, 0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 
 from services.routing import durable_queues as queues
 from services.routing import handlers
@@ -20,6 +20,8 @@ from services.routing import repository as repo
 from services.routing.config import load_routing_config
 from services.routing.deps import RoutingContext
 from services.routing.domain.assignment import Assignment, Owner, State
+from services.routing.domain.model import RepState
+from services.routing.domain.rules import candidate_reps, route
 from services.routing.handlers.clock_batch import fire_clock_timers
 from services.routing.tables import (
     assignments,
@@ -33,7 +35,7 @@ from shared.db import create_engine
 from shared.events import utcnow
 from shared.messaging_tables import outbox
 from shared.topics import Topics
-from tests.routing.helpers import config
+from tests.routing.helpers import config, snapshot
 from tests.routing.helpers import lead as a_lead
 
 N = 12
@@ -187,3 +189,68 @@ async def test_a_poison_timer_is_deferred_alone(db_url: str) -> None:
     assert [r.assignment_id for r in pending] == ["a-3"]
     assert pending[0].lease_until is not None and pending[0].lease_until > utcnow()
     assert worker.fired == 2 * N - 1
+
+
+def test_a_choice_needs_only_the_candidate_teams_reps() -> None:
+    cfg = load_routing_config(config())
+    now = utcnow()
+    states = {rid: RepState(rid, credit=float(i)) for i, rid in enumerate(cfg.reps)}
+    for country, reps in (
+        ("DE", ["anna", "ben", "desk"]),
+        ("US", ["carla", "desk"]),
+        (None, ["desk"]),
+    ):
+        the_lead = snapshot(country, "warm")
+        assert candidate_reps([the_lead], cfg) == reps
+        narrowed = {rid: states[rid] for rid in reps}
+        assert route(the_lead, cfg, narrowed, now) == route(the_lead, cfg, states, now)
+
+
+async def test_a_batch_locks_only_the_reps_who_may_take_its_leads(pg_db_url: str) -> None:
+    # Another transaction holds an americas rep's row (a consumer assigning a US lead): a
+    # batch of EMEA breaches goes ahead instead of waiting for it.
+    ctx = RoutingContext(config=load_routing_config(config()), topics=Topics("t."))
+    now = utcnow()
+    past = now - timedelta(hours=5)
+    engine = create_engine(pg_db_url)
+    try:
+        async with engine.begin() as conn:
+            await repo.ensure_rep_states(conn, ctx.config.reps, now)
+            for i in range(3):
+                lead = a_lead("DE", "warm", id=f"lead-{i}")
+                a = Assignment(
+                    id=f"a-{i}",
+                    lead_id=lead["id"],
+                    lead_key=lead["key"],
+                    owner=Owner("anna", "Anna", "anna@example.com", "emea"),
+                    team="emea",
+                    state=State.OPEN,
+                    policy="warm",
+                    warn_at=past,
+                    due_at=past,
+                    assigned_at=past,
+                    reason="rule:emea",
+                    lead=lead,
+                    updated_at=past,
+                )
+                await repo.insert_assignment(conn, a)
+                await queues.add_timers(conn, a.id, a.warn_at, a.due_at)
+            due = await queues.claim_due_timers(conn, "test", now, 100, 30.0)
+        async with engine.connect() as holder:
+            await holder.begin()
+            await repo.rep_state_rows(holder, ["carla"], lock=True)
+            async with engine.begin() as conn:
+                await conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+                kinds = await fire_clock_timers(conn, ctx, due, now)
+            await holder.rollback()
+        async with engine.connect() as conn:
+            owners = [
+                r.owner_id
+                for r in await conn.execute(
+                    select(assignments).where(assignments.c.id.notlike("a-%"))
+                )
+            ]
+    finally:
+        await engine.dispose()
+    assert sorted(kinds) == ["breach"] * 3 + ["warn"] * 3
+    assert sorted(owners) == ["ben", "ben", "ben"]

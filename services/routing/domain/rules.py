@@ -145,6 +145,22 @@ def policy_for(lead: LeadSnapshot, rule: Rule | None, config: RoutingConfig) -> 
     return temp if temp in config.policies else config.default_policy
 
 
+def candidate_teams(lead: LeadSnapshot, config: RoutingConfig) -> list[str]:
+    """The teams :func:`route` may give ``lead`` to: the first matching rule's, then the
+    fallback team. Only their reps' states decide the choice (and only theirs change)."""
+    rule = next((r for r in config.rules if rule_matches(r, lead, config)), None)
+    teams = [rule.team] if rule is not None else []
+    if config.fallback_team is not None and config.fallback_team not in teams:
+        teams.append(config.fallback_team)
+    return teams
+
+
+def candidate_reps(leads: Iterable[LeadSnapshot], config: RoutingConfig) -> list[str]:
+    """The reps of every team the leads may be routed to, in rep id order."""
+    teams = {t for lead in leads for t in candidate_teams(lead, config)}
+    return sorted(rid for rid, rep in config.reps.items() if rep.team in teams)
+
+
 def route(
     lead: LeadSnapshot,
     config: RoutingConfig,

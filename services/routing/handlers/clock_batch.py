@@ -29,7 +29,7 @@ from services.routing.deps import RoutingContext
 from services.routing.domain.assignment import Assignment, State
 from services.routing.domain.business_time import local_day_start
 from services.routing.domain.model import Action
-from services.routing.domain.rules import after_pick, route
+from services.routing.domain.rules import after_pick, candidate_reps, route
 from services.routing.events import assigned_event, clock_event
 from services.routing.handlers.assigning import planned_assignment
 from services.routing.handlers.common import emit, lead_of
@@ -142,16 +142,21 @@ async def _reassign_all(
     released = await repo.transition_many(
         conn, [b.id for b, _ in items], from_=State.BREACHED, to=State.REASSIGNED, updated_at=now
     )
-    # Locks the reps' rows (in id order) until commit, and folds the releases' load in.
-    states = await repo.load_rep_states(conn, ctx.config, now)
+    leads = {b.id: lead_of(b.lead) for b, _ in items if b.id in released}
+    # Locks the rows of the reps who may take these leads until commit, and folds the
+    # releases' load in. One statement, in rep id order: a consumer's transaction locks every
+    # rep (in the same order, once or again per lead), another batch its own subset, so no
+    # two of them ever wait for each other in a cycle.
+    only = candidate_reps(leads.values(), ctx.config)
+    states = await repo.load_rep_states(conn, ctx.config, now, only=only)
     made: list[tuple[Assignment, Assignment, datetime]] = []
     nobody: list[tuple[Assignment, datetime]] = []
     credits: dict[str, float] = {}
     today: dict[str, tuple[datetime, int]] = {}
     for b, due in items:
-        if b.id not in released:
+        if b.id not in leads:
             continue
-        lead = lead_of(b.lead)
+        lead = leads[b.id]
         decision = route(lead, ctx.config, states, now, exclude.get(b.lead_id, ()))
         cause = [b.id, _BREACH_CAUSE]
         new = planned_assignment(
