@@ -59,6 +59,7 @@ def create_app(
     routers: Sequence[APIRouter],
     *,
     max_body_bytes: int | None = None,
+    routers_first: bool = False,
 ) -> FastAPI:
     """A FastAPI app whose lifespan starts and drains ``runtime``.
 
@@ -107,8 +108,15 @@ def create_app(
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    before = len(app.router.routes)
     for router in routers:
         app.include_router(router)
+    if routers_first:
+        # Matched in order: the operations routes and the OpenAPI pages, matched first, cost
+        # ~30 us of every request to a service route. Only for services none of whose
+        # routes shares a path with them (capture's public posts).
+        routes = app.router.routes
+        routes[:] = [*routes[before:], *routes[:before]]
     install_openapi(app, lambda route: access_of(route, frozenset()))
     app.add_middleware(
         GuardMiddleware,
@@ -225,8 +233,13 @@ class GuardMiddleware:
                 await problem_response(problem)(scope, receive, send)
             return
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.limit:
-            await self._too_large(scope, receive, send)
+        if declared.isdigit():
+            if int(declared) > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+            # The server frames the body by its declared length (h11 refuses more), so only
+            # a body without one (chunked) needs counting as it arrives.
+            await self.app(scope, receive, send)
             return
         await self._limited(scope, receive, send)
 

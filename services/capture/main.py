@@ -55,6 +55,8 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
     # Capture's routes keep their own tighter limits (read_body); the global one must let the
     # largest of them (signed ad-platform webhooks) through.
     max_body = max(settings.leadflow_max_body_bytes, api_webhooks.WEBHOOK_LIMIT)
-    app = create_app(runtime, "Leadflow capture", routers, max_body_bytes=max_body)
+    app = create_app(
+        runtime, "Leadflow capture", routers, max_body_bytes=max_body, routers_first=True
+    )
     app.state.capture = ctx
     return app
