@@ -23,9 +23,19 @@ class RoutingContext:
     source: str = "routing"
     wakers: list[Callable[[], None]] = field(default_factory=list)
 
+    #: What a fired SLA timer's commit wakes (None: every waker): the relay, the webhook
+    #: worker and the queue retrier. Nothing a timer writes concerns the nurture worker, and
+    #: the timer worker itself sleeps until its next timer is due.
+    timer_wakers: list[Callable[[], None]] | None = None
+
     def after_commit(self) -> None:
         """Wake the relay and the workers (call after a commit that wrote something)."""
         for wake in self.wakers:
+            wake()
+
+    def after_timer_commit(self) -> None:
+        """Wake what a commit of fired SLA timers concerns (see :attr:`timer_wakers`)."""
+        for wake in self.wakers if self.timer_wakers is None else self.timer_wakers:
             wake()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, func, or_, select, update
+from sqlalchemy import Table, func, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.routing.repository import Row, rows_of
@@ -41,14 +41,17 @@ async def claim_due(
     )
     if is_sqlite(conn):
         return rows_of(await conn.execute(q))
-    rows = rows_of(await conn.execute(q.with_for_update(skip_locked=True)))
-    if rows:
+    # Picked and leased in one statement (one round trip, not two).
+    picked = q.with_only_columns(c.id).with_for_update(skip_locked=True)
+    rows = rows_of(
         await conn.execute(
             update(table)
-            .where(c.id.in_([r["id"] for r in rows]))
+            .where(c.id.in_(picked))
             .values(lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
+            .returning(*table.c)
         )
-    return rows
+    )
+    return sorted(rows, key=lambda r: (r["due_at"], r["id"]))
 
 
 async def mark_fired(conn: AsyncConnection, table: Table, row_id: int, now: datetime) -> bool:
@@ -86,16 +89,9 @@ async def defer(conn: AsyncConnection, table: Table, row_id: int, until: datetim
 async def next_due(conn: AsyncConnection, table: Table, now: datetime) -> datetime | None:
     """When a pending row next becomes claimable (its due time, or its lease's end)."""
     c = table.c
-    free = (
-        await conn.execute(
-            select(func.min(c.due_at)).where(
-                c.state == "pending", or_(c.lease_until.is_(None), c.lease_until < now)
-            )
-        )
-    ).scalar_one_or_none()
-    leased = (
-        await conn.execute(
-            select(func.min(c.lease_until)).where(c.state == "pending", c.lease_until >= now)
-        )
-    ).scalar_one_or_none()
-    return min((t for t in (free, leased) if t is not None), default=None)
+    free = select(func.min(c.due_at)).where(
+        c.state == "pending", or_(c.lease_until.is_(None), c.lease_until < now)
+    )
+    leased = select(func.min(c.lease_until)).where(c.state == "pending", c.lease_until >= now)
+    found = (await conn.execute(union_all(free, leased))).scalars().all()
+    return min((t for t in found if t is not None), default=None)

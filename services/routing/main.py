@@ -39,6 +39,7 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
     webhooks = WebhookWorker(engine, ctx)
     nurture = NurtureWorker(engine, ctx)
     ctx.wakers = [runtime.relay.wake, timers.wake, retrier.wake, webhooks.wake, nurture.wake]
+    ctx.timer_wakers = [runtime.relay.wake, retrier.wake, webhooks.wake]
     batches = ConsumerBatches(ctx)
     consumer = ConsumerRunner(
         settings=settings,

@@ -136,11 +136,12 @@ class TimerWorker(DueWorkLoop):
                                 await queues.defer_timer(
                                     conn, int(timer["id"]), utcnow() + timedelta(seconds=5)
                                 )
-                self.ctx.after_commit()
-                # That woke this loop too. Instead, the next pass waits for the next due
-                # timer, and at least ``min_sleep``: timers falling due meanwhile are fired
-                # together, not one pass (some twenty round trips) each. A wake after this
-                # point (a commit elsewhere) still counts; one before is seen by next_due.
+                self.ctx.after_timer_commit()
+                # Not this loop (if the context has no timer wakers, undo its wake-up): the
+                # next pass waits for the next due timer, and at least ``min_sleep``, so timers
+                # falling due meanwhile are fired together, not one pass (some twenty round
+                # trips) each. A wake after this point (a commit elsewhere) still counts; one
+                # before is seen by next_due.
                 self._wake.clear()
             # Once stopping, the backlog is left to the next start (or another replica):
             # claiming batch after batch would hold SIGTERM up for as long as it lasts.
