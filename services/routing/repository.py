@@ -242,29 +242,40 @@ async def record_pick(
         )
 
 
-async def record_picks(
+async def store_rep_loads(
     conn: AsyncConnection,
-    credits: Mapping[str, float],
-    today: Mapping[str, tuple[datetime, int]],
+    states: Mapping[str, RepState],
+    config: RoutingConfig,
     now: datetime,
 ) -> None:
-    """Persist a batch of picks made in memory (caller holds the rep rows): each rep's final
-    round-robin credit, and each chosen rep's assigned-today counter ``(since, count)``."""
-    stmt = update(rep_states).where(rep_states.c.rep_id == bindparam("rid"))
-    plain = [{"rid": rid, "c": credits[rid]} for rid in sorted(credits) if rid not in today]
-    if plain:
-        await conn.execute(stmt.values(credit=bindparam("c"), updated_at=now), plain)
-    counted = [
-        {"rid": rid, "c": credits.get(rid), "n": n, "s": start}
-        for rid, (start, n) in sorted(today.items())
+    """Write reps' round-robin credits and load counters as a batch of picks left them in
+    memory, in one statement (caller holds their rows since :func:`load_rep_states` folded
+    their deltas, so ``open_count`` is exact; deltas others appended meanwhile stay pending).
+    ``today_count`` counts since the rep's local midnight, as :func:`load_rep_states` did."""
+    rows = [
+        {
+            "rid": rid,
+            "c": st.credit,
+            "o": st.open_count,
+            "n": st.today_count,
+            "s": local_day_start(now, config.reps[rid].calendar.tz),
+        }
+        for rid, st in sorted(states.items())
+        if rid in config.reps
     ]
-    with_credit = [r for r in counted if r["c"] is not None]
-    without = [r for r in counted if r["c"] is None]
-    counters = {"today_count": bindparam("n"), "today_start": bindparam("s"), "updated_at": now}
-    if with_credit:
-        await conn.execute(stmt.values(credit=bindparam("c"), **counters), with_credit)
-    if without:
-        await conn.execute(stmt.values(**counters), without)
+    if rows:
+        await conn.execute(
+            update(rep_states)
+            .where(rep_states.c.rep_id == bindparam("rid"))
+            .values(
+                credit=bindparam("c"),
+                open_count=bindparam("o"),
+                today_count=bindparam("n"),
+                today_start=bindparam("s"),
+                updated_at=now,
+            ),
+            rows,
+        )
 
 
 async def add_load(conn: AsyncConnection, rep_id: str, delta: int) -> None:
@@ -346,8 +357,11 @@ async def insert_assignment(conn: AsyncConnection, a: Assignment) -> None:
         await add_load(conn, a.owner.id, +1)
 
 
-async def insert_assignments(conn: AsyncConnection, made: Sequence[Assignment]) -> None:
-    """Store new assignments (one statement for all)."""
+async def insert_assignments(
+    conn: AsyncConnection, made: Sequence[Assignment], *, count_load: bool = True
+) -> None:
+    """Store new assignments (one statement for all); without ``count_load`` the caller
+    writes their owners' open counts itself (:func:`store_rep_loads`)."""
     if not made:
         return
     await conn.execute(
@@ -378,7 +392,8 @@ async def insert_assignments(conn: AsyncConnection, made: Sequence[Assignment]) 
             for a in made
         ],
     )
-    await add_loads(conn, [(a.owner.id, +1) for a in made if a.state in ACTIVE])
+    if count_load:
+        await add_loads(conn, [(a.owner.id, +1) for a in made if a.state in ACTIVE])
 
 
 async def get_assignments(

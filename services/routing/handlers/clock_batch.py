@@ -27,7 +27,6 @@ from services.routing import durable_queues as queues
 from services.routing import repository as repo
 from services.routing.deps import RoutingContext
 from services.routing.domain.assignment import Assignment, State
-from services.routing.domain.business_time import local_day_start
 from services.routing.domain.model import Action
 from services.routing.domain.rules import after_pick, candidate_reps, route
 from services.routing.events import assigned_event, clock_event
@@ -151,8 +150,6 @@ async def _reassign_all(
     states = await repo.load_rep_states(conn, ctx.config, now, only=only)
     made: list[tuple[Assignment, Assignment, datetime]] = []
     nobody: list[tuple[Assignment, datetime]] = []
-    credits: dict[str, float] = {}
-    today: dict[str, tuple[datetime, int]] = {}
     for b, due in items:
         if b.id not in leads:
             continue
@@ -166,14 +163,12 @@ async def _reassign_all(
             nobody.append((b, due))
             continue
         states = after_pick(states, decision)
-        credits.update(decision.credits)
-        rep = decision.rep
-        today[rep.id] = (local_day_start(now, rep.calendar.tz), states[rep.id].today_count)
         made.append((b, new, due))
     if made:
-        await repo.insert_assignments(conn, [new for _, new, _ in made])
+        # The new owners' open counts are written with the credits, not appended as deltas.
+        await repo.insert_assignments(conn, [new for _, new, _ in made], count_load=False)
         await queues.add_timers_many(conn, [(n.id, n.warn_at, n.due_at) for _, n, _ in made])
-        await repo.record_picks(conn, credits, today, now)
+        await repo.store_rep_loads(conn, states, ctx.config, now)
         assigned = [
             assigned_event(new, b.id, _BREACH_CAUSE, previous_owner=b.owner) for b, new, _ in made
         ]
