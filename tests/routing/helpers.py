@@ -121,7 +121,7 @@ def snapshot(country: str | None = "DE", temperature: str = "hot", **extra: Any)
 
 def qualified(the_lead: dict[str, Any], event_id: str | None = None) -> CloudEvent:
     """A ``lead.qualified`` event as scoring emits it."""
-    kwargs = {"id": event_id} if event_id else {}
+    kwargs: dict[str, Any] = {"id": event_id} if event_id else {}
     return CloudEvent(
         type=LeadType.QUALIFIED,
         source="/leadflow/scoring",
