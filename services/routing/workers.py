@@ -17,12 +17,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.routing import durable_queues as queues
 from services.routing import handlers
@@ -115,44 +116,47 @@ class TimerWorker(DueWorkLoop):
         self._gauges = _Every(GAUGE_SECONDS)
 
     async def step(self) -> datetime | None:
-        while True:
-            now = utcnow()
-            async with self.engine.begin() as conn:
-                due = await queues.claim_due_timers(
-                    conn, self.owner, now, self.batch, self.lease_seconds
-                )
-            if due:
-                try:
-                    await self._fire(due)
-                except Exception:
-                    # One bad timer must not hold up the others: retry them one by one.
-                    log.exception("timer batch failed; firing one by one")
-                    for timer in due:
-                        try:
-                            await self._fire([timer])
-                        except Exception:
-                            log.exception("timer %s failed; retrying it shortly", timer["id"])
-                            async with self.engine.begin() as conn:
-                                await queues.defer_timer(
-                                    conn, int(timer["id"]), utcnow() + timedelta(seconds=5)
-                                )
-                self.ctx.after_timer_commit()
-                # Not this loop (if the context has no timer wakers, undo its wake-up): the
-                # next pass waits for the next due timer, and at least ``min_sleep``, so timers
-                # falling due meanwhile are fired together, not one pass (some twenty round
-                # trips) each. A wake after this point (a commit elsewhere) still counts; one
-                # before is seen by next_due.
-                self._wake.clear()
-            # Once stopping, the backlog is left to the next start (or another replica):
-            # claiming batch after batch would hold SIGTERM up for as long as it lasts.
-            if len(due) < self.batch or self._stopping:
-                break
+        # One connection for the whole pass: each checkout would first ping the server.
         async with self.engine.connect() as conn:
+            while True:
+                now = utcnow()
+                async with conn.begin():
+                    due = await queues.claim_due_timers(
+                        conn, self.owner, now, self.batch, self.lease_seconds
+                    )
+                if due:
+                    try:
+                        await self._fire(due, conn)
+                    except Exception:
+                        # One bad timer must not hold up the others: retry them one by one.
+                        log.exception("timer batch failed; firing one by one")
+                        for timer in due:
+                            try:
+                                await self._fire([timer], conn)
+                            except Exception:
+                                log.exception("timer %s failed; retrying it shortly", timer["id"])
+                                async with conn.begin():
+                                    await queues.defer_timer(
+                                        conn, int(timer["id"]), utcnow() + timedelta(seconds=5)
+                                    )
+                    self.ctx.after_timer_commit()
+                    # Not this loop (if the context has no timer wakers, undo its wake-up): the
+                    # next pass waits for the next due timer, and at least ``min_sleep``, so
+                    # timers falling due meanwhile are fired together, not one pass (some twenty
+                    # round trips) each. A wake after this point (a commit elsewhere) still
+                    # counts; one before is seen by next_due.
+                    self._wake.clear()
+                # Once stopping, the backlog is left to the next start (or another replica):
+                # claiming batch after batch would hold SIGTERM up for as long as it lasts.
+                if len(due) < self.batch or self._stopping:
+                    break
             if self._gauges.due():
                 _set_pending_timers(await queues.pending_timer_counts(conn))
             return await queues.next_timer_due(conn, utcnow())
 
-    async def _fire(self, due: list[dict[str, object]]) -> None:
+    async def _fire(
+        self, due: list[dict[str, object]], conn: AsyncConnection | None = None
+    ) -> None:
         """Fire timers (each flips pending -> fired at most once): the warnings together in one
         transaction, then the breaches together in another, then every escalation step in its
         own, up to ``concurrency`` at a time.
@@ -164,27 +168,33 @@ class TimerWorker(DueWorkLoop):
         own assignment in this batch (an escalation step that moves the lead on): that one goes
         last, so a late worker does not warn about an assignment it is about to end. Once
         stopping, timers not started yet are released for the next start (or another replica)
-        instead of waiting out their lease.
+        instead of waiting out their lease. Warnings and breaches use ``conn`` (the pass's
+        connection, if given); escalation steps each take one of their own.
         """
         warns, late_warns = _warnings_in_order(due)
         breaches = [t for t in due if t["kind"] == "breach"]
         steps = [t for t in due if t["kind"] not in CLOCK_KINDS]
         if warns:
-            await self._fire_clocks(warns)
+            await self._fire_clocks(warns, conn)
         if breaches:
-            await self._fire_clocks(breaches)
+            await self._fire_clocks(breaches, conn)
         if steps:
             await self._fire_apart(steps)
         if late_warns:
-            await self._fire_clocks(late_warns)
+            await self._fire_clocks(late_warns, conn)
 
-    async def _fire_clocks(self, due: list[dict[str, object]]) -> None:
-        if self._stopping:
-            async with self.engine.begin() as conn:
-                await queues.release_timers(conn, [int(str(t["id"])) for t in due], self.owner)
-            return
-        async with self.engine.begin() as conn:
-            kinds = await fire_clock_timers(conn, self.ctx, due, utcnow())
+    async def _fire_clocks(
+        self, due: list[dict[str, object]], conn: AsyncConnection | None
+    ) -> None:
+        async with AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self.engine.connect())
+            async with conn.begin():
+                if self._stopping:
+                    ids = [int(str(t["id"])) for t in due]
+                    await queues.release_timers(conn, ids, self.owner)
+                    return
+                kinds = await fire_clock_timers(conn, self.ctx, due, utcnow())
         self._count(kinds)
 
     async def _fire_apart(self, others: list[dict[str, object]]) -> None:
