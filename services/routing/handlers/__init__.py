@@ -1,7 +1,7 @@
 """Use cases: event or request -> domain decision -> repository and outbox, in one transaction.
 
-:data:`EVENT_HANDLERS` says what each consumed event type does (``batch_handler`` is the
-consumer's handler for ``leadflow.leads`` and ``leadflow.sales``); the timer worker calls
+:data:`EVENT_HANDLERS` says what each consumed event type does (:class:`ConsumerBatches` is
+the consumer's handler for ``leadflow.leads`` and ``leadflow.sales``); the timer worker calls
 :func:`fire_timer`, the queue retrier :func:`retry_queued`, the API :func:`first_touch` and
 :func:`log_sales_activity`.
 """
@@ -9,7 +9,6 @@ consumer's handler for ``leadflow.leads`` and ``leadflow.sales``); the timer wor
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,7 +37,6 @@ __all__ = [
     "ConsumerBatches",
     "LogSalesActivity",
     "NotFound",
-    "batch_handler",
     "change_rep",
     "emit",
     "fire_timer",
@@ -65,7 +63,7 @@ async def handle_event(
     conn: AsyncConnection, ctx: RoutingContext, ev: CloudEvent, view: BatchView | None = None
 ) -> None:
     """Dispatch one consumed event (a type routing has no use for is skipped); ``view`` is
-    the consumer batch's nurture view (see :func:`batch_handler`)."""
+    the consumer batch's nurture view (see :class:`ConsumerBatches`)."""
     handler = EVENT_HANDLERS.get(ev.type)
     if handler is not None:
         await handler(conn, ctx, ev)
@@ -96,8 +94,3 @@ class ConsumerBatches:
         if self._gave_work:
             self._gave_work = False
             self.ctx.after_commit()
-
-
-def batch_handler(ctx: RoutingContext) -> Any:
-    """The ConsumerRunner handler alone (every event of the batch in its transaction)."""
-    return ConsumerBatches(ctx).handle

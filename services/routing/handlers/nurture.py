@@ -239,10 +239,10 @@ async def batch_view(
     conn: AsyncConnection, ctx: RoutingContext, events: Sequence[CloudEvent]
 ) -> BatchView:
     """The :class:`BatchView` of a batch's lead events (no read when there are no tracks)."""
-    ids = {_lead_id(ev) for ev in events if ev.type in LEAD_EVENTS} - {None}
+    ids = {i for ev in events if ev.type in LEAD_EVENTS and (i := _lead_id(ev))}
     if not ctx.config.nurture.tracks or not ids:
         return BatchView(set())
-    return BatchView(await store.actively_enrolled(conn, sorted(i for i in ids if i)))
+    return BatchView(await store.actively_enrolled(conn, sorted(ids)))
 
 
 def _lead_id(ev: CloudEvent) -> str | None:
