@@ -63,6 +63,38 @@ def _ctx() -> RoutingContext:
     return RoutingContext(config=load_routing_config(cfg), topics=Topics("t."))
 
 
+async def _open_assignment(
+    conn: Any,
+    i: int,
+    rep: str,
+    team: str,
+    reason: str,
+    at: datetime,
+    warn_at: datetime,
+    due_at: datetime,
+) -> None:
+    """Open assignment ``a-{i}`` of a warm DE lead ``lead-{i}`` to ``rep`` of ``team``, with
+    its warning and breach timers."""
+    lead = a_lead("DE", "warm", id=f"lead-{i}")
+    a = Assignment(
+        id=f"a-{i}",
+        lead_id=lead["id"],
+        lead_key=lead["key"],
+        owner=Owner(rep, rep.capitalize(), f"{rep}@example.com", team),
+        team=team,
+        state=State.OPEN,
+        policy="warm",
+        warn_at=warn_at,
+        due_at=due_at,
+        assigned_at=at,
+        reason=reason,
+        lead=lead,
+        updated_at=at,
+    )
+    await repo.insert_assignment(conn, a)
+    await queues.add_timers(conn, a.id, a.warn_at, a.due_at)
+
+
 async def _seed(engine: Any, now: datetime) -> list[dict[str, Any]]:
     """N open assignments of r0, each with a due warning and a due breach; the claimed timers."""
     past = now - timedelta(hours=5)
@@ -70,24 +102,8 @@ async def _seed(engine: Any, now: datetime) -> list[dict[str, Any]]:
         for table in (assignments, timers, rep_states, rep_load_deltas, unassigned, outbox):
             await conn.execute(delete(table))
         for i in range(N):
-            lead = a_lead("DE", "warm", id=f"lead-{i}")
-            a = Assignment(
-                id=f"a-{i}",
-                lead_id=lead["id"],
-                lead_key=lead["key"],
-                owner=Owner("r0", "R0", "r0@example.com", "desk"),
-                team="desk",
-                state=State.OPEN,
-                policy="warm",
-                warn_at=past + timedelta(seconds=i),
-                due_at=past + timedelta(seconds=N + i),
-                assigned_at=past,
-                reason="fallback:no_rule",
-                lead=lead,
-                updated_at=past,
-            )
-            await repo.insert_assignment(conn, a)
-            await queues.add_timers(conn, a.id, a.warn_at, a.due_at)
+            warn, due = past + timedelta(seconds=i), past + timedelta(seconds=N + i)
+            await _open_assignment(conn, i, "r0", "desk", "fallback:no_rule", past, warn, due)
         return await queues.claim_due_timers(conn, "test", now, 100, 30.0)
 
 
@@ -217,24 +233,7 @@ async def test_a_batch_locks_only_the_reps_who_may_take_its_leads(pg_db_url: str
         async with engine.begin() as conn:
             await repo.ensure_rep_states(conn, ctx.config.reps, now)
             for i in range(3):
-                lead = a_lead("DE", "warm", id=f"lead-{i}")
-                a = Assignment(
-                    id=f"a-{i}",
-                    lead_id=lead["id"],
-                    lead_key=lead["key"],
-                    owner=Owner("anna", "Anna", "anna@example.com", "emea"),
-                    team="emea",
-                    state=State.OPEN,
-                    policy="warm",
-                    warn_at=past,
-                    due_at=past,
-                    assigned_at=past,
-                    reason="rule:emea",
-                    lead=lead,
-                    updated_at=past,
-                )
-                await repo.insert_assignment(conn, a)
-                await queues.add_timers(conn, a.id, a.warn_at, a.due_at)
+                await _open_assignment(conn, i, "anna", "emea", "rule:emea", past, past, past)
             due = await queues.claim_due_timers(conn, "test", now, 100, 30.0)
         async with engine.connect() as holder:
             await holder.begin()
