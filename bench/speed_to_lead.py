@@ -4,7 +4,10 @@ on Kafka, with all three services as processes and a steady background of other 
 on the same stack, with no other load (``speed_to_lead_idle_*``: the fixed waits alone).
 
 The clock starts before the POST is sent and stops when a plain consumer of the routing topic
-(no group, 5 ms fetch wait so the measuring adds little) reads the assignment.
+(no group, 5 ms fetch wait so the measuring adds little) reads the assignment. The same
+consumer reads the interactions and leads topics too, so each lead's time splits into hops by
+the records' timestamps (when each service produced them): capture (POST → interaction on
+Kafka), scoring (→ ``lead.qualified``), routing (→ ``routing.assigned``) and reading it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from bench.common import Sizes, background_load, demo_body, result, stack
-from shared.events import RoutingType, from_kafka
+from shared.events import LeadType, RoutingType, from_kafka
 from shared.topics import Topics
 
 DEMO = "/v1/forms/demo-request/submissions"
@@ -35,9 +39,32 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[k]
 
 
-async def _measure(capture: str, bootstrap: str, topic: str, samples: int) -> list[float]:
+#: The hops of a lead's way, each ending when the named record was produced (read, for the last).
+HOPS = ("capture", "scoring", "routing", "read")
+
+
+@dataclass
+class Trace:
+    """Each measured lead's end-to-end time (ms) and its hops (ms, by :data:`HOPS`)."""
+
+    total: list[float] = field(default_factory=list)
+    hops: dict[str, list[float]] = field(default_factory=lambda: {h: [] for h in HOPS})
+
+    def hop_note(self) -> str:
+        """p50/p99 of each hop, for a result's note."""
+        parts = [
+            f"{h} {percentile(v, 50):.0f}/{percentile(v, 99):.0f}"
+            for h, v in self.hops.items()
+            if v
+        ]
+        return "hops p50/p99 ms: " + ", ".join(parts)
+
+
+async def _measure(capture: str, bootstrap: str, topics: Topics, samples: int) -> Trace:
     consumer = AIOKafkaConsumer(
-        topic,
+        topics.routing,
+        topics.interactions,
+        topics.leads,
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="latest",
@@ -46,18 +73,35 @@ async def _measure(capture: str, bootstrap: str, topic: str, samples: int) -> li
     await consumer.start()
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
+    # wall-clock times (s) of each lead's post, and of the records each hop produced
+    posted: dict[str, float] = {}
+    stamps: dict[str, dict[str, float]] = {}
     done = asyncio.Event()
     expected: set[str] = set()
+    ends = {
+        topics.interactions: ("capture", None),
+        topics.leads: ("scoring", LeadType.QUALIFIED),
+        topics.routing: ("routing", RoutingType.ASSIGNED),
+    }
 
     async def read() -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=50)
-            now = time.perf_counter()
-            for records in batches.values():
+            now, wall = time.perf_counter(), time.time()
+            for tp, records in batches.items():
+                hop, wanted = ends[tp.topic]
                 for rec in records:
+                    # the background's records are skipped by their key, before decoding
+                    key = rec.key.decode() if rec.key else ""
+                    if key not in sent:
+                        continue
                     ev = from_kafka(rec.key, rec.value, rec.headers)
-                    if ev.type == RoutingType.ASSIGNED and ev.key in sent and ev.key not in seen:
-                        seen[ev.key] = now
+                    if wanted is not None and ev.type != wanted:
+                        continue
+                    stamps.setdefault(key, {}).setdefault(hop, rec.timestamp / 1000)
+                    if hop == "routing" and key not in seen:
+                        seen[key] = now
+                        stamps[key]["read"] = wall
             if expected and expected <= seen.keys():
                 done.set()
 
@@ -72,6 +116,7 @@ async def _measure(capture: str, bootstrap: str, topic: str, samples: int) -> li
 
             async def one(i: int) -> None:
                 email = f"dana.{run}.{i}@acme-software.example"
+                posted[email] = time.time()
                 sent[email] = time.perf_counter()
                 resp = await client.post(DEMO, json=demo_body(email))
                 resp.raise_for_status()
@@ -93,7 +138,17 @@ async def _measure(capture: str, bootstrap: str, topic: str, samples: int) -> li
     finally:
         reader.cancel()
         await consumer.stop()
-    return [(seen[k] - sent[k]) * 1000 for k in expected if k in seen]
+    trace = Trace()
+    for key in expected:
+        if key not in seen:
+            continue
+        trace.total.append((seen[key] - sent[key]) * 1000)
+        at, previous = stamps[key], posted[key]
+        for hop in HOPS:
+            if hop in at:
+                trace.hops[hop].append(max(0.0, at[hop] - previous) * 1000)
+                previous = at[hop]
+    return trace
 
 
 def run(quick: bool, smoke: bool = False) -> list[dict[str, Any]]:
@@ -102,24 +157,25 @@ def run(quick: bool, smoke: bool = False) -> list[dict[str, Any]]:
         tmp = Path(tmp_name)
         with stack(tmp) as st:
             st.start("capture", "scoring", "routing")
-            topic = Topics(st.prefix).routing
+            topics = Topics(st.prefix)
             # First with nothing else going on (the fixed waits alone), then under load.
-            idle = asyncio.run(
-                _measure(st.urls["capture"], st.bootstrap, topic, max(3, sizes.speed_samples // 2))
+            idle_trace = asyncio.run(
+                _measure(st.urls["capture"], st.bootstrap, topics, max(3, sizes.speed_samples // 2))
             )
             seconds = sizes.speed_samples * 0.3 + 30
             with background_load(st.urls["capture"], seconds, sizes.background_per_second):
                 time.sleep(1.0)
-                latencies = asyncio.run(
-                    _measure(st.urls["capture"], st.bootstrap, topic, sizes.speed_samples)
+                trace = asyncio.run(
+                    _measure(st.urls["capture"], st.bootstrap, topics, sizes.speed_samples)
                 )
+    latencies, idle = trace.total, idle_trace.total
     note = (
         f"{len(latencies)} demo requests, 4/s, over {sizes.background_per_second} "
-        "background interactions/s"
+        f"background interactions/s; {trace.hop_note()}"
     )
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     i50, i99 = percentile(idle, 50), percentile(idle, 99)
-    idle_note = f"{len(idle)} demo requests, 4/s, no other load"
+    idle_note = f"{len(idle)} demo requests, 4/s, no other load; {idle_trace.hop_note()}"
     return [
         result("speed_to_lead_idle_p50_ms", i50, "ms", 150.0, ratio=i50 / 150.0, note=idle_note),
         result("speed_to_lead_idle_p99_ms", i99, "ms", 150.0, ratio=i99 / 150.0, note=idle_note),

@@ -86,6 +86,8 @@ __all__ = ["ConsumerRunner", "TopicSetupError", "classify", "is_transient", "scr
 WAIT_GRACE_SECONDS = 2.0
 
 BatchHandler = Callable[[AsyncConnection, Sequence[CloudEvent]], Awaitable[None]]
+#: Whether an event should not wait behind the rest of its batch (see :func:`urgent_first`).
+Urgency = Callable[[CloudEvent], bool]
 
 
 def kafka_client_options(settings: Settings) -> dict[str, Any]:
@@ -362,6 +364,7 @@ class ConsumerRunner:
         handler: BatchHandler,
         source: str,
         after_commit: Callable[[], None] | None = None,
+        urgent: Urgency | None = None,
         max_backoff: float = 5.0,
     ) -> None:
         self.settings = settings
@@ -371,6 +374,8 @@ class ConsumerRunner:
         self.handler = handler
         self.source = source
         self.after_commit = after_commit
+        #: Events applied (and committed, ``after_commit`` called) before the rest of their batch.
+        self.urgent = urgent
         self._committing: asyncio.Future[None] | None = None
         self.max_backoff = max_backoff
         self.deadletter_topic = Topics(settings.leadflow_topic_prefix).deadletter
@@ -528,6 +533,17 @@ class ConsumerRunner:
             events.append((rec, restore_replay(ev)))
         if not events:
             return
+        first, rest = urgent_first(events, self.urgent) if self.urgent else ([], events)
+        if first and rest:
+            # A hot lead's demo request should not wait behind hundreds of page views: its
+            # part of the batch commits (and its outbox rows are relayed) first.
+            await self._process_events(first)
+            if self.after_commit:
+                self.after_commit()
+        await self._process_events(rest or first)
+
+    async def _process_events(self, events: Sequence[tuple[Any, CloudEvent]]) -> None:
+        """Apply events in one transaction; when that fails, one by one, parking the failures."""
         err = await self._attempt(self._apply, [ev for _, ev in events])
         if err is None:
             return
@@ -740,6 +756,23 @@ class ConsumerRunner:
             )
         DEADLETTER_LOST.labels(self.group_id).inc()
         log.error("%s: record %s skipped without a dead letter", self.group_id, dead.dedupe_key)
+
+
+def urgent_first(
+    events: Sequence[tuple[Any, CloudEvent]], urgent: Urgency
+) -> tuple[list[tuple[Any, CloudEvent]], list[tuple[Any, CloudEvent]]]:
+    """A batch split in two, each part in the batch's order: every event of a key that has an
+    urgent event, then the others.
+
+    One key's events stay together and in order, which is all Kafka orders (events of
+    different keys may sit on different partitions, so no consumer may rely on their order).
+    """
+    keys = {ev.key for _, ev in events if urgent(ev)}
+    if not keys:
+        return [], list(events)
+    first = [pair for pair in events if pair[1].key in keys]
+    rest = [pair for pair in events if pair[1].key not in keys]
+    return first, rest
 
 
 def _first_of_each(events: Sequence[CloudEvent]) -> list[CloudEvent]:

@@ -113,7 +113,11 @@ class Runtime:
                 return self.engine  # a second in-memory engine would be another database
             kwargs: dict[str, Any] = {}
             if url.get_backend_name() != "sqlite":
-                kwargs.update(pool_size=2, max_overflow=3)
+                # No ping before each batch: a batch that meets a lost connection is retried
+                # (shared.bus.classify: transient), and SQLAlchemy replaces the pool's
+                # connections on that error, so the ping would only add a round trip to
+                # every batch of every consumer.
+                kwargs.update(pool_size=2, max_overflow=3, pool_pre_ping=False)
             self._consumer_engine = create_engine(
                 url.render_as_string(hide_password=False), **kwargs
             )

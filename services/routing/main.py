@@ -13,7 +13,7 @@ from services.routing.api_nurture import router as nurture_router
 from services.routing.api_reports import router as reports_router
 from services.routing.config import read_routing_config
 from services.routing.deps import RoutingContext
-from services.routing.handlers import ConsumerBatches
+from services.routing.handlers import ConsumerBatches, is_urgent
 from services.routing.nurture_worker import NurtureRetention, NurtureWorker, StallScan
 from services.routing.workers import QueueRetrier, RoutingRetention, TimerWorker, WebhookWorker
 from shared.bus import ConsumerRunner
@@ -49,6 +49,7 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
         source=SERVICE_NAME,
         handler=batches.handle,
         after_commit=batches.after_commit,
+        urgent=is_urgent,
     )
     retention = RoutingRetention(
         engine,

@@ -12,7 +12,7 @@ from services.scoring.api_reports import router as reports_router
 from services.scoring.config import rules_for
 from services.scoring.deps import ScoringContext
 from services.scoring.events import SOURCE
-from services.scoring.handlers import ScoringHandler
+from services.scoring.handlers import ScoringHandler, is_urgent
 from services.scoring.workers import DecaySweep, ScoringRetention, decay_worker
 from shared.bus import ConsumerRunner
 from shared.db import create_engine
@@ -44,6 +44,7 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
             handler=ScoringHandler(ctx.rules, ctx.topics, ctx.clock),
             source=SOURCE,
             after_commit=ctx.wake,
+            urgent=is_urgent,
         )
     )
     sweep = DecaySweep(ctx.engine, ctx.rules, ctx.topics, clock=ctx.clock, wake=ctx.wake)

@@ -91,14 +91,16 @@ class ShortPollInterval(ConsumerRunner):
 def _runtime(
     settings: Settings,
     engine: AsyncEngine,
-    consumer_engine: AsyncEngine,
+    consumer_engine: AsyncEngine | None,
     group: str,
     runner_cls: type[ConsumerRunner] = ConsumerRunner,
 ) -> tuple[Runtime, ConsumerRunner]:
+    """A runtime with one consumer; ``consumer_engine`` None: the runtime's own consumer
+    engine, configured as in production (no ping before each batch)."""
     runtime = Runtime("t", settings, engine)
     runner = runner_cls(
         settings=settings,
-        engine=consumer_engine,
+        engine=consumer_engine or runtime.consumer_engine,
         topics=[Topics(settings.leadflow_topic_prefix).interactions],
         group_id=group,
         handler=_record_effects,
@@ -124,7 +126,7 @@ async def test_consumer_waits_out_a_database_outage(
     topics = Topics(settings.leadflow_topic_prefix)
     engine = create_engine(proxied)
     direct = create_engine(pg_db_url)
-    runtime, runner = _runtime(settings, engine, engine, "t-outage", runner_cls)
+    runtime, runner = _runtime(settings, engine, None, "t-outage", runner_cls)
     await runtime.start()
     try:
         await runtime.wait_ready()

@@ -42,6 +42,7 @@ __all__ = [
     "fire_timer",
     "first_touch",
     "handle_event",
+    "is_urgent",
     "log_sales_activity",
     "retry_queued",
 ]
@@ -57,6 +58,12 @@ EVENT_HANDLERS: dict[str, Handler] = {
     LeadType.MERGED: on_merged,
     **dict.fromkeys(TOUCH_TYPES | CLOSE_TYPES, on_sales),
 }
+
+
+def is_urgent(ev: CloudEvent) -> bool:
+    """A newly qualified lead: the consumer assigns it before the rest of its batch (the
+    lead events of page views), so its SLA clock and its rep's alert start without waiting."""
+    return ev.type == LeadType.QUALIFIED
 
 
 async def handle_event(
