@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -47,6 +48,8 @@ INSTRUMENTATION = "leadflow"
 _W3C = TraceContextTextMapPropagator()
 
 _override: trace.TracerProvider | None = None
+#: Whether ``OTEL_PYTHON_TRACER_PROVIDER`` names a global provider (read once, see active()).
+_env_names_provider: bool | None = None
 _installed: SdkTracerProvider | None = None
 
 #: Inside a mixed batch (events of several traces): the span context of each lead key's trace,
@@ -65,8 +68,16 @@ def tracer() -> trace.Tracer:
 def active() -> bool:
     """Whether spans are recorded in this process (a provider was installed or given), as
     opposed to the API's no-op, which only passes an incoming context through."""
+    global _env_names_provider
     if _override is not None or _installed is not None:
         return True
+    # Asked on every request: while no global provider is set, get_tracer_provider() looks the
+    # environment up each time (an exception raised and caught), so that is looked up once.
+    if getattr(trace, "_TRACER_PROVIDER", None) is None:
+        if _env_names_provider is None:
+            _env_names_provider = OTEL_PYTHON_TRACER_PROVIDER in os.environ
+        if not _env_names_provider:
+            return False
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 

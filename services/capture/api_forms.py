@@ -8,8 +8,7 @@ target, the ``Idempotency-Key`` header and the 202 (or 303) answer.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -31,7 +30,6 @@ from services.capture.http_input import (
     DirectRoute,
     check_origin,
     cors_headers,
-    cors_on_problems,
     origin_of,
     parse_fields,
     parse_json_object,
@@ -115,14 +113,12 @@ def _redirect_target(fields: Mapping[str, Any], allowed: Iterable[str]) -> str |
     return target
 
 
-def _answer(body: AcceptedOut, redirect: str | None, origin: str | None) -> Response:
+def _answer(event_id: str, lead_key: str, redirect: str | None, origin: str | None) -> Response:
     if redirect:
         return RedirectResponse(redirect, status_code=303, headers=cors_headers(origin))
-    # AcceptedOut as JSONResponse renders it (compact, UTF-8), without the model_dump and the
-    # stdlib encoder on the hottest route.
-    content = orjson.dumps(
-        {"event_id": body.event_id, "lead_key": body.lead_key, "status": body.status}
-    )
+    # AcceptedOut as JSONResponse renders it (compact, UTF-8), without building the model and
+    # the stdlib encoder on the hottest route.
+    content = orjson.dumps({"event_id": event_id, "lead_key": lead_key, "status": "accepted"})
     return Response(
         content, status_code=202, media_type="application/json", headers=cors_headers(origin)
     )
@@ -142,7 +138,7 @@ async def _submit(
             redirect = _redirect_target(cmd.fields, allowed_origins)
         except Problem:
             redirect = None
-        return _answer(AcceptedOut(event_id=new_event_id(), lead_key=""), redirect, origin)
+        return _answer(new_event_id(), "", redirect, origin)
     redirect = _redirect_target(cmd.fields, allowed_origins)
     # The header wins over a key the route derived from the request itself (attendance).
     header_key = idempotency_key(request)
@@ -159,23 +155,19 @@ async def _submit(
             "this Idempotency-Key was already used for a different request",
             errors=[{"loc": "/header/Idempotency-Key", "msg": "reused with a different body"}],
         )
-    body = AcceptedOut(event_id=accepted.event_id, lead_key=accepted.lead_key)
-    return _answer(body, redirect, origin)
+    return _answer(accepted.event_id, accepted.lead_key, redirect, origin)
 
 
-@asynccontextmanager
-async def _browser_post(
-    request: Request, ctx: CaptureContext, allowed_origins: Collection[str]
-) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
-    """What every browser-facing post shares: rate limit, origin check, body parsing, and CORS
-    headers on any error inside, so the page's script can read why it was refused."""
+def _admit(request: Request, ctx: CaptureContext, allowed_origins: Collection[str]) -> str | None:
+    """What every browser-facing post checks first: the rate limit, then the origin (the
+    ``Origin`` it answers to). Whatever the route raises after this carries the CORS headers,
+    so the page's script can read why it was refused."""
     ctx.limiter.check(request)
-    origin = check_origin(request, allowed_origins)
-    with cors_on_problems(origin):
-        yield (
-            origin,
-            await parse_fields(request, await read_body(request, ctx.config.max_body_bytes)),
-        )
+    return check_origin(request, allowed_origins)
+
+
+async def _fields(request: Request, ctx: CaptureContext) -> dict[str, Any]:
+    return await parse_fields(request, await read_body(request, ctx.config.max_body_bytes))
 
 
 @router.options("/v1/forms/{form_id}/submissions", include_in_schema=False)
@@ -195,11 +187,16 @@ async def submit_form(form_id: str, request: Request) -> Response:
     # FastAPI would solve on every request.
     ctx: CaptureContext = request.app.state.capture
     form = ctx.form(form_id)
-    async with _browser_post(request, ctx, form.allowed_origins) as (origin, fields):
+    origin = _admit(request, ctx, form.allowed_origins)
+    try:
+        fields = await _fields(request, ctx)
         cmd = CaptureInteraction(
             InteractionType.FORM_SUBMITTED, "form", f"form:{form_id}", fields, form=form
         )
         return await _submit(ctx, request, cmd, form.allowed_origins, origin)
+    except Problem as problem:
+        problem.headers.update(cors_headers(origin))
+        raise
 
 
 @router.options("/v1/downloads", include_in_schema=False)
@@ -213,7 +210,9 @@ async def public_preflight(request: Request, ctx: ContextDep) -> Response:
 )
 async def download(request: Request, ctx: ContextDep) -> Response:
     """A content download (contact fields plus ``asset_id``, ``asset_type``, ``gated``)."""
-    async with _browser_post(request, ctx, ctx.config.public_origins) as (origin, fields):
+    origin = _admit(request, ctx, ctx.config.public_origins)
+    try:
+        fields = await _fields(request, ctx)
         errors = []
         asset_id, asset_type = (
             fields.pop("asset_id", None),
@@ -248,6 +247,9 @@ async def download(request: Request, ctx: ContextDep) -> Response:
             extra={"asset": asset},
         )
         return await _submit(ctx, request, cmd, ctx.config.public_origins, origin)
+    except Problem as problem:
+        problem.headers.update(cors_headers(origin))
+        raise
 
 
 @router.post(
@@ -258,7 +260,9 @@ async def download(request: Request, ctx: ContextDep) -> Response:
 )
 async def register_for_webinar(webinar_id: str, request: Request, ctx: ContextDep) -> Response:
     """A webinar registration (contact fields)."""
-    async with _browser_post(request, ctx, ctx.config.public_origins) as (origin, fields):
+    origin = _admit(request, ctx, ctx.config.public_origins)
+    try:
+        fields = await _fields(request, ctx)
         webinar_id = path_id(webinar_id, "webinar_id")
         cmd = CaptureInteraction(
             InteractionType.WEBINAR_REGISTERED,
@@ -268,6 +272,9 @@ async def register_for_webinar(webinar_id: str, request: Request, ctx: ContextDe
             extra={"webinar": {"id": webinar_id, "attended_minutes": None}},
         )
         return await _submit(ctx, request, cmd, ctx.config.public_origins, origin)
+    except Problem as problem:
+        problem.headers.update(cors_headers(origin))
+        raise
 
 
 @router.post(

@@ -45,7 +45,13 @@ class DirectRoute(APIRoute):
     query parameters, text path parameters, a :class:`Response` returned). FastAPI's
     dependency solving was a tenth of the CPU of a form post; such routes parse their own
     bodies anyway. Any other endpoint is handled the usual way.
+
+    Such a route offers its handler as ``direct_endpoint``: the app's
+    :class:`~shared.http.DirectDispatch` calls it without the router and FastAPI's request
+    machinery.
     """
+
+    direct_endpoint: Callable[[Request], Coroutine[Any, Any, Response]] | None = None
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         d = self.dependant
@@ -63,6 +69,7 @@ class DirectRoute(APIRoute):
             and all(p.field_info.annotation is str for p in d.path_params)
         )
         if not direct or request_name is None:
+            self.direct_endpoint = None
             return super().get_route_handler()
         endpoint, name = self.endpoint, request_name
 
@@ -70,6 +77,7 @@ class DirectRoute(APIRoute):
             response: Response = await endpoint(**{name: request}, **request.path_params)
             return response
 
+        self.direct_endpoint = handler
         return handler
 
 
