@@ -495,24 +495,25 @@ class OutboxRelay:
         producer = self._live_producer()
         done = _Pass()
         sent: list[tuple[Any, asyncio.Future[Any]]] = []
-        for row in rows:
-            topic, ev = _row_event(row)
-            try:
-                value = ev.value()
-                key = ev.key.encode() if ev.key is not None else None
-                # send() waits for metadata and buffer space; bound it so that a broker that
-                # never answers fails the pass (rows kept) instead of hanging the relay.
-                fut = await asyncio.wait_for(
-                    producer.send(topic, value=value, key=key, headers=ev.headers()),
-                    self.send_timeout,
-                )
-            except REFUSED as exc:
-                done.refused.append((row, exc))
-                continue
-            except Exception as exc:  # broker gone, producer stopped: retry from this row
-                done.failure = exc
-                break
-            sent.append((row, fut))
+        try:
+            # send() waits for metadata and buffer space; one deadline for the pass makes a
+            # broker that never answers fail it (rows kept) instead of hanging the relay. One
+            # deadline, not one wait_for per row: wait_for wraps each send in a task, and that
+            # yield let the producer send nearly every record in a request of its own.
+            async with asyncio.timeout(self.send_timeout):
+                for row in rows:
+                    topic, ev = _row_event(row)
+                    key = ev.key.encode() if ev.key is not None else None
+                    try:
+                        fut = await producer.send(
+                            topic, value=ev.value(), key=key, headers=ev.headers()
+                        )
+                    except REFUSED as exc:
+                        done.refused.append((row, exc))
+                        continue
+                    sent.append((row, fut))
+        except Exception as exc:  # broker gone, producer stopped, no answer: retry from here
+            done.failure = exc
         for row, fut in sent:
             try:
                 await fut
