@@ -179,9 +179,10 @@ class Intake:
         self, subs: list[Submission], claimed: set[str], values: Mapping[str, bytes]
     ) -> str:
         items = [(self.topic, s.event) for s in subs]
-        task = asyncio.ensure_future(publish(self.runtime.producer, items, values, traced=True))
-        done, _ = await asyncio.wait({task}, timeout=self.publish_timeout)
-        if not done:
+        task = asyncio.get_running_loop().create_task(
+            publish(self.runtime.producer, items, values, traced=True)
+        )
+        if not await _done_within(task, self.publish_timeout):
             await self._spool(subs, in_doubt=task, claimed=claimed)
             return "in_doubt"
         if task.exception() is not None:
@@ -288,6 +289,29 @@ class Intake:
         if self._unsettled or self._unremembered:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settle_queued(), timeout=within)
+
+
+async def _done_within(task: asyncio.Future[None], timeout: float) -> bool:
+    """Whether ``task`` is done within ``timeout`` seconds; it runs on either way.
+
+    What ``asyncio.wait({task}, timeout=...)`` does for one task, without its sets and checks:
+    this wait is on every form post.
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(timeout, wake)
+    task.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        task.remove_done_callback(wake)
+    return task.done()
 
 
 def _traced(subs: dict[str, Submission]) -> dict[str, Submission]:

@@ -115,6 +115,23 @@ def parse_contact(
     """Normalise the contact fields; problems are appended to ``errors``."""
     if not fields.keys() & _CONTACT_INPUTS:
         return NO_CONTACT  # a page view or track call without traits
+    # The contact checks email and phone as :func:`_checked` does: when it takes them, checking
+    # each on its own first would have passed too, so that is done only when it does not.
+    mark = len(errors)
+    try:
+        return _parse_contact(fields, default_region, errors, check_each=False)
+    except InvalidEvent:
+        del errors[mark:]
+    return _parse_contact(fields, default_region, errors, check_each=True)
+
+
+def _parse_contact(
+    fields: Mapping[str, Any],
+    default_region: str | None,
+    errors: list[dict[str, str]],
+    *,
+    check_each: bool,
+) -> Contact:
     texts = {
         name: _text(fields, name, errors) if name in fields else None
         for name in INPUT_CONTACT_FIELDS
@@ -134,7 +151,7 @@ def parse_contact(
         value = texts[name]
         if value:
             try:
-                values[name] = _checked(name, parse(value))
+                values[name] = _checked(name, parse(value)) if check_each else parse(value)
             except InvalidValue as exc:
                 errors.append({"loc": f"/body/{name}", "msg": str(exc)})
     raw_size = fields.get("company_size")
