@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.routing.domain.assignment import ACTIVE, Assignment, Owner, State
@@ -532,6 +532,32 @@ async def resolve_lead(conn: AsyncConnection, lead_id: str) -> tuple[str, bool]:
             return current, False
         current = row.into_id
     return current, False
+
+
+async def resolve_known(conn: AsyncConnection, lead_id: str) -> tuple[str, bool, bool | None]:
+    """:func:`resolve_lead`, and :func:`lead_known` of ``lead_id`` when it lives on as itself
+    (None when it lives on as another lead, which the caller locks before asking): one read
+    for a lead without a tombstone, the common case."""
+    known = or_(
+        exists().where(assignments.c.lead_id == lead_id),
+        exists().where(unassigned.c.lead_id == lead_id),
+    )
+    tomb = tombstones.c.lead_id == lead_id
+    kind, into, is_known = (
+        await conn.execute(
+            select(
+                select(tombstones.c.kind).where(tomb).scalar_subquery(),
+                select(tombstones.c.into_id).where(tomb).scalar_subquery(),
+                known,
+            )
+        )
+    ).one()
+    if kind == "erased":
+        return lead_id, True, bool(is_known)
+    if kind is None or not into:
+        return lead_id, False, bool(is_known)
+    survivor, erased = await resolve_lead(conn, lead_id)
+    return survivor, erased, None
 
 
 async def merged_into(conn: AsyncConnection, lead_id: str) -> list[str]:

@@ -134,14 +134,15 @@ async def on_qualified(conn: AsyncConnection, ctx: RoutingContext, ev: CloudEven
     # have been consumed first: an erased person is never assigned (nor their data stored),
     # and a merged-away lead is routed as the lead it lives on in.
     await repo.lock_person(conn, lead.id)
-    lead_id, erased = await repo.resolve_lead(conn, lead.id)
+    lead_id, erased, known = await repo.resolve_known(conn, lead.id)
     if erased:
         log.info("lead %s was erased; its qualified event is ignored", lead.id)
         return
     if lead_id != lead.id:
         await repo.lock_person(conn, lead_id)
         lead = replace(lead, id=lead_id, data={**stored_lead(lead), "id": lead_id})
-    if await repo.lead_known(conn, lead_id):
+        known = await repo.lead_known(conn, lead_id)
+    if known:
         return  # assigned (or queued) before: a repeated qualified changes nothing
     now = utcnow()
     # What marketing already sent (the track it leaves by qualifying, too) goes to sales with it.
