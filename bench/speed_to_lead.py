@@ -4,10 +4,11 @@ on Kafka, with all three services as processes and a steady background of other 
 on the same stack, with no other load (``speed_to_lead_idle_*``: the fixed waits alone).
 
 The clock starts before the POST is sent and stops when a plain consumer of the routing topic
-(no group, 5 ms fetch wait so the measuring adds little) reads the assignment. The same
-consumer reads the interactions and leads topics too, so each lead's time splits into hops by
-the records' timestamps (when each service produced them): capture (POST → interaction on
-Kafka), scoring (→ ``lead.qualified``), routing (→ ``routing.assigned``) and reading it.
+(no group, 5 ms fetch wait so the measuring adds little) reads the assignment. Afterwards
+each lead's time is split into hops by the timestamps of its records (when each service
+produced them), read back from the interactions and leads topics once the clock has stopped,
+so that tracing costs the measured system nothing: capture (POST → interaction on Kafka),
+scoring (→ ``lead.qualified``), routing (→ ``routing.assigned``) and reading it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.common import Sizes, background_load, demo_body, result, stack
 from shared.events import LeadType, RoutingType, from_kafka
@@ -60,11 +61,57 @@ class Trace:
         return "hops p50/p99 ms: " + ", ".join(parts)
 
 
+async def _produced_at(
+    bootstrap: str, topics: Topics, keys: set[str]
+) -> dict[str, dict[str, float]]:
+    """When capture produced each lead's interaction and scoring its ``lead.qualified``
+    (record timestamps, s), read back from the start of both topics."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    out: dict[str, dict[str, float]] = {}
+    try:
+        hops = {
+            topics.interactions: ("capture", None),
+            topics.leads: ("scoring", LeadType.QUALIFIED),
+        }
+        parts = [
+            TopicPartition(topic, p)
+            for topic in hops
+            for p in consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
+        ]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        left = {tp for tp, end in ends.items() if end > 0}
+        while left:
+            batches = await consumer.getmany(*left, timeout_ms=1000)
+            for tp, records in batches.items():
+                hop, wanted = hops[tp.topic]
+                for rec in records:
+                    key = rec.key.decode() if rec.key else ""
+                    if key in keys and (wanted is None or _type_of(rec) == wanted):
+                        out.setdefault(key, {}).setdefault(hop, rec.timestamp / 1000)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client._wait_on_metadata(topic)
+    return consumer.partitions_for_topic(topic) or set()
+
+
+def _type_of(rec: Any) -> str:
+    return next((v.decode() for k, v in rec.headers if k == "ce_type"), "")
+
+
 async def _measure(capture: str, bootstrap: str, topics: Topics, samples: int) -> Trace:
     consumer = AIOKafkaConsumer(
         topics.routing,
-        topics.interactions,
-        topics.leads,
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="latest",
@@ -78,30 +125,17 @@ async def _measure(capture: str, bootstrap: str, topics: Topics, samples: int) -
     stamps: dict[str, dict[str, float]] = {}
     done = asyncio.Event()
     expected: set[str] = set()
-    ends = {
-        topics.interactions: ("capture", None),
-        topics.leads: ("scoring", LeadType.QUALIFIED),
-        topics.routing: ("routing", RoutingType.ASSIGNED),
-    }
 
     async def read() -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=50)
             now, wall = time.perf_counter(), time.time()
-            for tp, records in batches.items():
-                hop, wanted = ends[tp.topic]
+            for records in batches.values():
                 for rec in records:
-                    # the background's records are skipped by their key, before decoding
-                    key = rec.key.decode() if rec.key else ""
-                    if key not in sent:
-                        continue
                     ev = from_kafka(rec.key, rec.value, rec.headers)
-                    if wanted is not None and ev.type != wanted:
-                        continue
-                    stamps.setdefault(key, {}).setdefault(hop, rec.timestamp / 1000)
-                    if hop == "routing" and key not in seen:
-                        seen[key] = now
-                        stamps[key]["read"] = wall
+                    if ev.type == RoutingType.ASSIGNED and ev.key in sent and ev.key not in seen:
+                        seen[ev.key] = now
+                        stamps[ev.key] = {"routing": rec.timestamp / 1000, "read": wall}
             if expected and expected <= seen.keys():
                 done.set()
 
@@ -138,12 +172,13 @@ async def _measure(capture: str, bootstrap: str, topics: Topics, samples: int) -
     finally:
         reader.cancel()
         await consumer.stop()
+    produced = await _produced_at(bootstrap, topics, expected)
     trace = Trace()
     for key in expected:
         if key not in seen:
             continue
         trace.total.append((seen[key] - sent[key]) * 1000)
-        at, previous = stamps[key], posted[key]
+        at, previous = {**produced.get(key, {}), **stamps[key]}, posted[key]
         for hop in HOPS:
             if hop in at:
                 trace.hops[hop].append(max(0.0, at[hop] - previous) * 1000)
