@@ -63,11 +63,11 @@ async def _kafka_record(engine: AsyncEngine, event_id: str) -> CloudEvent:
     """The outbox row of ``event_id`` as the relay sends it and a consumer decodes it."""
     async with engine.connect() as conn:
         row = (await conn.execute(select(outbox).where(outbox.c.event_id == event_id))).one()
-    _, ev = _row_event(row)
+    _, ev, value = _row_event(row)
     key = ev.key.encode() if ev.key is not None else None
     headers = ev.headers()
     assert any(name == "ce_traceparent" for name, _ in headers)
-    return from_kafka(key, ev.value(), headers)
+    return from_kafka(key, value, headers)
 
 
 def _trace_of(ev: CloudEvent) -> str:
