@@ -434,6 +434,26 @@ async def test_cold_lead_events_cost_one_read_per_batch(
     assert await nurture_events(engine) == []
 
 
+async def test_the_events_of_one_change_are_considered_once(
+    engine: AsyncEngine, ctx: RoutingContext
+) -> None:
+    # One interaction gives scoring's lead events (temperature, stage, qualified…) the same
+    # snapshot of the lead; each consideration of it costs a lock and four reads.
+    keen = warm_lead()
+    types = [LeadType.TEMPERATURE_CHANGED, LeadType.STAGE_CHANGED, LeadType.SCORED]
+    with counting(engine) as statements:
+        await consume(engine, ctx, [lead_event(keen, t) for t in types])
+    locks = [s for s in statements if "pg_advisory_xact_lock" in s or "nurture_leads" in s]
+    if engine.dialect.name == "postgresql":
+        assert len([s for s in locks if "pg_advisory_xact_lock" in s]) == 1, locks
+    assert kinds(await nurture_events(engine, keen["id"])) == ["enrolled"]
+    # a changed snapshot in the same batch is considered again
+    hot = {**keen, "temperature": "hot"}
+    hot["score"] = {"total": 92, "fit": 40, "engagement": 52, "reasons": []}
+    await consume(engine, ctx, [lead_event(keen), lead_event(hot, LeadType.SCORED)])
+    assert kinds(await nurture_events(engine, keen["id"])) == ["enrolled", "exited"]
+
+
 async def test_an_enrolment_made_early_in_a_batch_counts_for_its_later_events(
     engine: AsyncEngine, ctx: RoutingContext
 ) -> None:

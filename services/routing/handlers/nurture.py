@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.routing import durable_queues as queues
@@ -230,6 +231,10 @@ class BatchView:
 
     enrolled: set[str]
     considered: set[str] = field(default_factory=set)
+    #: the lead snapshots considered (lead id, the snapshot as JSON): the events one
+    #: interaction caused (created, scored, stage_changed, qualified…) carry the same
+    #: snapshot, and considering it again would only repeat the same reads to do nothing
+    snapshots: set[tuple[str, bytes]] = field(default_factory=set)
 
     def may_be_enrolled(self, lead_id: str) -> bool:
         return lead_id in self.enrolled or lead_id in self.considered
@@ -317,6 +322,11 @@ async def on_lead_event(
     if not ctx.config.nurture.tracks or not await _concerns_nurture(conn, ctx, lead, ev, now, view):
         # Without tracks, enrolments made under an earlier config end when their step is due.
         return
+    if view is not None:
+        seen = (lead.id, orjson.dumps(raw, option=orjson.OPT_SORT_KEYS))
+        if seen in view.snapshots:
+            return
+        view.snapshots.add(seen)
     await repo.lock_person(conn, lead.id)
     survivor, erased = await repo.resolve_lead(conn, lead.id)
     if erased or survivor != lead.id:
