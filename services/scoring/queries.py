@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -130,19 +131,28 @@ async def lead_timeline(
     return items, next_cursor
 
 
-async def leads_to_sweep(conn: AsyncConnection, after_id: str, limit: int) -> list[Lead]:
+async def leads_to_sweep(
+    conn: AsyncConnection, after_id: str, limit: int, active_before: datetime | None = None
+) -> list[Lead]:
     """Leads whose engagement can still decay, in id order (skipping ones another replica holds).
 
     A cold anonymous lead (no email, no phone) is left out: its decay is news to no one (only
     a temperature change is announced, and it has none left to lose), and most leads are such
-    visitors (review M7). Its score is brought up to date by its next interaction.
+    visitors (review M7). Its score is brought up to date by its next interaction. So is a
+    lead active since ``active_before``: scored that recently, it has nothing to lose yet, and
+    locking it would make the consumer wait for the sweep (a demo request's lead, for one).
     """
     known = or_(leads.c.email.is_not(None), leads.c.phone.is_not(None))
+    recent = []
+    if active_before is not None:
+        last = leads.c.last_activity_at
+        recent.append(or_(last.is_(None), last < active_before))
     query = (
         select(leads.c.state)
         .where(
             leads.c.id > after_id,
             or_(leads.c.temperature != "cold", and_(leads.c.engagement > 0, known)),
+            *recent,
         )
         .order_by(leads.c.id)
         .limit(limit)

@@ -75,8 +75,11 @@ class DecaySweep:
         after = ""
         while True:
             now = self.clock()
+            # leads active within the last interval were just scored: they wait for the next
+            # pass rather than hold up the consumer (see queries.leads_to_sweep)
+            recent = now - timedelta(seconds=self.rules.sweep_interval_seconds)
             async with self.engine.begin() as conn:
-                page = await queries.leads_to_sweep(conn, after, self.page_size)
+                page = await queries.leads_to_sweep(conn, after, self.page_size, recent)
                 if not page:
                     break
                 repo = LeadRepository(conn, self.topics.leads)

@@ -124,9 +124,15 @@ async def test_the_sweep_skips_cold_anonymous_visitors(db_url: str) -> None:
                 )
             }
             swept = {lead.key for lead in await queries.leads_to_sweep(conn, "", 100)}
+            # leads active since the cutoff were just scored: the sweep leaves them (and their
+            # row locks) to the consumer until its next pass
+            just_active = await queries.leads_to_sweep(conn, "", 100, T0 - timedelta(seconds=1))
+            quiet_since = await queries.leads_to_sweep(conn, "", 100, T0 + timedelta(seconds=1))
         assert everyone["cold-visitor"] == (1, "cold")
         assert everyone["hot-visitor"][1] != "cold"
         assert swept == {"known@corp.io", "warm@corp.io", "hot-visitor"}
+        assert just_active == []
+        assert {lead.key for lead in quiet_since} == swept
     finally:
         await engine.dispose()
 
