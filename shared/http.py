@@ -14,9 +14,7 @@ from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict
-from starlette._utils import is_async_callable
-from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette._exception_handler import wrap_app_handling_exceptions
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -384,35 +382,15 @@ class DirectDispatch:
         scope["path_params"] = dict(child.get("path_params", {}))
         scope["route"] = route
         scope.setdefault("router", self.fastapi.router)
-        handlers = self._exception_handlers()
-        scope["starlette.exception_handlers"] = handlers
+        scope["starlette.exception_handlers"] = self._exception_handlers()
         request = Request(scope, receive, send)
-        started = False
 
-        async def sender(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
+        async def answer(scope: Scope, receive: Receive, send: Send) -> None:
             response = await endpoint(request)
-            await response(scope, receive, sender)
-        except Exception as exc:
-            handler = _lookup_handler(handlers, exc)
-            if handler is None:
-                raise
-            if started:
-                raise RuntimeError(
-                    "Caught handled exception, but response already started."
-                ) from exc
-            if is_async_callable(handler):
-                answer = await handler(request, exc)
-            else:
-                answer = await run_in_threadpool(handler, request, exc)
-            if answer is not None:
-                await answer(scope, receive, sender)
-            exc.__traceback__ = None
+            await response(scope, receive, send)
+
+        # an exception goes to the app's handlers exactly as ExceptionMiddleware sends it
+        await wrap_app_handling_exceptions(answer, request)(scope, receive, send)
 
     def _exception_handlers(self) -> tuple[dict[Any, Any], dict[int, Any]]:
         """The handlers ExceptionMiddleware has: all the app's but those of 500 and Exception
@@ -429,16 +407,6 @@ class DirectDispatch:
                     by_type[key] = value
             self._handlers = by_type, by_status
         return self._handlers
-
-
-def _lookup_handler(handlers: tuple[dict[Any, Any], dict[int, Any]], exc: Exception) -> Any:
-    by_type, by_status = handlers
-    if isinstance(exc, StarletteHTTPException) and exc.status_code in by_status:
-        return by_status[exc.status_code]
-    for cls in type(exc).__mro__:
-        if cls in by_type:
-            return by_type[cls]
-    return None
 
 
 UNMATCHED = "<unmatched>"
