@@ -26,7 +26,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.common import Sizes, background_load, demo_body, result, stack
-from shared.events import LeadType, RoutingType, from_kafka
+from shared.events import LeadType, RoutingType, from_kafka, headers_dict
 from shared.topics import Topics
 
 DEMO = "/v1/forms/demo-request/submissions"
@@ -77,9 +77,7 @@ async def _produced_at(
             topics.leads: ("scoring", LeadType.QUALIFIED),
         }
         parts = [
-            TopicPartition(topic, p)
-            for topic in hops
-            for p in consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
+            TopicPartition(topic, p) for topic in hops for p in await _partitions(consumer, topic)
         ]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
@@ -91,7 +89,9 @@ async def _produced_at(
                 hop, wanted = hops[tp.topic]
                 for rec in records:
                     key = rec.key.decode() if rec.key else ""
-                    if key in keys and (wanted is None or _type_of(rec) == wanted):
+                    if key in keys and (
+                        wanted is None or headers_dict(rec.headers).get("ce_type") == wanted
+                    ):
                         out.setdefault(key, {}).setdefault(hop, rec.timestamp / 1000)
                 if records and records[-1].offset + 1 >= ends[tp]:
                     left.discard(tp)
@@ -101,12 +101,9 @@ async def _produced_at(
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The topic's partitions (metadata fetched if the consumer has none for it yet)."""
     await consumer._client._wait_on_metadata(topic)
     return consumer.partitions_for_topic(topic) or set()
-
-
-def _type_of(rec: Any) -> str:
-    return next((v.decode() for k, v in rec.headers if k == "ce_type"), "")
 
 
 async def _measure(capture: str, bootstrap: str, topics: Topics, samples: int) -> Trace:
