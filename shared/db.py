@@ -93,3 +93,20 @@ def is_sqlite(conn: AsyncConnection | AsyncEngine) -> bool:
 def insert_for(conn: AsyncConnection | AsyncEngine) -> Any:
     """The dialect's ``insert`` construct, which has ``on_conflict_do_nothing/do_update``."""
     return sqlite.insert if is_sqlite(conn) else postgresql.insert
+
+
+#: See :func:`plan_each_execution`.
+_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
+
+
+async def plan_each_execution(conn: AsyncConnection) -> None:
+    """Have PostgreSQL plan the rest of this transaction's statements for their parameters.
+
+    The driver prepares each statement once per connection, and after five executions
+    PostgreSQL may keep a generic plan, chosen for a table as it was then. For a statement
+    like ``UPDATE outbox … WHERE id = ANY($1)`` prepared while the table was young, that plan
+    is a sequential scan, kept as the table grows (a whole outbox read to mark a pass sent).
+    For short transactions of simple statements, where planning is cheap. No-op on SQLite.
+    """
+    if not is_sqlite(conn):
+        await conn.exec_driver_sql(_CUSTOM_PLANS)

@@ -39,8 +39,9 @@ outbox = Table(
     # itself trying to publish the event holds its row back this way; if it dies trying, the
     # hold simply runs out and the relay takes over.
     Column("available_at", UTCDateTime(), nullable=True),
+    # Serves the relay (a source's unsent rows in order) and retention (its rows sent before
+    # a time) alike.
     Index("ix_outbox_pending", "source", "sent_at", "id"),
-    Index("ix_outbox_sent", "source", "sent_at"),
 )
 
 #: What could not be processed or published, kept so that it can be seen and replayed.

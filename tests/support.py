@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -178,3 +179,40 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+async def generic_plan_scans(
+    engine: AsyncEngine, sql: str, types: Sequence[str], args: Sequence[str]
+) -> set[str]:
+    """The tables a statement reads whole in the plan PostgreSQL keeps for it.
+
+    The driver prepares a statement once per connection; after five executions PostgreSQL may
+    keep a generic plan, costed for the tables as they were then. Prepared on a young table,
+    that plan is a sequential scan, kept as the table grows: this prepares ``sql`` (``$n``
+    parameters of ``types``) on the empty tables, as a service's first batch does, and returns
+    the tables its generic plan scans sequentially. ``args`` are SQL literals for EXECUTE.
+    """
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+        await conn.exec_driver_sql(f"PREPARE lf_probe ({', '.join(types)}) AS {sql}")
+        try:
+            plan = (
+                await conn.exec_driver_sql(
+                    f"EXPLAIN (FORMAT JSON) EXECUTE lf_probe ({', '.join(args)})"
+                )
+            ).scalar_one()
+        finally:
+            await conn.exec_driver_sql("DEALLOCATE lf_probe")
+            await conn.rollback()
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    scanned: set[str] = set()
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Node Type") == "Seq Scan":
+            scanned.add(node["Relation Name"])
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    return scanned

@@ -143,7 +143,8 @@ def _event(call: TrackedCall, now: datetime) -> Submission:
         id=tracking_event_id(key) if key else new_event_id(),
         time=now,
     )
-    return Submission(event, "segment" if key else None)
+    # The id follows from the messageId, and Segment's answer carries nothing stored: no claim.
+    return Submission(event, "segment", claim=False) if key else Submission(event)
 
 
 def _allowed_origin(ctx: CaptureContext, request: Request) -> str | None:

@@ -12,12 +12,21 @@ resolves: delivered, the row is marked sent; failed, the relay gets it. So a bro
 produces no duplicate on Kafka, and nothing is lost: if the process dies first, the hold runs
 out and the relay publishes the row.
 
-Requests with an idempotency key (Idempotency-Key, Segment ``messageId``, Google lead id)
-first *claim* it: one short transaction inserts the key row and spools the event, held back
-the same way. Of concurrent repeats only the claimer publishes; the others answer its event
-id without publishing. After the direct send the row is marked sent, just after the answer
-(several requests' rows in one transaction), or released to the relay; a row left held by a
+Requests with an idempotency key (Idempotency-Key, Google lead id) first *claim* it: one short
+transaction inserts the key row and spools the event, held back the same way. Of concurrent
+repeats only the claimer publishes; the others answer its event id without publishing. After
+the direct send the spooled copy is deleted, just after the answer (several requests' rows in
+one transaction; the key row dedupes repeats), or released to the relay; a row left held by a
 crash is published when its hold runs out, so nothing is lost.
+
+A Segment ``messageId`` is not claimed: the event id follows from it, and Segment's answer
+carries nothing stored, so a repeat is the very same event, which every consumer counts once.
+Its key is looked up (one read per request), the event published, and the key remembered
+after the answer, with others. Concurrent repeats in one process wait for the first and share
+its outcome; repeats that race across replicas may both publish, under the one event id. A
+crash before the key is remembered only means a later repeat is published again, under the
+same id. One write per event instead of three (the key row, the spooled copy, its removal),
+and none before the answer, on the path that carries the most events.
 """
 
 from __future__ import annotations
@@ -33,8 +42,9 @@ from prometheus_client import Counter
 from services.capture import repository
 from services.capture.events import SOURCE
 from services.capture.repository import IdempotentRecord
+from shared.db import plan_each_execution
 from shared.events import CloudEvent, utcnow
-from shared.outbox import count_pending, enqueue, hold, mark_sent, publish, release
+from shared.outbox import count_pending, enqueue, forget, hold, mark_sent, publish, release
 from shared.problems import Problem
 from shared.runtime import Runtime
 from shared.tracing import TRACEPARENT, with_trace
@@ -57,6 +67,11 @@ class Submission:
     #: other fields is a different request reusing the key (answered 422, as the IETF
     #: Idempotency-Key draft says), not a retry.
     fingerprint: str | None = None
+    #: Whether the key is claimed in the database before publishing. False where the event id
+    #: follows from the key alone and the answer carries nothing stored (a Segment
+    #: ``messageId``): a repeat is the very same event, which consumers count once, so the key
+    #: is only remembered after delivery (see :meth:`Intake.accept`).
+    claim: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +98,10 @@ class Intake:
         # Delivered directly, still to be recorded (see _settle).
         self._unsettled: list[str] = []
         self._unremembered: list[tuple[str, str, str, str | None]] = []
+        # Their ids, until the transaction that records them commits.
+        self._remembering: set[str] = set()
+        # Unclaimed keys being made durable by a request of this process: its outcome.
+        self._flights: dict[str, asyncio.Future[None]] = {}
         self._settler: asyncio.Task[None] | None = None
 
     async def accept(self, submissions: Sequence[Submission]) -> list[Accepted]:
@@ -98,9 +117,33 @@ class Intake:
         # The current trace is added once, so the spooled copy and the record carry the same.
         fresh = _traced(fresh)
         values = _encoded(fresh.values())
-        claimed, known = await self._claim(
-            [s for s in fresh.values() if s.idempotency_scope], values
+        # Registered before the first await, so that a concurrent repeat in this process sees it.
+        waits, mine = self._in_flight(
+            [s for s in fresh.values() if s.idempotency_scope and not s.claim]
         )
+        try:
+            answers = await self._accept(submissions, fresh, values, waits, mine)
+        except BaseException as exc:
+            _settle_flights(self._flights, mine, exc)
+            raise
+        _settle_flights(self._flights, mine, None)
+        return answers
+
+    async def _accept(
+        self,
+        submissions: Sequence[Submission],
+        fresh: dict[str, Submission],
+        values: Mapping[str, bytes],
+        waits: Mapping[str, asyncio.Future[None]],
+        mine: Sequence[Submission],
+    ) -> list[Accepted]:
+        claimed, known = await self._claim(
+            [s for s in fresh.values() if s.idempotency_scope and s.claim], values
+        )
+        for event_id in await self._delivered_before(mine):
+            known[event_id] = IdempotentRecord(fresh[event_id].event.key or "")
+        for event_id in waits:
+            known[event_id] = IdempotentRecord(fresh[event_id].event.key or "")
         answers: list[Accepted] = []
         for sub in submissions:
             ev = sub.event
@@ -115,7 +158,45 @@ class Intake:
         todo = [s for s in fresh.values() if s.event.id not in known]
         if todo:
             await self._make_durable(todo, claimed, values)
+        if waits:
+            # A repeat is accepted once its first request's event is: that one's failure
+            # (a 503) is this one's too.
+            await asyncio.shield(asyncio.gather(*waits.values()))
         return answers
+
+    def _in_flight(
+        self, subs: Sequence[Submission]
+    ) -> tuple[dict[str, asyncio.Future[None]], list[Submission]]:
+        """Of unclaimed keyed submissions: (the ids another request here is making durable,
+        with its outcome; the submissions this request now makes durable itself)."""
+        waits: dict[str, asyncio.Future[None]] = {}
+        mine: list[Submission] = []
+        loop = asyncio.get_running_loop()
+        for sub in subs:
+            flight = self._flights.get(sub.event.id)
+            if flight is not None:
+                waits[sub.event.id] = flight
+            else:
+                self._flights[sub.event.id] = loop.create_future()
+                mine.append(sub)
+        return waits, mine
+
+    async def _delivered_before(self, subs: Sequence[Submission]) -> set[str]:
+        """The ids of ``subs`` accepted before: remembered, or about to be (one read)."""
+        ids = [s.event.id for s in subs]
+        if not ids:
+            return set()
+        found = {i for i in ids if i in self._remembering}
+        rest = [i for i in ids if i not in found]
+        if rest:
+            try:
+                async with self.runtime.engine.connect() as conn:
+                    found |= await repository.known_idempotent(conn, rest)
+            except Exception as exc:
+                # The database is away: Kafka alone (a repeat is the same event id, which
+                # consumers count once).
+                log.warning("reading idempotency keys failed (%s); continuing", exc)
+        return found
 
     async def _claim(
         self, subs: Sequence[Submission], values: Mapping[str, bytes]
@@ -200,6 +281,7 @@ class Intake:
         ids = [e.id for e in events]
         try:
             async with self.runtime.engine.begin() as conn:
+                await plan_each_execution(conn)
                 await enqueue(conn, SOURCE, self.topic, events)
                 if in_doubt is not None:
                     # held back from the relay while the direct send is in flight
@@ -240,6 +322,7 @@ class Intake:
         while True:
             try:
                 async with self.runtime.engine.begin() as conn:
+                    await plan_each_execution(conn)
                     await (mark_sent if delivered else release)(conn, ids)
                 break
             except Exception as exc:
@@ -259,6 +342,7 @@ class Intake:
             return
         self._unsettled.extend(done)
         self._unremembered.extend(records)
+        self._remembering.update(r[0] for r in records)
         if self._settler is None or self._settler.done():
             self._settler = asyncio.create_task(self._settle_queued())
 
@@ -269,12 +353,17 @@ class Intake:
             records, self._unremembered = self._unremembered, []
             try:
                 async with self.runtime.engine.begin() as conn:
-                    await mark_sent(conn, done)
+                    await plan_each_execution(conn)
+                    # The claimed rows were only the crash copy; the key rows dedupe repeats.
+                    await forget(conn, done)
                     await repository.remember_idempotent(conn, records)
             except Exception as exc:
                 # The events are on Kafka already; a row left held is published again when
-                # its hold runs out (the same event id: consumers count it once).
+                # its hold runs out, a key not remembered when it is repeated (the same event
+                # id: consumers count it once).
                 log.warning("recording %d delivered events failed: %s", len(done), exc)
+            finally:
+                self._remembering.difference_update(r[0] for r in records)
 
     async def drain(self, within: float) -> None:
         """At shutdown: let in-doubt sends resolve and delivered ones be recorded; the rest
@@ -312,6 +401,28 @@ async def _done_within(task: asyncio.Future[None], timeout: float) -> bool:
         timer.cancel()
         task.remove_done_callback(wake)
     return task.done()
+
+
+def _settle_flights(
+    flights: dict[str, asyncio.Future[None]],
+    subs: Sequence[Submission],
+    error: BaseException | None,
+) -> None:
+    """This request is done with its unclaimed keys: repeats waiting on them learn how."""
+    for sub in subs:
+        flight = flights.pop(sub.event.id, None)
+        if flight is None or flight.done():
+            continue
+        if error is None:
+            flight.set_result(None)
+        elif isinstance(error, Exception):
+            flight.set_exception(error)
+            flight.exception()  # retrieved: a flight no repeat waited for is not an error
+        else:  # cancelled (the client went away): a waiting repeat tries again itself
+            flight.set_exception(
+                Problem(503, "the event could not be stored; retry", headers={"Retry-After": "1"})
+            )
+            flight.exception()
 
 
 def _traced(subs: dict[str, Submission]) -> dict[str, Submission]:

@@ -111,14 +111,25 @@ def _rows_from(
     )
 
 
+# The lookups by a list of keys probe the primary key once per key, whatever the plan: as
+# ``id = ANY($1)`` or a join with ``unnest``, PostgreSQL kept a generic plan made while the
+# table was young, a sequential scan, as it grew (``LIMIT 1`` and ``FOR UPDATE`` keep the
+# subquery from being turned into such a join).
 _FIND_IDENTITIES = (
-    f"SELECT i.kind, i.value, i.lead_id FROM {identities.name} AS i"
-    " JOIN unnest($1::text[], $2::text[]) AS w(kind, value)"
-    " ON i.kind = w.kind AND i.value = w.value"
+    "SELECT i.kind, i.value, i.lead_id FROM unnest($1::text[], $2::text[]) AS w(kind, value)"
+    f" CROSS JOIN LATERAL (SELECT kind, value, lead_id FROM {identities.name}"
+    " WHERE kind = w.kind AND value = w.value LIMIT 1) AS i"
 )
 _ERASED_AMONG = f"SELECT email_hash FROM {erased_emails.name} WHERE email_hash = ANY($1::text[])"
-_SELECT = f"SELECT state::text FROM {leads.name} WHERE id = ANY($1::text[]) ORDER BY id"
-_SELECT_LOCKED = _SELECT + " FOR UPDATE"
+_SELECT = (
+    "SELECT l.state::text FROM unnest($1::text[]) AS k(id) CROSS JOIN LATERAL"
+    f" (SELECT state FROM {leads.name} WHERE id = k.id LIMIT 1) AS l"
+)
+# Rows are locked in the order of the ids given (sorted: one lock order, no deadlock).
+_SELECT_LOCKED = (
+    "SELECT l.state::text FROM unnest($1::text[]) AS k(id) CROSS JOIN LATERAL"
+    f" (SELECT state FROM {leads.name} WHERE id = k.id FOR UPDATE) AS l"
+)
 #: A lead row's columns but its state, which travels as a document (see :func:`_rows_from`).
 _LEAD_PLAIN = tuple((c, t) for c, t in _LEAD_COLUMNS if c != "state")
 _TIMELINE_PLAIN = (
