@@ -228,7 +228,11 @@ async def _exercise(stack: dict[str, Any]) -> None:
             items = r.json()["items"]
             return items[0] if items and items[0]["stage"] == "SQL" else None
 
-        the_lead = await wait_for(lead, timeout=60, interval=0.3, what="lead is SQL")
+        try:
+            the_lead = await wait_for(lead, timeout=60, interval=0.3, what="lead is SQL")
+        except AssertionError as exc:  # once seen under a loaded `make test`: say where it stood
+            tails = "\n".join(f"--- {n}:\n{p.read_text()[-4000:]}" for n, p in logs.items())
+            raise AssertionError(f"{exc}\n{tails}") from None
         assert the_lead is not None
 
         async def assignment() -> dict[str, Any] | None:
