@@ -418,7 +418,7 @@ def _settle_flights(
         elif isinstance(error, Exception):
             flight.set_exception(error)
             flight.exception()  # retrieved: a flight no repeat waited for is not an error
-        else:  # cancelled (the client went away): a waiting repeat tries again itself
+        else:  # cancelled (the client went away): a waiting repeat answers 503; its client retries
             flight.set_exception(
                 Problem(503, "the event could not be stored; retry", headers={"Retry-After": "1"})
             )
