@@ -6,7 +6,8 @@ divided by the interactions/s of the least work a database-backed consumer can d
 events: their ids inserted into an inbox with ``unnest``, the events folded per lead in Python,
 one ``INSERT … ON CONFLICT DO UPDATE`` per batch with the JSON encoded in Python. Each side
 gets its own throwaway PostgreSQL database, and their batches alternate, so load from other
-processes on the machine falls on both alike.
+processes on the machine falls on both alike. The garbage collector is tuned as the services
+tune it once started (:func:`shared.http.settle_heap`), for both sides.
 
     python -m bench.scoring          # BENCH_QUICK=1 for a short run
     python -m bench.scoring --profile [N]   # cProfile of the scoring side, top N (30) entries
@@ -39,6 +40,7 @@ from shared.config import load_config
 from shared.contract import Contact, Interaction
 from shared.db import create_engine
 from shared.events import CloudEvent, InteractionType, utcnow
+from shared.http import settle_heap
 from shared.migrate import migrate
 from shared.topics import Topics
 
@@ -163,6 +165,7 @@ async def profile(events: list[CloudEvent], batch: int = BATCH, top: int = 30) -
         engine = create_engine(scoring_url.replace("postgresql://", "postgresql+asyncpg://", 1))
         try:
             await migrate(engine)
+            settle_heap()  # as in rates()
             for i in range(0, len(events), batch):
                 chunk = events[i : i + batch]
                 started = time.process_time()
@@ -196,6 +199,8 @@ async def rates(events: list[CloudEvent], batch: int = BATCH) -> tuple[Side, Sid
             async with engine.connect() as conn:  # batches run one at a time: one connection
                 pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
             scoring, floor_side = Side(int(pid)), Side(floor.get_server_pid())
+            # the collector as the scoring service runs it once started (both sides alike)
+            settle_heap()
             for i in range(0, len(events), batch):
                 chunk = events[i : i + batch]
                 async with scoring.measure(), engine.begin() as conn:

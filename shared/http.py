@@ -58,6 +58,22 @@ class ReadinessOut(BaseModel):
     problems: list[str]
 
 
+def settle_heap() -> None:
+    """Tune the garbage collector for a service's life, once it has started.
+
+    Everything built so far (modules, schemas, the app, pools) lives as long as the process:
+    frozen out of the collector's way, a full collection no longer walks it again and again
+    under load (~90 us of every form post of capture went to those walks). And a young
+    collection starts whenever 700 more objects are alive than at the last one: under load
+    that is every request or batch or two (their objects die by reference counting anyway),
+    each walking everything in flight, ~20 us of a form post. Requests and batches make next
+    to no cyclic garbage, so collecting after 10,000 costs little memory.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def create_app(
     runtime: Runtime,
     title: str,
@@ -78,16 +94,7 @@ def create_app(
         # Traces only when the OTEL_* variables ask for them (see shared.tracing).
         tracing = setup_tracing(runtime.name)
         await runtime.start()
-        # Everything built so far (modules, schemas, the app, pools) lives as long as the
-        # process: out of the collector's way, a full collection no longer walks it again and
-        # again under load (~90 us of every form post of capture went to those walks).
-        gc.collect()
-        gc.freeze()
-        # A young collection starts whenever 700 more objects are alive than at the last one:
-        # under load that is every request or two (their objects die by reference counting
-        # anyway), each walking every request in flight, ~20 us of a form post. Requests make
-        # next to no cyclic garbage, so collecting after 10,000 costs little memory.
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+        settle_heap()
         try:
             yield
         finally:
