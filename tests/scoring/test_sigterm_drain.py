@@ -92,7 +92,10 @@ async def test_sigterm_mid_backlog_commits_and_relays_what_was_consumed(
 
         # Joining the consumer group can take a while when the other test worker loads the
         # machine (a process killed by a drill): wait for it rather than fail.
-        await wait_for(processed, timeout=60, interval=0.02, what="consumption under way")
+        try:
+            await wait_for(processed, timeout=60, interval=0.02, what="consumption under way")
+        except AssertionError as exc:  # seen once under a loaded `make test`: say where it stood
+            raise AssertionError(f"{exc}\n{log_path.read_text()[-6000:]}") from None
         proc.send_signal(signal.SIGTERM)
         at_signal = await processed()
         # uvicorn re-raises SIGTERM after its graceful shutdown, so -15 is a clean exit too.
