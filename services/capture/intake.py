@@ -353,9 +353,10 @@ class Intake:
             records, self._unremembered = self._unremembered, []
             try:
                 async with self.runtime.engine.begin() as conn:
-                    await plan_each_execution(conn)
-                    # The claimed rows were only the crash copy; the key rows dedupe repeats.
-                    await forget(conn, done)
+                    if done:  # Segment keys alone (the usual batch) delete nothing
+                        await plan_each_execution(conn)
+                        # The claimed rows were only the crash copy; the key rows dedupe repeats.
+                        await forget(conn, done)
                     await repository.remember_idempotent(conn, records)
             except Exception as exc:
                 # The events are on Kafka already; a row left held is published again when

@@ -65,7 +65,6 @@ async def known_idempotent(conn: AsyncConnection, event_ids: Sequence[str]) -> s
     return set(await find_idempotent(conn, event_ids))
 
 
-# In event id order: one lock order for concurrent writers of the same keys (no deadlock).
 _REMEMBER_PG = (
     f"INSERT INTO {idempotency.name} (event_id, scope, lead_key, created_at, fingerprint)"
     " SELECT e, s, k, $1::timestamptz, f"
@@ -83,8 +82,10 @@ async def remember_idempotent(
         return
     now = utcnow()
     if not is_sqlite(conn):
-        # one statement for the rows, not one execution each (the driver's executemany)
-        ids, scopes, keys, prints = zip(*sorted(records), strict=True)
+        # one statement for the rows, not one execution each (the driver's executemany), in
+        # event id order: one lock order for concurrent writers of the same keys (no deadlock)
+        ordered = sorted(records, key=lambda r: r[0])
+        ids, scopes, keys, prints = zip(*ordered, strict=True)
         await conn.exec_driver_sql(
             _REMEMBER_PG, (now, list(ids), [s[:300] for s in scopes], list(keys), list(prints))
         )

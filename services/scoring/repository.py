@@ -121,15 +121,13 @@ _FIND_IDENTITIES = (
     " WHERE kind = w.kind AND value = w.value LIMIT 1) AS i"
 )
 _ERASED_AMONG = f"SELECT email_hash FROM {erased_emails.name} WHERE email_hash = ANY($1::text[])"
-_SELECT = (
+_STATES = (
     "SELECT l.state::text FROM unnest($1::text[]) AS k(id) CROSS JOIN LATERAL"
-    f" (SELECT state FROM {leads.name} WHERE id = k.id LIMIT 1) AS l"
+    f" (SELECT state FROM {leads.name} WHERE id = k.id {{}}) AS l"
 )
+_SELECT = _STATES.format("LIMIT 1")
 # Rows are locked in the order of the ids given (sorted: one lock order, no deadlock).
-_SELECT_LOCKED = (
-    "SELECT l.state::text FROM unnest($1::text[]) AS k(id) CROSS JOIN LATERAL"
-    f" (SELECT state FROM {leads.name} WHERE id = k.id FOR UPDATE) AS l"
-)
+_SELECT_LOCKED = _STATES.format("FOR UPDATE")
 #: A lead row's columns but its state, which travels as a document (see :func:`_rows_from`).
 _LEAD_PLAIN = tuple((c, t) for c, t in _LEAD_COLUMNS if c != "state")
 _TIMELINE_PLAIN = (
