@@ -34,6 +34,7 @@ from services.scoring.domain.model import Lead
 from services.scoring.domain.resolution import resolve
 from services.scoring.domain.ruleset import Rules
 from services.scoring.events import lead_events
+from services.scoring.lead_cache import LeadCache
 from services.scoring.repository import LeadRepository
 from shared.contract import Assigned, Interaction, SalesActivity
 from shared.events import (
@@ -108,11 +109,17 @@ class ScoringHandler:
     """The ConsumerRunner's batch handler: interaction, routing and sales events to leads."""
 
     def __init__(
-        self, rules: Rules, topics: Topics, clock: Callable[[], datetime] = utcnow
+        self,
+        rules: Rules,
+        topics: Topics,
+        clock: Callable[[], datetime] = utcnow,
+        cache: LeadCache | None = None,
     ) -> None:
         self.rules = rules
         self.topics = topics
         self.clock = clock
+        #: the leads this consumer wrote last (a lead's events come from one partition)
+        self.cache = LeadCache() if cache is None else cache
 
     async def __call__(self, conn: AsyncConnection, events: Sequence[CloudEvent]) -> None:
         """Apply a batch in order.
@@ -139,7 +146,8 @@ class ScoringHandler:
     async def _apply(
         self, conn: AsyncConnection, run: Sequence[tuple[CloudEvent, Any]], now: datetime
     ) -> None:
-        b = await load_batch(LeadRepository(conn, self.topics.leads), run, self.rules, now)
+        repo = LeadRepository(conn, self.topics.leads, self.cache)
+        b = await load_batch(repo, run, self.rules, now)
         for ev, msg in run:
             EVENT_HANDLERS[ev.type](b, ev, msg)
         await repository.forget_erased(conn, b.consented)

@@ -13,6 +13,7 @@ from services.scoring.config import rules_for
 from services.scoring.deps import ScoringContext
 from services.scoring.events import SOURCE
 from services.scoring.handlers import ScoringHandler, is_urgent
+from services.scoring.lead_cache import LeadCache
 from services.scoring.workers import DecaySweep, ScoringRetention, decay_worker
 from shared.bus import ConsumerRunner
 from shared.db import create_engine
@@ -41,7 +42,12 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
             engine=runtime.consumer_engine,
             topics=[ctx.topics.interactions, ctx.topics.routing, ctx.topics.sales],
             group_id=GROUP_ID,
-            handler=ScoringHandler(ctx.rules, ctx.topics, ctx.clock),
+            handler=ScoringHandler(
+                ctx.rules,
+                ctx.topics,
+                ctx.clock,
+                cache=LeadCache(settings.leadflow_scoring_lead_cache),
+            ),
             source=SOURCE,
             after_commit=ctx.wake,
             urgent=is_urgent,

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scoring.domain.model import Lead
 from services.scoring.events import SOURCE
+from services.scoring.lead_cache import LeadCache
 from services.scoring.tables import erased_emails, identities, leads, timeline
 from shared.db import insert_for, is_sqlite
 from shared.events import CloudEvent, utcnow
@@ -75,7 +76,7 @@ _LEAD_COLUMNS = (
     ("created_at", "timestamptz"),
     ("last_activity_at", "timestamptz"),
     ("updated_at", "timestamptz"),
-    ("state", "jsonb"),
+    ("state", "json"),
     ("first_source", "text"),
     ("first_campaign", "text"),
     ("first_form_id", "text"),
@@ -88,13 +89,14 @@ _LEAD_NAMES = ", ".join(c for c, _ in _LEAD_COLUMNS)
 def _rows_from(
     param: int,
     columns: Sequence[tuple[str, str]],
-    documents: Sequence[tuple[int, str]] = (),
+    documents: Sequence[tuple[int, str, str]] = (),
     *,
     alias: str = "v",
     ordered: bool = False,
 ) -> str:
     """Rows whose plain columns travel as one JSON array of objects (``$param``) and whose JSON
-    documents (``documents``: parameter, column) as one ``jsonb[]`` each, zipped row by row.
+    documents (``documents``: parameter, column, ``json`` or ``jsonb``) as one array each,
+    zipped row by row.
 
     A document inside the JSON parameter would be parsed twice by PostgreSQL (as part of the
     array, then as its own jsonb), which cost more than the driver's per-element checks saved.
@@ -102,8 +104,8 @@ def _rows_from(
     made in, which is the order their ids are assigned).
     """
     typed = ", ".join(f"{c} {t}" for c, t in columns)
-    arrays = "".join(f", unnest(${n}::jsonb[])" for n, _ in documents)
-    names = [c for c, _ in columns] + [c for _, c in documents] + (["n"] if ordered else [])
+    arrays = "".join(f", unnest(${n}::{kind}[])" for n, _, kind in documents)
+    names = [c for c, _ in columns] + [c for _, c, _ in documents] + (["n"] if ordered else [])
     ordinality = " WITH ORDINALITY" if ordered else ""
     return (
         f"ROWS FROM (json_to_recordset(${param}::json) AS ({typed}){arrays}){ordinality}"
@@ -128,6 +130,16 @@ _STATES = (
 _SELECT = _STATES.format("LIMIT 1")
 # Rows are locked in the order of the ids given (sorted: one lock order, no deadlock).
 _SELECT_LOCKED = _STATES.format("FOR UPDATE")
+#: A row version as :class:`LeadCache` compares them: the writing transaction and the place.
+_VERSION = "{0}xmin::text || ',' || {0}ctid::text"
+#: The locked rows' versions, and the state only of those whose version is not the one given
+#: (the one this process wrote, :class:`LeadCache`): a state not asked for is not detoasted.
+_SELECT_VERSIONED = (
+    "SELECT k.id, CASE WHEN l.version = k.known THEN NULL ELSE l.state::text END AS state"
+    " FROM unnest($1::text[], $2::text[]) AS k(id, known) CROSS JOIN LATERAL"
+    f" (SELECT {_VERSION.format('')} AS version, state FROM {leads.name} WHERE id = k.id"
+    " FOR UPDATE) AS l"
+)
 #: A lead row's columns but its state, which travels as a document (see :func:`_rows_from`).
 _LEAD_PLAIN = tuple((c, t) for c, t in _LEAD_COLUMNS if c != "state")
 _TIMELINE_PLAIN = (
@@ -146,7 +158,7 @@ _OUTBOX_PLAIN = (
     ("ce_time", "timestamptz"),
     ("partition_key", "text"),
 )
-_OUTBOX_DOCUMENTS = [(12, "extensions"), (13, "data")]
+_OUTBOX_DOCUMENTS = [(12, "extensions", "jsonb"), (13, "data", "jsonb")]
 _OUTBOX_NAMES = "event_id, ce_type, ce_source, ce_subject, ce_time, partition_key, extensions, data"
 
 #: Everything a batch writes (new leads, changed leads, identities, timeline, outbox), as one
@@ -159,14 +171,16 @@ _OUTBOX_NAMES = "event_id, ce_type, ce_source, ce_subject, ce_time, partition_ke
 #: the documents: new and changed leads' states, timeline data, outbox extensions and data.
 _WRITE_ALL = (
     f"WITH w0 AS (INSERT INTO {leads.name} ({_LEAD_NAMES})"
-    f" SELECT {_LEAD_NAMES} FROM {_rows_from(1, _LEAD_PLAIN, [(9, 'state')])}),"
+    f" SELECT {_LEAD_NAMES} FROM {_rows_from(1, _LEAD_PLAIN, [(9, 'state', 'json')])}"
+    f" RETURNING id, {_VERSION.format('')} AS version),"
     f" w1 AS (UPDATE {leads.name} AS l SET "
     + ", ".join(f"{c} = v.{c}" for c, _ in _LEAD_COLUMNS if c != "id")
-    + f" FROM {_rows_from(2, _LEAD_PLAIN, [(10, 'state')])} WHERE l.id = v.id),"
+    + f" FROM {_rows_from(2, _LEAD_PLAIN, [(10, 'state', 'json')])} WHERE l.id = v.id"
+    f" RETURNING l.id, {_VERSION.format('l.')} AS version),"
     f" w2 AS (INSERT INTO {identities.name} (kind, value, lead_id) SELECT kind, value, lead_id"
     f" FROM {_rows_from(3, (('kind', 'text'), ('value', 'text'), ('lead_id', 'text')))}),"
     f" w3 AS (INSERT INTO {timeline.name} ({_TIMELINE_NAMES}) SELECT {_TIMELINE_NAMES}"
-    f" FROM {_rows_from(4, _TIMELINE_PLAIN, [(11, 'data')], alias='t', ordered=True)}"
+    f" FROM {_rows_from(4, _TIMELINE_PLAIN, [(11, 'data', 'jsonb')], alias='t', ordered=True)}"
     " ORDER BY n),"
     # shared.outbox.enqueue's rows, set-based: same columns, same skip of a known event id,
     # ids (the relay's publishing order) in the order of the events
@@ -174,7 +188,8 @@ _WRITE_ALL = (
     f" available_at) SELECT $6::text, $7::text, {_OUTBOX_NAMES}, $8::timestamptz, NULL, NULL"
     f" FROM {_rows_from(5, _OUTBOX_PLAIN, _OUTBOX_DOCUMENTS, alias='e', ordered=True)}"
     " ORDER BY n ON CONFLICT (event_id) DO NOTHING)"
-    " SELECT 1"
+    # the versions the leads were written as, for the cache (LeadCache)
+    " SELECT id, version FROM w0 UNION ALL SELECT id, version FROM w1"
 )
 #: orjson's options for those parameters: times as RFC 3339, a naive one taken as UTC (as the
 #: driver took it).
@@ -207,13 +222,6 @@ def state_json(lead: Lead) -> str:
         lead.hits = hits
 
 
-async def _run(conn: AsyncConnection, statement: str, *args: Any) -> None:
-    """A pre-built statement with positional (``$n``) arguments, as the driver takes them:
-    no SQLAlchemy compilation nor per-row parameter processing, errors wrapped as usual
-    (a duplicate identity is an :class:`sqlalchemy.exc.IntegrityError`)."""
-    await conn.exec_driver_sql(statement, args)
-
-
 def _outbox_rows(events: Sequence[CloudEvent]) -> str:
     """:func:`shared.outbox.enqueue`'s rows for the lead events, their plain columns as
     :data:`_WRITE_ALL` takes them."""
@@ -236,9 +244,13 @@ class LeadRepository:
     ``topic`` is where :meth:`commit` publishes the lead events (``leadflow.leads``).
     """
 
-    def __init__(self, conn: AsyncConnection, topic: str | None = None) -> None:
+    def __init__(
+        self, conn: AsyncConnection, topic: str | None = None, cache: LeadCache | None = None
+    ) -> None:
         self.conn = conn
         self.topic = topic
+        #: leads this process wrote before (PostgreSQL only; see :class:`LeadCache`)
+        self.cache = cache if cache is not None and not is_sqlite(conn) else None
         self.loaded: dict[str, Lead] = {}
         self._new: set[str] = set()
         self._dirty: set[str] = set()
@@ -271,6 +283,9 @@ class LeadRepository:
     async def load(self, ids: Iterable[str], *, lock: bool = True) -> dict[str, Lead]:
         """Load leads by id (locked for update on PostgreSQL, in id order against deadlocks)."""
         missing = sorted({i for i in ids if i not in self.loaded})
+        if missing and lock and self.cache is not None:
+            await self._load_versioned(missing, self.cache)
+            missing = []
         if missing and not is_sqlite(self.conn):
             # the state as JSON text, parsed by orjson (the driver's codec uses the stdlib)
             rows = await self.conn.exec_driver_sql(_SELECT_LOCKED if lock else _SELECT, (missing,))
@@ -286,6 +301,22 @@ class LeadRepository:
                 lead = Lead.from_state(state)
                 self.loaded[lead.id] = lead
         return {i: self.loaded[i] for i in ids if i in self.loaded}
+
+    async def _load_versioned(self, ids: list[str], cache: LeadCache) -> None:
+        """Lock and load leads (sorted ``ids``), taking from ``cache`` those whose row is still
+        the version this process wrote, and reading the state of the others."""
+        cached = cache.take(ids)
+        known = [cached[i][0] if i in cached else None for i in ids]
+        rows = await self.conn.exec_driver_sql(_SELECT_VERSIONED, (ids, known))
+        for row in rows:
+            state = row.state
+            if state is None:
+                lead = cached[row.id][1]
+                cache.hits += 1
+            else:
+                lead = Lead.from_state(orjson.loads(state))
+                cache.misses += 1
+            self.loaded[lead.id] = lead
 
     def add(self, lead: Lead) -> None:
         """A lead created in this transaction."""
@@ -409,9 +440,7 @@ class LeadRepository:
         new = [self.loaded[i] for i in sorted(self._new)]
         dirty = [self.loaded[i] for i in sorted(self._dirty)]
         tl = self._timeline
-        await _run(
-            self.conn,
-            _WRITE_ALL,
+        args = (
             _lead_rows(new, now),
             _lead_rows(dirty, now),
             _rows_json(
@@ -430,6 +459,13 @@ class LeadRepository:
             [dumps(dict(e.extensions)) for e in events],
             [dumps(dict(e.data)) for e in events],
         )
+        # pre-built, with positional ($n) arguments as the driver takes them: no SQLAlchemy
+        # compilation nor per-row parameter processing (a duplicate identity is still an
+        # IntegrityError)
+        written = await self.conn.exec_driver_sql(_WRITE_ALL, args)
+        if self.cache is not None:
+            for row in written:
+                self.cache.put(row.version, self.loaded[row.id])
 
     async def _write_generic(self, now: datetime) -> None:
         """Inserts and updates through SQLAlchemy (SQLite)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Column,
     Date,
@@ -37,7 +38,8 @@ leads = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("last_activity_at", UTCDateTime(), nullable=True),
     Column("updated_at", UTCDateTime(), nullable=False),
-    Column("state", JSONType, nullable=False),
+    # json, not jsonb (scoring_0006): stored and handed back whole, never queried inside
+    Column("state", JSON(), nullable=False),
     # scoring_0002: what the KPIs group and count by
     Column("first_source", String(200), nullable=True),
     Column("first_campaign", String(200), nullable=True),

@@ -1,0 +1,67 @@
+"""The leads a scoring consumer wrote last, kept in memory with the row version they were
+written as, so the next batch that touches them need not read and decode their states again.
+
+A lead's state is the bulk of what a batch reads (about 5 KB of JSON for a lead with a few
+dozen interactions): reading it back costs PostgreSQL the detoasting and the jsonb output, and
+this process the JSON decoding and :meth:`Lead.from_state`, all for the state this process
+itself wrote moments before (a lead's events come from one partition, which one consumer
+reads). :meth:`LeadRepository.load` still locks every row and reads its version; a cached lead
+is used only when the row is exactly the version this process wrote, and the row's state is
+read otherwise.
+
+The version is PostgreSQL's ``xmin`` (the transaction that wrote the row version) with its
+``ctid`` (where that version lies): any write by anyone (another replica, the API, the decay
+sweep, an erasure earlier in the same transaction) makes a new version with another pair. A
+lead is taken out of the cache when it is loaded and put back only when it is written, with the
+version the write returned: a lead changed in memory by a transaction that then rolled back is
+never served, since the version it was written as never became the row's.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from services.scoring.domain.model import Lead
+
+#: Leads kept by default (``LEADFLOW_SCORING_LEAD_CACHE``): up to about 7 KB each in memory for
+#: a lead with a few dozen interactions.
+DEFAULT_SIZE = 4096
+
+
+class LeadCache:
+    """Up to ``size`` leads by id with the row version each was written as, least recently
+    written dropped first."""
+
+    def __init__(self, size: int = DEFAULT_SIZE) -> None:
+        self.size = size
+        self._entries: OrderedDict[str, tuple[str, Lead]] = OrderedDict()
+        #: leads served from the cache and leads whose row had to be read (for tests, metrics)
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def take(self, ids: Iterable[str]) -> dict[str, tuple[str, Lead]]:
+        """The cached (version, lead) of these ids, removed from the cache: the caller now
+        owns the lead and may change it, and only :meth:`put` makes it servable again."""
+        pop = self._entries.pop
+        out: dict[str, tuple[str, Lead]] = {}
+        for lead_id in ids:
+            entry = pop(lead_id, None)
+            if entry is not None:
+                out[lead_id] = entry
+        return out
+
+    def put(self, version: str, lead: Lead) -> None:
+        """A lead just written as row version ``version``."""
+        if self.size <= 0:
+            return
+        self._entries[lead.id] = (version, lead)
+        self._entries.move_to_end(lead.id)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()

@@ -1,0 +1,130 @@
+"""The scoring consumer's lead cache (PostgreSQL) serves a lead only as the row still holds it.
+
+A cached lead is the one this consumer wrote; the next batch takes it instead of reading and
+decoding the row's state, but only when the locked row is still the version that write made.
+Each test below has another writer, a rollback or an erasure in the same transaction change
+the row, and checks that the next batch works on the row, not on the remembered lead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import orjson
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.scoring import commands
+from services.scoring.domain.model import Lead
+from services.scoring.handlers import ScoringHandler
+from services.scoring.lead_cache import LeadCache
+from services.scoring.tables import leads
+from shared.db import create_engine
+from shared.events import CloudEvent, InteractionType, RoutingType
+from shared.topics import Topics
+from tests.scoring.helpers import T0, VP_SALES, assigned_data, default_rules, interaction
+from tests.scoring.test_erasure_requested import erasure_request
+
+TOPICS = Topics("c.")
+EMAIL = "jane@acme.com"
+
+
+@pytest.fixture
+async def engine(pg_db_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(pg_db_url)
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
+def page_view(i: int, email: str = EMAIL) -> CloudEvent:
+    return interaction(
+        InteractionType.TRACKED,
+        email=email,
+        at=T0 + timedelta(minutes=i),
+        channel="tracking",
+        track={"event": "page", "name": "Pricing", "properties": {}},
+    )
+
+
+async def stored(engine: AsyncEngine, email: str = EMAIL) -> Lead:
+    async with engine.connect() as conn:
+        state = (await conn.execute(select(leads.c.state).where(leads.c.email == email))).scalar()
+    assert state is not None
+    return Lead.from_state(state)
+
+
+async def apply(engine: AsyncEngine, handler: ScoringHandler, *events: CloudEvent) -> None:
+    async with engine.begin() as conn:
+        await handler(conn, list(events))
+
+
+async def test_the_cached_lead_is_the_stored_one_and_saves_the_reads(engine: AsyncEngine) -> None:
+    cache = LeadCache()
+    handler = ScoringHandler(default_rules(), TOPICS, cache=cache)
+    await apply(engine, handler, interaction(at=T0, contact=VP_SALES))
+    for i in range(1, 6):
+        await apply(engine, handler, page_view(i))
+    assert (cache.hits, cache.misses) == (5, 0)
+    lead = await stored(engine)
+    assert cache.take([lead.id])[lead.id][1] == lead
+    assert len(lead.hits) > 5
+
+
+async def test_a_lead_changed_by_another_writer_is_read_again(engine: AsyncEngine) -> None:
+    cache = LeadCache()
+    handler = ScoringHandler(default_rules(), TOPICS, cache=cache)
+    await apply(engine, handler, interaction(at=T0, contact=VP_SALES))
+    lead_id = (await stored(engine)).id
+    async with engine.begin() as conn:  # as PATCH /v1/leads/{id} does
+        await commands.override_lead(
+            conn, TOPICS, lead_id, stage="SQL", status="prospect", reason="call", now=T0
+        )
+    await apply(engine, handler, page_view(1))
+    assert cache.misses == 1
+    lead = await stored(engine)
+    # a remembered lead written back would have undone the override
+    assert (lead.stage, lead.status) == ("SQL", "prospect")
+
+
+async def test_a_rolled_back_batch_leaves_nothing_behind_in_memory(engine: AsyncEngine) -> None:
+    cache = LeadCache()
+    handler = ScoringHandler(default_rules(), TOPICS, cache=cache)
+    await apply(engine, handler, interaction(at=T0, contact=VP_SALES))
+    demo = interaction(at=T0 + timedelta(minutes=1), intent="demo_request", contact=VP_SALES)
+    with pytest.raises(RuntimeError):
+        async with engine.begin() as conn:
+            await handler(conn, [demo])
+            raise RuntimeError("the consumer failed after applying the batch")
+    await apply(engine, handler, page_view(2))
+    lead = await stored(engine)
+    assert lead.stage != "SQL" and not lead.sales_intent
+    assert demo.id not in {h.event_id for h in lead.hits}
+
+
+async def test_an_erasure_earlier_in_the_same_transaction_is_not_undone(
+    engine: AsyncEngine,
+) -> None:
+    """Both writes are the same transaction's (the same ``xmin``): the row version's place
+    (``ctid``) is what tells them apart."""
+    cache = LeadCache()
+    handler = ScoringHandler(default_rules(), TOPICS, cache=cache)
+    async with engine.begin() as conn:
+        await handler(conn, [interaction(at=T0, contact=VP_SALES)])
+        lead_id = (await conn.execute(select(leads.c.id))).scalar_one()
+        owner = {"id": "rep-1", "name": "Ann", "email": "ann@x.io", "team": "emea"}
+        assigned = CloudEvent(
+            type=RoutingType.ASSIGNED,
+            source="/leadflow/routing",
+            data=assigned_data(lead_id, owner),
+            key=lead_id,
+        )
+        await handler(conn, [erasure_request(email=EMAIL), assigned])
+    async with engine.connect() as conn:
+        state = (await conn.execute(select(leads.c.state).where(leads.c.id == lead_id))).scalar()
+    lead = Lead.from_state(state)
+    assert lead.erased_at is not None and lead.owner is not None
+    assert EMAIL not in orjson.dumps(state).decode()
