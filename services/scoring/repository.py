@@ -180,7 +180,7 @@ _WRITE_ALL = (
     f" w2 AS (INSERT INTO {identities.name} (kind, value, lead_id) SELECT kind, value, lead_id"
     f" FROM {_rows_from(3, (('kind', 'text'), ('value', 'text'), ('lead_id', 'text')))}),"
     f" w3 AS (INSERT INTO {timeline.name} ({_TIMELINE_NAMES}) SELECT {_TIMELINE_NAMES}"
-    f" FROM {_rows_from(4, _TIMELINE_PLAIN, [(11, 'data', 'jsonb')], alias='t', ordered=True)}"
+    f" FROM {_rows_from(4, _TIMELINE_PLAIN, [(11, 'data', 'json')], alias='t', ordered=True)}"
     " ORDER BY n),"
     # shared.outbox.enqueue's rows, set-based: same columns, same skip of a known event id,
     # ids (the relay's publishing order) in the order of the events

@@ -16,7 +16,7 @@ from sqlalchemy import (
     Text,
 )
 
-from shared.db import JSONType, UTCDateTime
+from shared.db import UTCDateTime
 
 metadata = MetaData()
 
@@ -76,7 +76,7 @@ timeline = Table(
     Column("kind", String(32), nullable=False),
     Column("type", String(200), nullable=False),
     Column("event_id", String(200), nullable=True),
-    Column("data", JSONType, nullable=False),
+    Column("data", JSON(), nullable=False),  # json, not jsonb (scoring_0006), as the state
     Index("ix_scoring_timeline_lead", "lead_id", "id"),
     # scoring_0003: retention prunes by age
     Index("ix_scoring_timeline_at", "at"),

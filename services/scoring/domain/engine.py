@@ -236,12 +236,15 @@ def compute_engagement(
         decay = group.decay
         positive = negative = 0.0
         for rule_id, items in sorted(by_group[group_name].items()):
-            if _undecayed(items, decay, now):
+            points = list(map(_POINTS, items))
+            if _undecayed(items, points, decay, now):
                 # every hit is worth its points: whole numbers, whose sum is exact in any
                 # order, so C's sum() gives the loop's result without a step per hit
-                points = [h.points for h in items]
-                pos = float(sum(p for p in points if p > 0))
-                neg = float(sum(p for p in points if p < 0))
+                if min(points) >= 0:
+                    pos, neg = float(sum(points)), 0.0
+                else:
+                    pos = float(sum(p for p in points if p > 0))
+                    neg = float(sum(p for p in points if p < 0))
             else:
                 # sums in hit order, as sum() over the values would add them
                 pos = neg = 0.0
@@ -278,13 +281,14 @@ def compute_engagement(
     return math.floor(total + 0.5), reasons
 
 
-def _undecayed(items: Sequence[Hit], decay: Decay, now: datetime) -> bool:
-    """Whether :func:`decayed` leaves every one of a rule's hits (in time order) at its
-    points, a whole number: no decay, or a linear decay whose first period has not ended for
-    the oldest hit (the most common case: a lead active in the last days or weeks)."""
-    if any(type(h.points) is not int for h in items):
+def _undecayed(items: Sequence[Hit], points: list[Any], decay: Decay, now: datetime) -> bool:
+    """Whether :func:`decayed` leaves every one of a rule's hits (in time order; ``points``
+    are theirs) at its points, a whole number: no decay, or a linear decay whose first period
+    has not ended for the oldest hit (the most common case: a lead active in the last days or
+    weeks)."""
+    if set(map(type, points)) != _INT:  # bool is not int here, as for decayed()
         return False
-    if decay.mode == "none" or all(h.points <= 0 for h in items):
+    if decay.mode == "none" or max(points) <= 0:
         return True
     if decay.mode == "half_life":
         return decay.half_life_days <= 0
@@ -294,6 +298,9 @@ def _undecayed(items: Sequence[Hit], decay: Decay, now: datetime) -> bool:
     age_days = max((now - items[0].at).total_seconds(), 0.0) / DAY
     return math.floor(age_days / decay.period_days) == 0
 
+
+_INT = {int}
+_POINTS = operator.itemgetter(2)  # Hit.points
 
 #: Hits in time order, then by event id (a :class:`Hit` is a named tuple: at, event_id).
 _HIT_ORDER = operator.itemgetter(3, 4)

@@ -6,6 +6,7 @@ turns changes into ``leadflow.leads`` events. Stage and status only move forward
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,8 +48,15 @@ def add_hits(
     matching = engine.matching_rules(event_type, data, rules)
     if matching:
         # what the lead already counted: this event's rules, and the rules it has hits of
-        counted = {h.rule for h in lead.hits if h.event_id == event_id}
-        ruled = {h.rule for h in lead.hits}
+        # (walked by C code: a lead has up to 50 hits per repeatable rule, and an event is
+        # seldom among them)
+        hits = lead.hits
+        counted = (
+            {h.rule for h in hits if h.event_id == event_id}
+            if event_id in map(_EVENT_ID, hits)
+            else set()
+        )
+        ruled = set(map(_RULE, hits))
         for rule in matching:
             if rule.id in counted or (not rule.repeatable and rule.id in ruled):
                 continue
@@ -62,6 +70,10 @@ def add_hits(
     if isinstance(intent, str) and intent in rules.sales_intents:
         lead.sales_intent = True
     return added
+
+
+_RULE = operator.attrgetter("rule")
+_EVENT_ID = operator.attrgetter("event_id")
 
 
 def _keep_latest(lead: Lead, rule_id: str) -> None:
