@@ -404,6 +404,9 @@ class ConsumerRunner:
         self._committing: asyncio.Future[None] | None = None
         self.max_backoff = max_backoff
         self.deadletter_topic = Topics(settings.leadflow_topic_prefix).deadletter
+        #: The Kafka consumer group: ``group_id`` under this deployment's topic prefix.
+        #: ``group_id`` itself names the consumer everywhere else (inbox, metrics, dead letters).
+        self.kafka_group = Topics(settings.leadflow_topic_prefix).group(group_id)
         self._stopping = False
         self._consumer: AIOKafkaConsumer | None = None
         self.processed = 0
@@ -422,7 +425,7 @@ class ConsumerRunner:
         return AIOKafkaConsumer(
             *self.topics,
             **kafka_client_options(s),
-            group_id=self.group_id,
+            group_id=self.kafka_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=s.kafka_session_timeout_ms,

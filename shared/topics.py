@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: The topic prefix when none is configured (``LEADFLOW_TOPIC_PREFIX``).
+DEFAULT_PREFIX = "leadflow."
+
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """The six Leadflow topics under one prefix."""
+    """The six Leadflow topics under one prefix, and the consumer groups that read them."""
 
-    prefix: str = "leadflow."
+    prefix: str = DEFAULT_PREFIX
+
+    def group(self, name: str) -> str:
+        """The Kafka consumer group of the consumer called ``name`` (``leadflow-scoring``).
+
+        Under another prefix than the default, the group carries the prefix as the topics do:
+        deployments that share a Kafka cluster under their own prefixes then never join each
+        other's groups (a shared group rebalanced every member at each start, stop or crash of
+        any of them, whatever topics it read). Under the default prefix it is ``name`` itself,
+        the group the first releases used, so their committed offsets stay theirs.
+        """
+        return name if self.prefix == DEFAULT_PREFIX else f"{self.prefix}{name}"
 
     @property
     def interactions(self) -> str:

@@ -28,9 +28,10 @@ from tests.support import make_settings, process_env, wait_for
 N = 3000
 
 
-async def _committed(bootstrap: str, topic: str) -> int:
-    """The sum of the scoring group's committed offsets on ``topic``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=GROUP_ID)
+async def _committed(bootstrap: str, topics: Topics) -> int:
+    """The sum of the scoring group's committed offsets on the interactions topic."""
+    topic = topics.interactions
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.group(GROUP_ID))
     await consumer.start()
     try:
         parts = consumer.partitions_for_topic(topic)
@@ -108,7 +109,7 @@ async def test_sigterm_mid_backlog_commits_and_relays_what_was_consumed(
         assert 0 < at_signal <= done
         # Consumers finished and committed: the committed offsets cover exactly what the
         # process recorded as processed (an uncommitted last batch would be redelivered).
-        assert await _committed(kafka_bootstrap, topics.interactions) == done
+        assert await _committed(kafka_bootstrap, topics) == done
         async with engine.connect() as conn:
             pending = (
                 await conn.execute(
