@@ -120,10 +120,10 @@ class Settings(BaseSettings):
     leadflow_timeline_retention_days: float = Field(
         default=365.0, gt=0, description="Scoring prunes lead timeline entries older than this."
     )
-    leadflow_scoring_lead_cache: int = Field(
-        default=4096,
+    leadflow_scoring_lead_cache_mb: float = Field(
+        default=32.0,
         ge=0,
-        description="Leads the scoring consumer keeps decoded between batches (0: none).",
+        description="Memory for the leads the scoring consumer keeps between batches (0: none).",
     )
 
     meta_app_secret: str | None = None

@@ -46,7 +46,7 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
                 ctx.rules,
                 ctx.topics,
                 ctx.clock,
-                cache=LeadCache(settings.leadflow_scoring_lead_cache),
+                cache=LeadCache(settings.leadflow_scoring_lead_cache_mb),
             ),
             source=SOURCE,
             after_commit=ctx.wake,

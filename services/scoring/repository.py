@@ -308,15 +308,17 @@ class LeadRepository:
         cached = cache.take(ids)
         known = [cached[i][0] if i in cached else None for i in ids]
         rows = await self.conn.exec_driver_sql(_SELECT_VERSIONED, (ids, known))
+        hits = misses = 0
         for row in rows:
             state = row.state
             if state is None:
                 lead = cached[row.id][1]
-                cache.hits += 1
+                hits += 1
             else:
                 lead = Lead.from_state(orjson.loads(state))
-                cache.misses += 1
+                misses += 1
             self.loaded[lead.id] = lead
+        cache.count(hits, misses)
 
     def add(self, lead: Lead) -> None:
         """A lead created in this transaction."""

@@ -13,13 +13,14 @@ from datetime import timedelta
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring import commands
-from services.scoring.domain.model import Lead
+from services.scoring.domain.model import Hit, Lead
 from services.scoring.handlers import ScoringHandler
-from services.scoring.lead_cache import LeadCache
+from services.scoring.lead_cache import LeadCache, footprint
 from services.scoring.tables import leads
 from shared.db import create_engine
 from shared.events import CloudEvent, InteractionType, RoutingType
@@ -28,6 +29,7 @@ from tests.scoring.helpers import T0, VP_SALES, assigned_data, default_rules, in
 from tests.scoring.test_erasure_requested import erasure_request
 
 TOPICS = Topics("c.")
+_HIT = Hit("page-view", "web", 1, T0, "ev-1")
 EMAIL = "jane@acme.com"
 
 
@@ -57,6 +59,10 @@ async def stored(engine: AsyncEngine, email: str = EMAIL) -> Lead:
     return Lead.from_state(state)
 
 
+def _served() -> float:
+    return REGISTRY.get_sample_value("leadflow_scoring_lead_cache_total", {"result": "hit"}) or 0.0
+
+
 async def apply(engine: AsyncEngine, handler: ScoringHandler, *events: CloudEvent) -> None:
     async with engine.begin() as conn:
         await handler(conn, list(events))
@@ -66,9 +72,11 @@ async def test_the_cached_lead_is_the_stored_one_and_saves_the_reads(engine: Asy
     cache = LeadCache()
     handler = ScoringHandler(default_rules(), TOPICS, cache=cache)
     await apply(engine, handler, interaction(at=T0, contact=VP_SALES))
+    before = _served()
     for i in range(1, 6):
         await apply(engine, handler, page_view(i))
     assert (cache.hits, cache.misses) == (5, 0)
+    assert _served() - before == 5  # leadflow_scoring_lead_cache_total{result="hit"}
     lead = await stored(engine)
     assert cache.take([lead.id])[lead.id][1] == lead
     assert len(lead.hits) > 5
@@ -128,3 +136,18 @@ async def test_an_erasure_earlier_in_the_same_transaction_is_not_undone(
     lead = Lead.from_state(state)
     assert lead.erased_at is not None and lead.owner is not None
     assert EMAIL not in orjson.dumps(state).decode()
+
+
+def test_the_cache_stays_within_its_memory_budget() -> None:
+    def lead(n: int, hits: int) -> Lead:
+        return Lead(id=f"l{n}", key=f"l{n}", created_at=T0, hits=[_HIT] * hits)
+
+    cache = LeadCache(megabytes=3 * footprint(lead(0, 10)) / 1024 / 1024)
+    for n in range(5):
+        cache.put(f"v{n}", lead(n, 10))
+    assert len(cache) == 3 and cache.held <= cache.budget
+    assert cache.take(["l0", "l1"]) == {}  # the least recently written went first
+    assert set(cache.take(["l3"])) == {"l3"} and len(cache) == 2
+    cache.put("big", lead(9, 10_000))  # more than the whole budget: not kept
+    assert len(cache) == 2 and "l9" not in cache.take(["l9"])
+    assert cache.held == 2 * footprint(lead(0, 10))
