@@ -22,7 +22,7 @@ from services.scoring.tables import leads, timeline
 from shared.contract import LeadEvent
 from shared.db import create_engine
 from shared.events import InteractionType as IT
-from shared.events import LeadType
+from shared.events import LeadType, rfc3339
 from shared.messaging_tables import outbox
 from shared.topics import Topics
 from tests.scoring.helpers import T0, VP_SALES, default_rules, drive, interaction, rules_from
@@ -30,7 +30,7 @@ from tests.scoring.helpers import T0, VP_SALES, default_rules, drive, interactio
 
 def _fit_from_scratch(lead, rules):  # type: ignore[no-untyped-def]
     points, matched, disqualified = engine._fit_outcome(lead, rules)
-    at = engine.rfc3339(lead.profile_at or lead.created_at)
+    at = rfc3339(lead.profile_at or lead.created_at)
     return points, [{"rule": r, "points": p, "at": at} for r, p in matched], disqualified
 
 

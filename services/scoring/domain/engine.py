@@ -20,7 +20,6 @@ from services.scoring.domain.ruleset import (
     SeniorityLevel,
     path_value,
 )
-from shared.events import rfc3339
 
 DAY = 86_400.0
 
@@ -86,7 +85,7 @@ def compute_fit(lead: Lead, rules: Rules) -> tuple[int, list[dict[str, Any]], st
             memo.outcomes.clear()
         memo.outcomes[key] = outcome
     points, matched, disqualified = outcome
-    at = rfc3339(lead.profile_at or lead.created_at)
+    at = time_text(lead.profile_at or lead.created_at)
     return points, [{"rule": r, "points": p, "at": at} for r, p in matched], disqualified
 
 
@@ -262,13 +261,13 @@ def compute_engagement(
             negative += neg
             cap = caps.get(rule_id)
             if cap is not None and pos > cap:
-                now_text = now_text or rfc3339(now)
+                now_text = now_text or time_text(now)
                 append({"rule": f"{rule_id}:cap", "points": round(cap - pos, 2), "at": now_text})
                 pos = float(cap)
             positive += pos
         group_cap = group.cap
         if group_cap is not None and positive > group_cap:
-            now_text = now_text or rfc3339(now)
+            now_text = now_text or time_text(now)
             append(
                 {
                     "rule": f"group:{group_name}:cap",
