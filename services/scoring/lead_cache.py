@@ -92,7 +92,3 @@ class LeadCache:
         while self.held > self.budget:
             _, (_, _, dropped) = self._entries.popitem(last=False)
             self.held -= dropped
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self.held = 0
