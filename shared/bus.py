@@ -403,10 +403,11 @@ class ConsumerRunner:
         self.urgent = urgent
         self._committing: asyncio.Future[None] | None = None
         self.max_backoff = max_backoff
-        self.deadletter_topic = Topics(settings.leadflow_topic_prefix).deadletter
+        names = Topics(settings.leadflow_topic_prefix)
+        self.deadletter_topic = names.deadletter
         #: The Kafka consumer group: ``group_id`` under this deployment's topic prefix.
         #: ``group_id`` itself names the consumer everywhere else (inbox, metrics, dead letters).
-        self.kafka_group = Topics(settings.leadflow_topic_prefix).group(group_id)
+        self.kafka_group = names.group(group_id)
         self._stopping = False
         self._consumer: AIOKafkaConsumer | None = None
         self.processed = 0

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.topics import DEFAULT_PREFIX
+
 DEV_API_TOKEN = "dev-token"
 DEV_WRITE_KEY = "dev-write-key"
 MIN_TOKEN_LENGTH = 16
@@ -72,7 +74,7 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
     database_url: str | None = None
     leadflow_config: Path | None = None
-    leadflow_topic_prefix: str = "leadflow."
+    leadflow_topic_prefix: str = DEFAULT_PREFIX
     leadflow_api_token: str | None = Field(
         default=None,
         description="Admin bearer token(s), comma-separated so a new one can overlap the old.",

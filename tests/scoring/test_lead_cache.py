@@ -2,8 +2,9 @@
 
 A cached lead is the one this consumer wrote; the next batch takes it instead of reading and
 decoding the row's state, but only when the locked row is still the version that write made.
-Each test below has another writer, a rollback or an erasure in the same transaction change
-the row, and checks that the next batch works on the row, not on the remembered lead.
+The tests below check that the cached lead is the stored one, then have another writer, a
+rollback or an erasure in the same transaction change the row and check that the next batch
+works on the row, not on the remembered lead; the last checks the cache's memory budget.
 """
 
 from __future__ import annotations
