@@ -5,11 +5,14 @@ so an event redelivered after a crash is never applied twice. A batch is first r
 ``shared.contract`` types (:func:`parse`; one out of contract raises :class:`InvalidEvent` and
 is dead-lettered alone), then all its leads are loaded at once (:func:`load_batch`), each event
 is applied in memory by its :data:`EVENT_HANDLERS` entry, and everything is written back once
-(:meth:`LeadRepository.commit`). An erasure request is the exception: it splits the batch.
+(:meth:`LeadRepository.commit`). An erasure request is the exception: it splits the batch. On
+PostgreSQL a large batch is written in parts of :data:`WRITE_AHEAD_EVERY` events, each while
+the next part is applied (same transaction), until something is merged, dropped or deleted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +63,14 @@ URGENT_TYPES = INTERACTION_TYPES - {
     InteractionType.IDENTIFIED,
     InteractionType.ERASURE_REQUESTED,
 }
+
+
+#: A batch's rows are written every so many events, while the next ones are applied
+#: (PostgreSQL; see :meth:`ScoringHandler._apply`). Smaller parts overlap more of the
+#: database's work but each write has a fixed cost (planning, a round trip).
+WRITE_AHEAD_EVERY = 128
+#: While a write runs, the loop gets a turn every so many events (to send the rest of it).
+_YIELD_EVERY = 16
 
 
 def is_urgent(ev: CloudEvent) -> bool:
@@ -148,8 +159,32 @@ class ScoringHandler:
     ) -> None:
         repo = LeadRepository(conn, self.topics.leads, self.cache)
         b = await load_batch(repo, run, self.rules, now)
-        for ev, msg in run:
-            EVENT_HANDLERS[ev.type](b, ev, msg)
+        ahead: asyncio.Task[None] | None = None
+        try:
+            for n, (ev, msg) in enumerate(run, 1):
+                EVENT_HANDLERS[ev.type](b, ev, msg)
+                if n % WRITE_AHEAD_EVERY == 0 and n < len(run) and repo.can_write_ahead():
+                    # This part's rows go to PostgreSQL while the next part is applied here:
+                    # the database's work (about a third of a batch's) overlaps this
+                    # process's instead of following it. One write at a time on the
+                    # connection; write_ahead takes and encodes the rows before returning.
+                    if ahead is not None:
+                        await ahead
+                    ahead = asyncio.ensure_future(repo.write_ahead(now, b.out))
+                    b.out = []
+                    await asyncio.sleep(0)  # the task sends its rows now
+                elif ahead is not None and n % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # the driver sends the rest of a large write
+            if ahead is not None:
+                await ahead
+            ahead = None
+        finally:
+            if ahead is not None:
+                # a failure while the write runs: the connection is free again (for the
+                # rollback) only once it ends; its own error, if any, is not this one
+                await asyncio.wait([ahead])
+                if not ahead.cancelled():
+                    ahead.exception()
         await repository.forget_erased(conn, b.consented)
         await b.repo.commit(now, b.out, merges=b.merges)
 

@@ -8,7 +8,7 @@ the same transaction (:meth:`LeadRepository.commit`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -432,13 +432,34 @@ class LeadRepository:
         self._pending.clear()
         self._timeline.clear()
 
+    def can_write_ahead(self) -> bool:
+        """Whether :meth:`write_ahead` may write what is pending now: on PostgreSQL, and only
+        while nothing was deleted, dropped or merged (those are written by :meth:`flush`, whose
+        deletes must come before the inserts)."""
+        return not (is_sqlite(self.conn) or self._deleted or self._dropped)
+
+    def write_ahead(self, now: datetime, events: Sequence[CloudEvent]) -> Coroutine[Any, Any, None]:
+        """Take what is pending now (leads, identities, timeline, and ``events`` for the
+        outbox), encoded at once and no longer pending, and return its write, ahead of the end
+        of the unit of work and in the same transaction: the caller may go on changing leads
+        while that write runs (see :meth:`services.scoring.handlers.ScoringHandler._apply`).
+        Only where :meth:`can_write_ahead`."""
+        if not self.can_write_ahead():
+            raise RuntimeError("write_ahead after a delete, drop or merge: use flush")
+        return self._send(self._take_rows(now, events))
+
     async def _write_pg(self, now: datetime, events: Sequence[CloudEvent]) -> None:
         """The hot path on PostgreSQL: one pre-built statement (:data:`_WRITE_ALL`) taking each
         table's rows as one JSON parameter (orjson): no SQLAlchemy compilation per batch, no
         per-row parameter processing, one round trip."""
+        await self._send(self._take_rows(now, events))
+
+    def _take_rows(self, now: datetime, events: Sequence[CloudEvent]) -> tuple[Any, ...] | None:
+        """:data:`_WRITE_ALL`'s arguments for what is pending (None: nothing is), encoded now;
+        the pending leads, identities and timeline are then no longer pending."""
         fresh = [r for r in self._identities if not r.get("dropped")]
         if not (self._new or self._dirty or fresh or self._timeline or events):
-            return
+            return None
         new = [self.loaded[i] for i in sorted(self._new)]
         dirty = [self.loaded[i] for i in sorted(self._dirty)]
         tl = self._timeline
@@ -461,6 +482,16 @@ class LeadRepository:
             [dumps(dict(e.extensions)) for e in events],
             [dumps(dict(e.data)) for e in events],
         )
+        self._new.clear()
+        self._dirty.clear()
+        self._identities = []
+        self._pending.clear()
+        self._timeline = []
+        return args
+
+    async def _send(self, args: tuple[Any, ...] | None) -> None:
+        if args is None:
+            return
         # pre-built, with positional ($n) arguments as the driver takes them: no SQLAlchemy
         # compilation nor per-row parameter processing (a duplicate identity is still an
         # IntegrityError)
