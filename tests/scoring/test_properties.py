@@ -260,3 +260,26 @@ def test_engagement_equals_its_hit_by_hit_definition(hs: list[Hit], hours: float
     # hits that have not decayed yet must give exactly what decaying each hit gives
     now = T0 + timedelta(hours=hours)
     assert engine.compute_engagement(hs, MIXED, now) == _engagement_hit_by_hit(hs, MIXED, now)
+
+
+@settings(max_examples=200)
+@given(MIXED_HITS, MIXED_HITS, st.lists(st.integers(0, 39), max_size=3), st.floats(0, 96))
+def test_engagement_of_a_list_that_changes_between_calls(
+    before: list[Hit], added: list[Hit], replaced: list[int], hours: float
+) -> None:
+    # compute_engagement remembers how it grouped a list (the consumer keeps its leads between
+    # batches); the same list, grown or changed in place since, must score as a fresh one
+    now = T0 + timedelta(hours=hours)
+    hs = list(before)
+    engine.compute_engagement(hs, MIXED, now)
+    for hit in added:
+        hs.append(hit)
+        assert engine.compute_engagement(hs, MIXED, now) == _engagement_hit_by_hit(hs, MIXED, now)
+    for i in replaced:  # a hit replaced by another, in place: same list, same length
+        if i < len(hs):
+            hs[i] = Hit("a", "g", 15, T0 + timedelta(hours=i), f"replaced-{i}")
+            got = engine.compute_engagement(hs, MIXED, now)
+            assert got == _engagement_hit_by_hit(hs, MIXED, now)
+    if hs:  # and one dropped
+        del hs[0]
+        assert engine.compute_engagement(hs, MIXED, now) == _engagement_hit_by_hit(hs, MIXED, now)
