@@ -27,7 +27,10 @@ from tests.chaos.cluster import Cluster
 from tests.chaos.reconcile import Report, settle
 from tests.chaos.traffic import Traffic, identify
 
-SETTLE_SECONDS = 120.0
+#: How long a drill waits for the system to catch up before it counts what is missing as lost.
+#: The recovery time is reported apart; on a slow 2-core machine the routing backlog of the
+#: kill drill took 155 s to drain (120 s was the limit before: those leads were late, not lost).
+SETTLE_SECONDS = 300.0
 
 
 @dataclass
