@@ -9,7 +9,6 @@ works on the row, not on the remembered lead; the last checks the cache's memory
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import orjson
@@ -23,7 +22,6 @@ from services.scoring.domain.model import Hit, Lead
 from services.scoring.handlers import ScoringHandler
 from services.scoring.lead_cache import LeadCache, footprint
 from services.scoring.tables import leads
-from shared.db import create_engine
 from shared.events import CloudEvent, InteractionType, RoutingType
 from shared.topics import Topics
 from tests.scoring.helpers import T0, VP_SALES, assigned_data, default_rules, interaction
@@ -32,15 +30,6 @@ from tests.scoring.test_erasure_requested import erasure_request
 TOPICS = Topics("c.")
 _HIT = Hit("page-view", "web", 1, T0, "ev-1")
 EMAIL = "jane@acme.com"
-
-
-@pytest.fixture
-async def engine(pg_db_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(pg_db_url)
-    try:
-        yield eng
-    finally:
-        await eng.dispose()
 
 
 def page_view(i: int, email: str = EMAIL) -> CloudEvent:

@@ -9,7 +9,6 @@ then check that a failure while a part is being written leaves the transaction c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +21,6 @@ from services.scoring.handlers import ScoringHandler
 from services.scoring.lead_cache import LeadCache
 from services.scoring.repository import _WRITE_ALL
 from services.scoring.tables import identities, leads, timeline
-from shared.db import create_engine
 from shared.events import CloudEvent
 from shared.events import InteractionType as IT
 from shared.messaging_tables import outbox
@@ -31,15 +29,6 @@ from tests.scoring.helpers import T0, VP_SALES, default_rules, interaction
 
 TOPICS = Topics("wa.")
 PART = 32
-
-
-@pytest.fixture
-async def engine(pg_db_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(pg_db_url)
-    try:
-        yield eng
-    finally:
-        await eng.dispose()
 
 
 def batch() -> list[CloudEvent]:
