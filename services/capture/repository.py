@@ -45,26 +45,6 @@ async def find_idempotent(
     return {r.event_id: IdempotentRecord(r.lead_key, r.fingerprint) for r in rows}
 
 
-# One index probe per id, whatever the plan: ``event_id = ANY($1)`` gets a generic plan that
-# scans the whole table when it was prepared while the table was young (33 ms a call at 100,000
-# keys), and the driver keeps that plan for the connection's life.
-_KNOWN_PG = (
-    "SELECT k.id FROM unnest($1::text[]) AS k(id) CROSS JOIN LATERAL"
-    f" (SELECT 1 FROM {idempotency.name} i WHERE i.event_id = k.id LIMIT 1) AS hit"
-)
-
-
-async def known_idempotent(conn: AsyncConnection, event_ids: Sequence[str]) -> set[str]:
-    """Which of ``event_ids`` were accepted before (their key is remembered)."""
-    if not event_ids:
-        return set()
-    if not is_sqlite(conn):
-        # pre-built: one array parameter, no statement compiled per length of the list
-        result = await conn.exec_driver_sql(_KNOWN_PG, (list(event_ids),))
-        return {row[0] for row in result}
-    return set(await find_idempotent(conn, event_ids))
-
-
 _REMEMBER_PG = (
     f"INSERT INTO {idempotency.name} (event_id, scope, lead_key, created_at, fingerprint)"
     " SELECT e, s, k, $1::timestamptz, f"
