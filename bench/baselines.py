@@ -5,12 +5,15 @@
 - ``naive``: the same endpoint writing each lead straight into PostgreSQL (SQLAlchemy async,
   one INSERT and commit per request), the setup teams usually build by hand.
 
-    python -m bench.baselines echo PORT
-    python -m bench.baselines naive PORT DATABASE_URL
+    python -m bench.baselines echo PORT [WORKERS]
+    python -m bench.baselines naive PORT DATABASE_URL [WORKERS]
+
+``WORKERS`` processes serve the port, as ``LEADFLOW_CAPTURE_WORKERS`` does for capture.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -23,6 +26,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from shared.serving import serve_processes
 
 
 class Submission(BaseModel):
@@ -99,19 +104,34 @@ def naive_app(url: str) -> FastAPI:
     return app
 
 
-def serve(app: Any, port: int) -> None:
-    """The uvicorn settings of ``leadflow capture`` (services/cli.py)."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=20,
-    )
-    uvicorn.Server(config).run()
+_NAIVE_URL = "BENCH_NAIVE_DATABASE_URL"
+
+
+def naive_from_environment() -> FastAPI:
+    """The naive app as each worker process builds it."""
+    return naive_app(os.environ[_NAIVE_URL])
+
+
+def serve(kind: str, port: int, workers: int = 1, database_url: str | None = None) -> None:
+    """The uvicorn settings of ``leadflow capture`` (services/cli.py), workers included."""
+    options: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 20,
+    }
+    if workers > 1:
+        if database_url:
+            os.environ[_NAIVE_URL] = database_url
+        factory = "echo_app" if kind == "echo" else "naive_from_environment"
+        serve_processes(f"bench.baselines:{factory}", workers, **options)
+        return
+    app = echo_app() if kind == "echo" else naive_app(database_url or "")
+    uvicorn.Server(uvicorn.Config(app, **options)).run()
 
 
 if __name__ == "__main__":
-    kind, port = sys.argv[1], int(sys.argv[2])
-    serve(echo_app() if kind == "echo" else naive_app(sys.argv[3]), port)
+    kind, port, rest = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    url = rest.pop(0) if kind == "naive" else None
+    serve(kind, port, int(rest[0]) if rest else 1, url)

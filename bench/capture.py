@@ -2,7 +2,9 @@
 ``/v1/batch`` events against raw aiokafka production of the same events.
 
 capture runs as ``leadflow capture`` on PostgreSQL and the bundled broker, with the per-IP
-rate limit raised out of the way; every post is a unique newsletter signup.
+rate limit raised out of the way and as many worker processes as Compose gives it
+(:data:`WORKERS`; the echo and naive apps get as many); every post is a unique newsletter
+signup.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ from shared.outbox import publish
 from shared.settings import Settings
 
 FORM = "/v1/forms/newsletter/submissions"
-BATCH_CONNECTIONS = 8
+#: Concurrent ``/v1/batch`` requests, and concurrent batches of the raw producer.
+BATCH_CONNECTIONS = 32
+#: ``LEADFLOW_CAPTURE_WORKERS`` of docker-compose.yml (one per core of the 2-core machine).
+WORKERS = 2
 
 
 def _tracked_events(n: int, run: str) -> list[CloudEvent]:
@@ -111,9 +116,11 @@ def run(quick: bool, smoke: bool = False) -> list[dict[str, Any]]:
             ports = {kind: free_port() for kind in ("echo", "naive")}
             for kind, extra in (("echo", []), ("naive", [st.db_url])):
                 args = [sys.executable, "-m", "bench.baselines", kind, str(ports[kind]), *extra]
+                args.append(str(WORKERS))
                 log = procs.enter_context(open(tmp / f"{kind}.log", "ab"))
                 proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=log)
                 procs.callback(stop_all, [proc])
+            st.extra_env["LEADFLOW_CAPTURE_WORKERS"] = str(WORKERS)
             st.start("capture")
             for kind, port in ports.items():
                 wait_ready(f"http://127.0.0.1:{port}/readyz", tmp / f"{kind}.log")

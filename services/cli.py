@@ -59,18 +59,39 @@ def _serve(name: str) -> None:
 
     settings = get_settings()
     configure_logging(settings.leadflow_log_level)
-    main: Any = importlib.import_module(f"services.{name}.main")
     port = getattr(settings, f"leadflow_{name}_port")
+    options: dict[str, Any] = {
+        "host": settings.leadflow_host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 20,
+    }
+    workers = settings.leadflow_capture_workers if name == "capture" else 1
+    if workers > 1:
+        _serve_workers(name, workers, options)
+        return
+    main: Any = importlib.import_module(f"services.{name}.main")
     application = main.build_app(settings)
-    config = uvicorn.Config(
-        application,
-        host=settings.leadflow_host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=20,
-    )
-    uvicorn.Server(config).run()
+    uvicorn.Server(uvicorn.Config(application, **options)).run()
+
+
+def _serve_workers(name: str, workers: int, options: dict[str, Any]) -> None:
+    """Several processes on one port (uvicorn's supervisor restarts one that dies); their
+    metrics are counted together in a directory that lives as long as this parent."""
+    import os
+    import shutil
+    import tempfile
+
+    from shared.metrics import MULTIPROCESS_DIR
+    from shared.serving import serve_processes
+
+    folder = tempfile.mkdtemp(prefix=f"leadflow-{name}-metrics-")
+    os.environ[MULTIPROCESS_DIR] = folder  # inherited by the workers, read at their imports
+    try:
+        serve_processes(f"services.{name}.main:app_from_environment", workers, **options)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @app.command()

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.routing import iter_route_contexts
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, StatusCode
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict
 from starlette._exception_handler import wrap_app_handling_exceptions
 from starlette.routing import Match
@@ -28,7 +28,7 @@ from shared.auth import (
     check,
 )
 from shared.logs import register_secrets
-from shared.metrics import HTTP_DURATION, HTTP_REQUESTS, method_label
+from shared.metrics import HTTP_DURATION, HTTP_REQUESTS, exposition, method_label
 from shared.openapi import install_openapi
 from shared.problems import Problem, install_problem_handlers, problem_response
 from shared.runtime import Runtime
@@ -128,7 +128,7 @@ def create_app(
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False, dependencies=[OpsAuth])
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     before = len(app.router.routes)
     for router in routers:

@@ -16,6 +16,12 @@ Defined elsewhere, next to what they count (same registry, same ``/metrics``):
 
 Capture's spool *is* its outbox (source ``capture``): the spool depth is
 ``leadflow_outbox_pending{source="capture"}``.
+
+A service served by several worker processes (``LEADFLOW_CAPTURE_WORKERS``) counts in
+prometheus_client's multiprocess mode: every process writes its values to files in one
+directory, and ``/metrics`` in any of them answers the sum (:func:`exposition`). The gauges
+are ones every process computes alike (a table's backlog, a partition's lag): the most
+recently set value is the answer, so a worker that died leaves no stale one behind.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess as prometheus_multiprocess
 
 from shared.events import (
     INTERACTION_TYPES,
@@ -63,23 +71,40 @@ CONSUMER_LAG = Gauge(
     "leadflow_consumer_lag",
     "Records on a partition not yet consumed by the group (highwater - position)",
     ["consumer", "topic", "partition"],
+    multiprocess_mode="mostrecent",
 )
 OUTBOX_PENDING = Gauge(
     "leadflow_outbox_pending",
     "Outbox rows not yet published, by source (capture's is its spool depth)",
     ["source"],
+    multiprocess_mode="mostrecent",
 )
 #: Set by routing's SLA timer loop (see the report of issue 14): timers waiting to fire.
 ROUTING_TIMERS_PENDING = Gauge(
     "leadflow_routing_timers_pending",
     "SLA timers scheduled and not yet fired, by kind",
     ["kind"],
+    multiprocess_mode="mostrecent",
 )
 #: Set by routing's webhook delivery loop: deliveries waiting for a (re)try.
 WEBHOOK_QUEUE = Gauge(
     "leadflow_routing_webhook_queue",
     "Webhook deliveries waiting to be attempted (pending or retrying)",
+    multiprocess_mode="mostrecent",
 )
+
+#: Set (by the parent, before the workers start) when several processes serve one service.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def exposition() -> bytes:
+    """The text ``/metrics`` answers: this process's, or every worker process's together."""
+    if os.environ.get(MULTIPROCESS_DIR):
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()
+
 
 _KNOWN_TYPES = (
     INTERACTION_TYPES | LEAD_TYPES | ROUTING_TYPES | SALES_TYPES | {"io.leadflow.deadletter"}

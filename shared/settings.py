@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     leadflow_write_keys: str | None = None
     leadflow_host: str = "127.0.0.1"
     leadflow_capture_port: int = 8001
+    #: Processes serving capture's port (uvicorn workers): capture's work per request is
+    #: CPU in one Python process, so a second core needs a second process.
+    leadflow_capture_workers: int = Field(default=1, ge=1, le=64)
     leadflow_scoring_port: int = 8002
     leadflow_routing_port: int = 8003
     leadflow_var_dir: Path = Path("var")

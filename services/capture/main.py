@@ -15,8 +15,9 @@ from services.capture.workers import AdFetcher, CaptureRetention, InDoubtDrain
 from shared.db import create_engine
 from shared.deadletter_api import router as deadletter_router
 from shared.http import create_app
+from shared.logs import configure_logging
 from shared.runtime import Runtime
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 from shared.topics import Topics
 
 SERVICE_NAME = "capture"
@@ -60,3 +61,10 @@ def build_app(settings: Settings, config: dict[str, Any] | None = None) -> FastA
     )
     app.state.capture = ctx
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app as each worker process builds it (``LEADFLOW_CAPTURE_WORKERS`` above 1)."""
+    settings = get_settings()
+    configure_logging(settings.leadflow_log_level)
+    return build_app(settings)
