@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from services.scoring.domain import engine
 from services.scoring.domain.lifecycle import Change
-from services.scoring.domain.model import Lead
+from services.scoring.domain.model import Hit, Lead
 from services.scoring.events import lead_events, snapshot, snapshot_data
 from services.scoring.handlers import ScoringHandler
 from services.scoring.repository import LeadRepository, state_json
@@ -125,3 +125,26 @@ async def test_rows_and_events_are_written_in_order(db_url: str) -> None:
         assert {i: (lead.total, lead.stage) for i, lead in loaded.items()} == stored
     finally:
         await eng.dispose()
+
+
+def test_stored_state_of_a_lead_whose_hits_change_between_writes() -> None:
+    # the hits' JSON is remembered per list (a lead is written after every batch that touches
+    # it): grown, changed in place, shortened or replaced, the state must read as the lead's
+    rules = default_rules()
+    lead = drive([interaction(at=T0, contact=VP_SALES, intent="demo_request")], rules)
+
+    def check() -> None:
+        assert orjson.loads(state_json(lead)) == lead.to_state()
+
+    check()
+    for i in range(3):
+        lead.hits.append(Hit("page-view", "web", 1, T0 + timedelta(minutes=i), f"e{i}"))
+        check()
+    lead.hits[1] = Hit("page-view", "web", 2, T0 + timedelta(hours=1), "changed")
+    check()
+    del lead.hits[0]
+    check()
+    lead.hits = [*lead.hits, Hit("pricing-page-view", "web", 10, T0, "new-list")]
+    check()
+    lead.hits.clear()
+    check()

@@ -283,3 +283,34 @@ def test_engagement_of_a_list_that_changes_between_calls(
     if hs:  # and one dropped
         del hs[0]
         assert engine.compute_engagement(hs, MIXED, now) == _engagement_hit_by_hit(hs, MIXED, now)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.tuples(EVENT, st.integers(0, 4)), min_size=1, max_size=20),
+    st.lists(st.integers(0, 40), max_size=3),
+)
+def test_add_hits_on_a_list_kept_between_calls_counts_as_on_a_fresh_one(
+    steps: list, replaced: list[int]
+) -> None:
+    # add_hits reads what a lead counted from the index of its hits, remembered per list (the
+    # consumer keeps its leads); a lead whose list is a fresh copy before every call must
+    # count exactly the same hits, events seen twice (the ids repeat) and lists changed in
+    # place between calls included
+    kept = Lead(id="l", key="k@x.io", created_at=T0)
+    fresh = Lead(id="l", key="k@x.io", created_at=T0)
+    for i, ((etype, interaction), n) in enumerate(steps):
+        if i in replaced and kept.hits:
+            swap = Hit("page-view", "web", 1, T0, f"swapped-{i}")
+            kept.hits[i % len(kept.hits)] = swap
+            fresh.hits[i % len(fresh.hits)] = swap
+        at = T0 + timedelta(hours=i)
+        data = interaction.to_data()
+        got = lifecycle.add_hits(kept, f"e{n}", etype, data, at, RULES)
+        fresh.hits = list(fresh.hits)
+        want = lifecycle.add_hits(fresh, f"e{n}", etype, data, at, RULES)
+        assert got == want
+        assert kept.hits == fresh.hits
+        index = engine.hit_index(kept.hits)
+        assert index.event_ids == {h.event_id for h in kept.hits}
+        assert index.rules == {h.rule for h in kept.hits}

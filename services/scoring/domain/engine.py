@@ -217,7 +217,7 @@ def compute_engagement(
     ``<rule>:cap`` reason, so the reasons always add up to the score.
     """
     caps = _fit_memo(rules).caps
-    by_group = _grouped(hits)
+    by_group = hit_index(hits).by_group
     total = 0.0
     reasons: list[dict[str, Any]] = []
     append = reasons.append
@@ -226,16 +226,12 @@ def compute_engagement(
         group = rules.group(group_name)
         decay = group.decay
         positive = negative = 0.0
-        for rule_id, items in sorted(by_group[group_name].items()):
-            points = list(map(_POINTS, items))
-            if _undecayed(items, points, decay, now):
+        for rule_id, tally in sorted(by_group[group_name].items()):
+            items = tally.items
+            if tally.ints_only and _undecayed(items[0].at, tally.positive > 0, decay, now):
                 # every hit is worth its points: whole numbers, whose sum is exact in any
-                # order, so C's sum() gives the loop's result without a step per hit
-                if min(points) >= 0:
-                    pos, neg = float(sum(points)), 0.0
-                else:
-                    pos = float(sum(p for p in points if p > 0))
-                    neg = float(sum(p for p in points if p < 0))
+                # order, so the running sums give the loop's result without a step per hit
+                pos, neg = float(tally.positive), float(tally.negative)
             else:
                 # sums in hit order, as sum() over the values would add them
                 pos = neg = 0.0
@@ -272,69 +268,109 @@ def compute_engagement(
     return math.floor(total + 0.5), reasons
 
 
-#: The last grouping of each hit list seen (:func:`_grouped`), by the list's identity, with the
-#: hits it was made from. A lead kept between batches (the scoring consumer's cache) gains a
-#: hit or two per event: sorting and grouping all of them again was about a third of this
-#: function's time.
-_GROUPED: dict[int, tuple[list[Hit], dict[str, dict[str, list[Hit]]]]] = {}
-_GROUPED_SIZE = 4096
+class _Tally:
+    """One rule's hits of a lead, in time order then by event id, with running sums of their
+    points while every one is a whole number (``bool`` is not one here, as for
+    :func:`decayed`): an event then adds its hit to the sums instead of walking them all."""
+
+    __slots__ = ("ints_only", "items", "negative", "positive")
+
+    def __init__(self) -> None:
+        self.items: list[Hit] = []
+        self.ints_only = True
+        self.positive = 0
+        self.negative = 0
+
+    def count(self, points: Any) -> None:
+        if not self.ints_only:
+            return
+        if type(points) is not int:
+            self.ints_only = False
+        elif points > 0:
+            self.positive += points
+        else:
+            self.negative += points
 
 
-def _grouped(hits: Sequence[Hit]) -> dict[str, dict[str, list[Hit]]]:
-    """Hits by group, then rule, each rule's in time order then by event id (a stable sort:
-    equal ones in list order). Read-only for the caller: it may be remembered and reused.
+class HitIndex:
+    """A lead's hits by group, then rule (each rule's in time order then by event id, with
+    their sums), and the event ids and rules they hold: what scoring an event needs to know
+    of the hits, kept up to date as the lead gains hits (:func:`hit_index`)."""
+
+    __slots__ = ("by_group", "event_ids", "rules", "seen")
+
+    def __init__(self) -> None:
+        #: the hits the index was made from, in list order
+        self.seen: list[Hit] = []
+        self.by_group: dict[str, dict[str, _Tally]] = {}
+        self.event_ids: set[str] = set()
+        self.rules: set[str] = set()
+
+    def add(self, hit: Hit, *, in_order: bool) -> None:
+        of_group = self.by_group.get(hit.group)
+        if of_group is None:
+            of_group = self.by_group[hit.group] = {}
+        tally = of_group.get(hit.rule)
+        if tally is None:
+            tally = of_group[hit.rule] = _Tally()
+        if in_order:
+            tally.items.append(hit)
+        else:
+            # after the equal ones, as the stable sort of :func:`hit_index` puts a later hit
+            bisect.insort(tally.items, hit, key=_HIT_ORDER)
+        tally.count(hit.points)
+        self.event_ids.add(hit.event_id)
+        self.rules.add(hit.rule)
+
+
+#: The last index of each hit list seen (:func:`hit_index`), by the list's identity. A lead
+#: kept between batches (the scoring consumer's cache) gains a hit or two per event: sorting,
+#: grouping, summing and scanning all of them again was most of the time scoring an event.
+_INDEXES: dict[int, HitIndex] = {}
+_INDEXES_SIZE = 4096
+
+
+def hit_index(hits: Sequence[Hit]) -> HitIndex:
+    """The index of ``hits``. Read-only for the caller: it is remembered and reused.
 
     Reused only for the same list whose first hits are still, one by one, the very hits it was
-    made from (any other change, or another list at the same address, regroups); hits added
-    since are inserted in order."""
-    memo = _GROUPED.get(id(hits))
-    if memo is not None:
-        seen, by_group = memo
+    made from (any other change, or another list at the same address, indexes it again); hits
+    added since are inserted in order."""
+    index = _INDEXES.get(id(hits))
+    if index is not None:
+        seen = index.seen
         known = len(seen)
         if known <= len(hits) and all(map(operator.is_, seen, hits)):
             for hit in hits[known:]:
-                of_group = by_group.setdefault(hit.group, {})
-                # after the equal ones, as the stable sort below puts a later hit
-                bisect.insort(of_group.setdefault(hit.rule, []), hit, key=_HIT_ORDER)
+                index.add(hit, in_order=False)
                 seen.append(hit)
-            return by_group
-    by_group = {}
+            return index
+    index = HitIndex()
     for hit in sorted(hits, key=_HIT_ORDER):
-        rules_of = by_group.get(hit.group)
-        if rules_of is None:
-            rules_of = by_group[hit.group] = {}
-        items_of = rules_of.get(hit.rule)
-        if items_of is None:
-            rules_of[hit.rule] = [hit]
-        else:
-            items_of.append(hit)
+        index.add(hit, in_order=True)
+    index.seen = list(hits)
     if isinstance(hits, list):
-        if len(_GROUPED) >= _GROUPED_SIZE:
-            _GROUPED.clear()
-        _GROUPED[id(hits)] = (list(hits), by_group)
-    return by_group
+        if len(_INDEXES) >= _INDEXES_SIZE:
+            _INDEXES.clear()
+        _INDEXES[id(hits)] = index
+    return index
 
 
-def _undecayed(items: Sequence[Hit], points: list[Any], decay: Decay, now: datetime) -> bool:
-    """Whether :func:`decayed` leaves every one of a rule's hits (in time order; ``points``
-    are theirs) at its points, a whole number: no decay, or a linear decay whose first period
+def _undecayed(oldest: datetime, any_positive: bool, decay: Decay, now: datetime) -> bool:
+    """Whether :func:`decayed` leaves every one of a rule's hits (whole numbers; ``oldest``
+    is the time of the first) at its points: no decay, or a linear decay whose first period
     has not ended for the oldest hit (the most common case: a lead active in the last days or
     weeks)."""
-    if set(map(type, points)) != _INT:  # bool is not int here, as for decayed()
-        return False
-    if decay.mode == "none" or max(points) <= 0:
+    if decay.mode == "none" or not any_positive:
         return True
     if decay.mode == "half_life":
         return decay.half_life_days <= 0
     if decay.period_days <= 0:
         return True
     # decayed()'s own arithmetic: no period has passed for the oldest hit, hence for none
-    age_days = max((now - items[0].at).total_seconds(), 0.0) / DAY
+    age_days = max((now - oldest).total_seconds(), 0.0) / DAY
     return math.floor(age_days / decay.period_days) == 0
 
-
-_INT = {int}
-_POINTS = operator.itemgetter(2)  # Hit.points
 
 #: Hits in time order, then by event id (a :class:`Hit` is a named tuple: at, event_id).
 _HIT_ORDER = operator.itemgetter(3, 4)

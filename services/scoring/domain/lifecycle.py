@@ -6,7 +6,6 @@ turns changes into ``leadflow.leads`` events. Stage and status only move forward
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,15 +47,15 @@ def add_hits(
     matching = engine.matching_rules(event_type, data, rules)
     if matching:
         # what the lead already counted: this event's rules, and the rules it has hits of
-        # (walked by C code: a lead has up to 50 hits per repeatable rule, and an event is
-        # seldom among them)
-        hits = lead.hits
+        # (from the index of its hits: a lead has up to 50 hits per repeatable rule, and an
+        # event is seldom among them)
+        known = engine.hit_index(lead.hits)
         counted = (
-            {h.rule for h in hits if h.event_id == event_id}
-            if event_id in map(_EVENT_ID, hits)
+            {h.rule for h in lead.hits if h.event_id == event_id}
+            if event_id in known.event_ids
             else set()
         )
-        ruled = set(map(_RULE, hits))
+        ruled = known.rules  # read-only: the rules this event adds go to ``counted``
         for rule in matching:
             if rule.id in counted or (not rule.repeatable and rule.id in ruled):
                 continue
@@ -64,16 +63,11 @@ def add_hits(
             lead.hits.append(hit)
             added.append(hit)
             counted.add(rule.id)
-            ruled.add(rule.id)
             _keep_latest(lead, rule.id)
     intent = data.get("intent")
     if isinstance(intent, str) and intent in rules.sales_intents:
         lead.sales_intent = True
     return added
-
-
-_RULE = operator.attrgetter("rule")
-_EVENT_ID = operator.attrgetter("event_id")
 
 
 def _keep_latest(lead: Lead, rule_id: str) -> None:
