@@ -23,8 +23,8 @@ LEGEND = (
     " reconciliation (events not applied or applied twice, SQLs without or with two live"
     " assignments, SLA events missing or doubled); recovery s: from the end of the fault (and of"
     " the load) until the reconciliation held. `make chaos` (python -m tests.chaos) writes this"
-    " file; one fresh PostgreSQL database, bundled broker and 1 capture + 2 scoring + 2 routing"
-    " processes per drill."
+    " file; one fresh PostgreSQL database, bundled broker and 1 capture (2 worker processes)"
+    " + 2 scoring + 2 routing processes per drill."
 )
 
 

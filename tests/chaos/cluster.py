@@ -2,7 +2,8 @@
 
 A fresh migrated PostgreSQL database, a private bundled broker and every service as its own OS
 process, started with the commands Compose runs (``leadflow capture|scoring|routing``) in
-production mode (no ``LEADFLOW_DEV``): one capture, two replicas each of scoring and routing.
+production mode (no ``LEADFLOW_DEV``): one capture (with Compose's two worker processes), two
+replicas each of scoring and routing.
 Scoring and routing reach PostgreSQL through a :class:`~tests.tcpproxy.TcpProxy` the drills can
 cut; capture connects directly, because the database drill is about the consumers (capture's own
 outage behaviour has its own tests).
@@ -91,14 +92,21 @@ class Service:
         with self.log.open("ab") as out:
             out.write(f"\n--- start #{self.starts} at {time.time():.3f}\n".encode())
             out.flush()
+            # its own process group: a service with worker processes (capture) is killed
+            # whole, as a container's are
             self.proc = subprocess.Popen(
-                [LEADFLOW, self.command], env=self.env, stdout=out, stderr=out, cwd=ROOT
+                [LEADFLOW, self.command],
+                env=self.env,
+                stdout=out,
+                stderr=out,
+                cwd=ROOT,
+                start_new_session=True,
             )
 
     def kill(self) -> None:
         """kill -9: no drain, no commit, no goodbye to the group."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
     def stop(self) -> None:
@@ -107,7 +115,7 @@ class Service:
             try:
                 self.proc.wait(timeout=25)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
 
 
@@ -196,7 +204,8 @@ class Cluster:
             "LEADFLOW_VAR_DIR": str(self.workdir / "var"),
         }
         await _run([LEADFLOW, "migrate"], env, self.workdir / "migrate.log")
-        self._add("capture", "capture", env)
+        # as Compose runs it: two worker processes on one port
+        self._add("capture", "capture", {**env, "LEADFLOW_CAPTURE_WORKERS": "2"})
         proxied = {**env, "DATABASE_URL": self._db_url(self.db_proxy.port)}
         for command in ("scoring", "routing"):
             for i in range(1, self.replicas + 1):
