@@ -18,7 +18,6 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -27,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.serving import serve_processes
+from shared.serving import SERVER_OPTIONS, serve_processes
 
 
 class Submission(BaseModel):
@@ -114,13 +113,7 @@ def naive_from_environment() -> FastAPI:
 
 def serve(kind: str, port: int, workers: int = 1, database_url: str | None = None) -> None:
     """The uvicorn settings of ``leadflow capture`` (services/cli.py), workers included."""
-    options: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": port,
-        "log_config": None,
-        "access_log": False,
-        "timeout_graceful_shutdown": 20,
-    }
+    options = {"host": "127.0.0.1", "port": port, **SERVER_OPTIONS}
     if workers > 1:
         if database_url:
             os.environ[_NAIVE_URL] = database_url

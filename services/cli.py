@@ -55,18 +55,13 @@ def _serve(name: str) -> None:
     import uvicorn
 
     from shared.logs import configure_logging
+    from shared.serving import SERVER_OPTIONS
     from shared.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings.leadflow_log_level)
     port = getattr(settings, f"leadflow_{name}_port")
-    options: dict[str, Any] = {
-        "host": settings.leadflow_host,
-        "port": port,
-        "log_config": None,
-        "access_log": False,
-        "timeout_graceful_shutdown": 20,
-    }
+    options = {"host": settings.leadflow_host, "port": port, **SERVER_OPTIONS}
     workers = settings.leadflow_capture_workers if name == "capture" else 1
     if workers > 1:
         _serve_workers(name, workers, options)

@@ -15,6 +15,14 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
+#: How every service's uvicorn runs (``leadflow capture|scoring|routing``), and the bench's
+#: baseline apps beside capture: Leadflow logs as JSON itself, and a stop drains for 20 s.
+SERVER_OPTIONS: dict[str, Any] = {
+    "log_config": None,
+    "access_log": False,
+    "timeout_graceful_shutdown": 20,
+}
+
 
 def listener(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` that worker processes inherit."""

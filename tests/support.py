@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -179,6 +182,19 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+async def start_service(
+    command: str, env: dict[str, str], log_path: Path
+) -> asyncio.subprocess.Process:
+    """``leadflow COMMAND`` as its own process (``python -m services.cli``), as Compose runs
+    it, with ``env`` (see :func:`process_env`); its log goes to ``log_path``, a file, not a
+    pipe: a full pipe would block the process."""
+    with log_path.open("wb") as log_file:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli", command, env=env,
+            stdout=subprocess.DEVNULL, stderr=log_file,
+        )  # fmt: skip
 
 
 async def generic_plan_scans(

@@ -8,7 +8,6 @@ the same transaction (:meth:`LeadRepository.commit`).
 from __future__ import annotations
 
 import json
-import operator
 from collections.abc import Coroutine, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -17,7 +16,7 @@ import orjson
 from sqlalchemy import bindparam, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.scoring.domain.model import Hit, Lead
+from services.scoring.domain.model import Hit, Lead, hits_added
 from services.scoring.events import SOURCE
 from services.scoring.lead_cache import LeadCache
 from services.scoring.tables import erased_emails, identities, leads, timeline
@@ -243,13 +242,13 @@ def _hits_json(hits: list[Hit]) -> bytes:
     memo = _HITS_JSON.get(id(hits))
     if memo is not None:
         seen, done = memo
-        known = len(seen)
-        if known <= len(hits) and all(map(operator.is_, seen, hits)):
-            if known == len(hits):
+        added = hits_added(seen, hits)
+        if added is not None:
+            if not added:
                 return done
-            more = orjson.dumps(list(map(tuple, hits[known:])), option=orjson.OPT_UTC_Z)
-            done = done[:-1] + b"," + more[1:] if known else more
-            seen.extend(hits[known:])
+            more = orjson.dumps(list(map(tuple, added)), option=orjson.OPT_UTC_Z)
+            done = done[:-1] + b"," + more[1:] if seen else more
+            seen.extend(added)
             _HITS_JSON[id(hits)] = (seen, done)
             return done
     done = orjson.dumps(list(map(tuple, hits)), option=orjson.OPT_UTC_Z)

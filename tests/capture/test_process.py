@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from shared.broker import free_port
-from tests.support import make_settings, process_env, wait_for, wait_for_events
+from tests.support import make_settings, process_env, start_service, wait_for, wait_for_events
 
 
 @pytest.mark.slow
@@ -23,16 +21,7 @@ async def test_cli_process_serves_and_stops_cleanly(
     port = free_port()
     env = process_env(settings, LEADFLOW_CAPTURE_PORT=str(port))
     log_path = tmp_path / "capture.log"
-    log_file = log_path.open("wb")  # a file, not a pipe: a full pipe would block the process
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli",
-        "capture",
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log_file,
-    )
+    proc = await start_service("capture", env, log_path)
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=base, timeout=5) as c:
@@ -64,4 +53,3 @@ async def test_cli_process_serves_and_stops_cleanly(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-        log_file.close()

@@ -7,7 +7,6 @@ import asyncio
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,14 @@ import pytest
 from shared.broker import free_port
 from shared.settings import DEV_WRITE_KEY
 from shared.topics import Topics
-from tests.support import TEST_TOKEN, make_settings, process_env, read_topic, wait_for
+from tests.support import (
+    TEST_TOKEN,
+    make_settings,
+    process_env,
+    read_topic,
+    start_service,
+    wait_for,
+)
 
 POSTS = 60
 
@@ -53,11 +59,7 @@ async def test_two_worker_processes_are_counted_together_and_stop_together(
         LEADFLOW_WRITE_KEYS=DEV_WRITE_KEY,
     )
     log_path = tmp_path / "capture.log"
-    log_file = log_path.open("wb")  # a file, not a pipe: a full pipe would block the process
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "capture", env=env,
-        stdout=subprocess.DEVNULL, stderr=log_file,
-    )  # fmt: skip
+    proc = await start_service("capture", env, log_path)
     url = f"http://127.0.0.1:{port}"
     auth = httpx.BasicAuth(DEV_WRITE_KEY, "")
     try:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -23,7 +21,7 @@ from shared.messaging_tables import outbox, processed_events
 from shared.outbox import publish
 from shared.topics import Topics
 from tests.scoring.helpers import interaction
-from tests.support import make_settings, process_env, wait_for
+from tests.support import make_settings, process_env, start_service, wait_for
 
 N = 3000
 
@@ -53,11 +51,7 @@ async def test_sigterm_mid_backlog_commits_and_relays_what_was_consumed(
     port = free_port()
     env = process_env(settings, LEADFLOW_SCORING_PORT=str(port), LEADFLOW_CONSUMER_BATCH="100")
     log_path = tmp_path / "scoring.log"
-    log_file = log_path.open("wb")  # a file, not a pipe: a full pipe would block the process
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "scoring", env=env,
-        stdout=subprocess.DEVNULL, stderr=log_file,
-    )  # fmt: skip
+    proc = await start_service("scoring", env, log_path)
     engine = create_engine(pg_db_url)
 
     async def processed() -> int:
@@ -132,5 +126,4 @@ async def test_sigterm_mid_backlog_commits_and_relays_what_was_consumed(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-        log_file.close()
         await engine.dispose()

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from services.scoring.domain.identity import email_domain
-from services.scoring.domain.model import Hit, Lead, stage_rank, time_text
+from services.scoring.domain.model import Hit, Lead, hits_added, stage_rank, time_text
 from services.scoring.domain.ruleset import (
     DEFAULT_SENIORITY,
     Decay,
@@ -338,12 +338,11 @@ def hit_index(hits: Sequence[Hit]) -> HitIndex:
     added since are inserted in order."""
     index = _INDEXES.get(id(hits))
     if index is not None:
-        seen = index.seen
-        known = len(seen)
-        if known <= len(hits) and all(map(operator.is_, seen, hits)):
-            for hit in hits[known:]:
+        added = hits_added(index.seen, hits)
+        if added is not None:
+            for hit in added:
                 index.add(hit, in_order=False)
-                seen.append(hit)
+                index.seen.append(hit)
             return index
     index = HitIndex()
     for hit in sorted(hits, key=_HIT_ORDER):

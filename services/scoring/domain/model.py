@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -36,6 +38,16 @@ class Hit(NamedTuple):
     points: int
     at: datetime
     event_id: str
+
+
+def hits_added(seen: Sequence[Hit], hits: Sequence[Hit]) -> Sequence[Hit] | None:
+    """The hits ``hits`` gained since it held ``seen``: None unless its first hits are still,
+    one by one, the very hits of ``seen`` (hits are immutable, so what was derived from them
+    holds). How a lead's derived data, remembered per hit list, is extended, not rebuilt."""
+    known = len(seen)
+    if known <= len(hits) and all(map(operator.is_, seen, hits)):
+        return hits[known:]
+    return None
 
 
 @dataclass(slots=True)
